@@ -1,0 +1,52 @@
+# Stratus: the commands everything relies on (see README.md).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STATE_DIR ?= .stratus
+# pytest's own arguments, e.g. make test PYTEST_ARGS='-k smoke -x'
+PYTEST_ARGS ?=
+
+.PHONY: help venv binaries lint unit e2e test dev dev-down crds
+
+help:
+	@echo "make dev    - start the local GPU cluster (and the operator) from a fresh checkout"
+	@echo "make test   - lint, unit tests and end-to-end tests on a fresh local cluster"
+	@echo "make lint | unit | e2e | binaries | crds | dev-down"
+
+# The virtualenv is rebuilt when the project's dependencies change; pip's cache lives outside.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+binaries:
+	hack/build-binaries.sh
+
+lint: venv
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+e2e: venv binaries
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+test: lint binaries
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+dev: venv binaries
+	$(BIN)/stratus dev up --state-dir $(STATE_DIR)
+	@echo 'For kubectl: eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"'
+
+dev-down: venv
+	$(BIN)/stratus dev down --state-dir $(STATE_DIR)

@@ -1,0 +1,135 @@
+"""The `stratus` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stratus.devcluster.cluster import LocalCluster
+
+
+def _dev_cluster(args: argparse.Namespace) -> LocalCluster:
+    # Imported here: the operator's image does not ship the local cluster's dependencies.
+    from stratus.devcluster import cluster, nodepools  # noqa: PLC0415
+
+    pools = nodepools.load_pools(getattr(args, "pools", None))
+    return cluster.LocalCluster(args.state_dir, pools)
+
+
+def cmd_dev_up(args: argparse.Namespace) -> int:
+    local = _dev_cluster(args)
+    state = local.up(timeout=args.timeout)
+    print(f"kubeconfig: {state.kubeconfig}")
+    return 0
+
+
+def cmd_dev_down(args: argparse.Namespace) -> int:
+    local = _dev_cluster(args)
+    local.down()
+    return 0
+
+
+def cmd_dev_status(args: argparse.Namespace) -> int:
+    local = _dev_cluster(args)
+    state = local.state()
+    if state is None:
+        print(f"no cluster under {local.layout.root}")
+        return 1
+    running = local.running()
+    for proc in state.processes:
+        verdict = "running" if running.get(proc.name) else "NOT RUNNING"
+        print(f"{proc.name:<24} pid {proc.pid:<8} port {proc.port:<6} {verdict}")
+    print(f"server:     {state.server} (Kubernetes {state.kubernetes_version})")
+    print(f"kubeconfig: {state.kubeconfig}")
+    return 0 if all(running.values()) else 1
+
+
+def cmd_dev_env(args: argparse.Namespace) -> int:
+    from stratus.devcluster import binaries  # noqa: PLC0415
+
+    local = _dev_cluster(args)
+    bin_dirs = sorted({str(path.parent) for path in binaries.locate().paths.values()})
+    print(f"export KUBECONFIG={local.kubeconfig}")
+    print(f"export PATH={':'.join(bin_dirs)}:$PATH")
+    return 0
+
+
+def cmd_dev_preempt(args: argparse.Namespace) -> int:
+    from stratus.devcluster import kubeapi  # noqa: PLC0415
+
+    kubeconfig = args.kubeconfig or _dev_cluster(args).kubeconfig
+    api = kubeapi.connect(kubeconfig)
+    replacement = api.preempt(args.node, delete=not args.keep_node, replace=args.replace)
+    print(
+        f"node {args.node} reclaimed"
+        + (f"; replacement {replacement} joined" if replacement else "")
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="the local control plane with simulated GPU nodes")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+
+    def dev_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = dev_sub.add_parser(name, help=help_text)
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            default=Path(".stratus"),
+            help="where the cluster keeps its data, logs and kubeconfig",
+        )
+        return p
+
+    up = dev_command("up", "start the cluster (or reuse a running one) and wait until ready")
+    up.add_argument(
+        "--pools",
+        type=Path,
+        default=None,
+        help="YAML file of node pools (default: gpu-ondemand, gpu-spot, cpu)",
+    )
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    up.set_defaults(func=cmd_dev_up)
+    dev_command("down", "stop every process of the cluster").set_defaults(func=cmd_dev_down)
+    dev_command("status", "say what runs").set_defaults(func=cmd_dev_status)
+    dev_command("env", 'print shell exports for kubectl: eval "$(stratus dev env)"').set_defaults(
+        func=cmd_dev_env
+    )
+    preempt = dev_command("preempt", "reclaim a node the way a cloud reclaims a spot node")
+    preempt.add_argument("node")
+    preempt.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="act on this cluster instead of the one under --state-dir",
+    )
+    preempt.add_argument(
+        "--keep-node",
+        action="store_true",
+        help="taint the node NoExecute but leave the Node object",
+    )
+    preempt.add_argument(
+        "--replace", action="store_true", help="bring up a new node of the same pool afterwards"
+    )
+    preempt.set_defaults(func=cmd_dev_preempt)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except RuntimeError as exc:
+        print(f"stratus: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+as child processes under one state directory, on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stratus.devcluster import binaries, nodepools, pki
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+STAGES_FILE = Path(__file__).with_name("stages.yaml")
+DEFAULT_STATE_DIR = Path(".stratus")
+# Order of start; stopped in reverse.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class Process:
+    name: str
+    pid: int
+    port: int
+    log: str
+
+
+@dataclass
+class ClusterState:
+    state_dir: str
+    kubeconfig: str
+    server: str
+    kubernetes_version: str
+    started_at: float
+    processes: list[Process] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterState:
+        raw = json.loads(path.read_text())
+        raw["processes"] = [Process(**p) for p in raw["processes"]]
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path under a state directory."""
+
+    root: Path
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    def component_kubeconfig(self, identity: pki.Identity) -> Path:
+        return self.root / f"{identity.file_stem}.kubeconfig"
+
+    def cert(self, stem: str) -> Path:
+        return self.pki_dir / f"{stem}.crt"
+
+    def key(self, stem: str) -> Path:
+        return self.pki_dir / f"{stem}.key"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def kubeconfig_for(layout: Layout, server: str, identity: pki.Identity) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "stratus-dev",
+                "cluster": {"server": server, "certificate-authority": str(layout.cert("ca"))},
+            }
+        ],
+        "users": [
+            {
+                "name": identity.user,
+                "user": {
+                    "client-certificate": str(layout.cert(identity.file_stem)),
+                    "client-key": str(layout.key(identity.file_stem)),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "stratus-dev",
+                "context": {"cluster": "stratus-dev", "user": identity.user},
+            }
+        ],
+        "current-context": "stratus-dev",
+    }
+
+
+def component_args(
+    layout: Layout, name: str, ports: dict[str, int], bins: binaries.Binaries
+) -> list[str]:
+    """The command line of one component. Every one names a path under the state directory, which
+    is how `down` recognises its own processes."""
+    p = layout.pki_dir
+    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+    if name == "etcd":
+        return [
+            str(bins["etcd"]),
+            "--name=stratus",
+            f"--data-dir={layout.etcd_data}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=stratus={peer_url}",
+            # A throwaway cluster: durability is not worth the fsyncs.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+    if name == "kube-apiserver":
+        return [
+            str(bins["kube-apiserver"]),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['kube-apiserver']}",
+            f"--cert-dir={p}",
+            f"--tls-cert-file={layout.cert('apiserver')}",
+            f"--tls-private-key-file={layout.key('apiserver')}",
+            f"--client-ca-file={layout.cert('ca')}",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={layout.key('sa')}",
+            f"--service-account-signing-key-file={layout.key('sa')}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Loopback is not a valid Endpoints address; nothing in-cluster dials the API anyway.
+            "--endpoint-reconciler-type=none",
+            # As on GKE: a pod that requests nvidia.com/gpu tolerates the GPU nodes' taint.
+            "--enable-admission-plugins=ExtendedResourceToleration",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]
+    if name == "kube-controller-manager":
+        return [
+            str(bins["kube-controller-manager"]),
+            f"--kubeconfig={layout.component_kubeconfig(pki.CONTROLLER_MANAGER)}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-controller-manager']}",
+            f"--cert-dir={p}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={layout.key('sa')}",
+            f"--root-ca-file={layout.cert('ca')}",
+            f"--cluster-signing-cert-file={layout.cert('ca')}",
+            f"--cluster-signing-key-file={layout.key('ca')}",
+            "--controllers=*",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ]
+    if name == "kube-scheduler":
+        return [
+            str(bins["kube-scheduler"]),
+            f"--kubeconfig={layout.component_kubeconfig(pki.SCHEDULER)}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-scheduler']}",
+            f"--cert-dir={p}",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+    if name == "kwok":
+        return [
+            str(bins["kwok"]),
+            f"--kubeconfig={layout.component_kubeconfig(pki.KWOK)}",
+            f"--config={layout.root / 'kwok-stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector="
+            f"{nodepools.KWOK_NODE_ANNOTATION}={nodepools.KWOK_NODE_VALUE}",
+            "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{ports['kwok']}",
+        ]
+    raise ValueError(f"unknown component {name}")
+
+
+def _health_url(name: str, ports: dict[str, int]) -> str:
+    if name == "etcd":
+        return f"http://127.0.0.1:{ports['etcd']}/health"
+    if name == "kwok":
+        return f"http://127.0.0.1:{ports['kwok']}/healthz"
+    path = "/readyz" if name == "kube-apiserver" else "/healthz"
+    return f"https://127.0.0.1:{ports[name]}{path}"
+
+
+def _ssl_context(layout: Layout) -> ssl.SSLContext:
+    # The controller manager and scheduler serve self-signed certificates; the API server's is
+    # ours. Health probes present the admin client certificate and check nothing else.
+    ctx = ssl.create_default_context(cafile=str(layout.cert("ca")))
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(str(layout.cert("admin")), str(layout.key("admin")))
+    return ctx
+
+
+def probe(url: str, ctx: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(
+    what: str, check: Callable[[], bool], deadline: float, alive: Callable[[], str | None]
+) -> None:
+    while True:
+        if check():
+            return
+        dead = alive()
+        if dead:
+            raise ClusterError(f"{dead} exited while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _owned(pid: int, root: Path) -> bool:
+    """True when `pid` is alive and is one of ours: its command line names our state directory."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(root).encode() in cmdline
+
+
+def _stop_pid(pid: int, root: Path, grace: float = 10.0) -> None:
+    if not _owned(pid, root):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not _owned(pid, root) or _is_zombie(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+class LocalCluster:
+    """One local control plane under `state_dir`."""
+
+    def __init__(
+        self,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        pools: tuple[nodepools.NodePool, ...] = nodepools.DEFAULT_POOLS,
+        extra_apiserver_args: tuple[str, ...] = (),
+    ) -> None:
+        self.layout = Layout(state_dir.resolve())
+        self.pools = pools
+        self.extra_apiserver_args = extra_apiserver_args
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.layout.kubeconfig
+
+    def state(self) -> ClusterState | None:
+        if not self.layout.state_file.exists():
+            return None
+        return ClusterState.load(self.layout.state_file)
+
+    def running(self) -> dict[str, bool]:
+        state = self.state()
+        if state is None:
+            return {}
+        return {
+            p.name: _owned(p.pid, self.layout.root) and not _is_zombie(p.pid)
+            for p in state.processes
+        }
+
+    def up(self, timeout: float = 120.0, log: Callable[[str], None] = print) -> ClusterState:
+        """Start the cluster and return once it is ready; reuse it when it already runs."""
+        started = time.monotonic()
+        existing = self.state()
+        if existing and all(self.running().values()):
+            log(f"cluster already running (kubeconfig {existing.kubeconfig})")
+            return existing
+        self.down(log=lambda _msg: None)
+        bins = binaries.locate()
+        root = self.layout.root
+        for sub in (self.layout.pki_dir, self.layout.etcd_data, self.layout.logs):
+            shutil.rmtree(sub, ignore_errors=True)
+        self.layout.logs.mkdir(parents=True)
+        pki.write_pki(self.layout.pki_dir, SERVICE_IP)
+        shutil.copyfile(STAGES_FILE, root / "kwok-stages.yaml")
+
+        ports = {name: free_port() for name in (*COMPONENTS, "etcd-peer")}
+        server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+        self.layout.kubeconfig.write_text(
+            yaml.safe_dump(kubeconfig_for(self.layout, server, pki.ADMIN))
+        )
+        for identity in pki.CLIENT_IDENTITIES:
+            self.layout.component_kubeconfig(identity).write_text(
+                yaml.safe_dump(kubeconfig_for(self.layout, server, identity))
+            )
+
+        state = ClusterState(
+            state_dir=str(root),
+            kubeconfig=str(self.layout.kubeconfig),
+            server=server,
+            kubernetes_version=bins.kubernetes_version,
+            started_at=time.time(),
+        )
+        ctx = _ssl_context(self.layout)
+        deadline = time.monotonic() + timeout
+        try:
+            for name in COMPONENTS:
+                args = component_args(self.layout, name, ports, bins)
+                if name == "kube-apiserver":
+                    args += list(self.extra_apiserver_args)
+                state.processes.append(self._spawn(name, args, ports[name]))
+                state.save(self.layout.state_file)
+                url = _health_url(name, ports)
+                _wait(
+                    f"{name} to be healthy ({url})",
+                    lambda u=url: probe(u, ctx),  # type: ignore[misc]
+                    deadline,
+                    self._first_dead,
+                )
+                log(f"{name} ready ({time.monotonic() - started:.1f}s)")
+            self._add_nodes(deadline, log)
+        except Exception as exc:
+            hint = self._log_tails()
+            self.down(log=lambda _msg: None)
+            raise ClusterError(f"{exc}\n{hint}") from exc
+        log(
+            f"cluster ready in {time.monotonic() - started:.1f}s; "
+            f"export KUBECONFIG={self.layout.kubeconfig}"
+        )
+        return state
+
+    def _spawn(self, name: str, args: list[str], port: int) -> Process:
+        log_path = self.layout.logs / f"{name}.log"
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.layout.root,
+            )
+        return Process(name=name, pid=proc.pid, port=port, log=str(log_path))
+
+    def _first_dead(self) -> str | None:
+        for name, alive in self.running().items():
+            if not alive:
+                return name
+        return None
+
+    def _log_tails(self, lines: int = 15) -> str:
+        tails = []
+        for log_path in sorted(self.layout.logs.glob("*.log")):
+            text = log_path.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {log_path} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(tails)
+
+    def _add_nodes(self, deadline: float, log: Callable[[str], None]) -> None:
+        from stratus.devcluster import kubeapi  # noqa: PLC0415 - needs the API server up first
+
+        api = kubeapi.connect(self.layout.kubeconfig)
+        manifests = nodepools.node_manifests(self.pools)
+        for manifest in manifests:
+            api.create_node(manifest)
+        names = {m["metadata"]["name"] for m in manifests}
+        _wait(
+            f"{len(names)} nodes to be Ready",
+            lambda: api.ready_nodes() >= names,
+            deadline,
+            self._first_dead,
+        )
+        # Pods need their namespace's default ServiceAccount, which the controller manager makes.
+        _wait(
+            "the default ServiceAccount",
+            lambda: api.service_account_exists("default", "default"),
+            deadline,
+            self._first_dead,
+        )
+        log(
+            f"{len(names)} nodes Ready: "
+            + ", ".join(
+                f"{p.name} x{p.count}" + (f" ({p.gpus} GPUs each)" if p.gpus else "")
+                for p in self.pools
+            )
+        )
+
+    def down(self, log: Callable[[str], None] = print) -> None:
+        """Stop every process this cluster started; the state directory keeps only its logs."""
+        state = self.state()
+        if state is None:
+            log("no cluster running")
+            return
+        for proc in reversed(state.processes):
+            _stop_pid(proc.pid, self.layout.root)
+        self.layout.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
+        log(f"stopped {len(state.processes)} processes")

@@ -1,0 +1,117 @@
+"""The few API calls the local cluster makes about its own nodes: create them, read their
+readiness, and reclaim one the way a cloud reclaims a spot node."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from stratus.devcluster import nodepools
+
+# The NoExecute taint a reclaimed spot node gets: the taint-eviction controller then deletes its
+# pods with the DisruptionTarget condition, as it does when a cloud takes a node away.
+RECLAIM_TAINT = {"key": "stratus.dev/spot-reclaimed", "value": "true", "effect": "NoExecute"}
+
+
+@dataclass
+class NodeApi:
+    core: client.CoreV1Api
+
+    def create_node(self, manifest: dict[str, Any]) -> None:
+        try:
+            self.core.create_node(manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def ready_nodes(self) -> set[str]:
+        ready = set()
+        for node in self.core.list_node().items:
+            for cond in node.status.conditions or []:
+                if cond.type == "Ready" and cond.status == "True":
+                    ready.add(node.metadata.name)
+        return ready
+
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.core.read_namespaced_service_account(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def pods_on(self, node: str) -> list[Any]:
+        pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+        return [p for p in pods if not _is_daemon(p)]
+
+    def preempt(
+        self, node: str, delete: bool = True, replace: bool = False, drain_timeout: float = 60.0
+    ) -> str | None:
+        """Reclaim `node`: taint it NoExecute, wait for its pods to go, then delete it. With
+        `replace`, a new node of the same pool joins (as an autoscaler would bring one up).
+        Returns the replacement's name."""
+        current = self.core.read_node(node)
+        taints = _taints(current)
+        if not any(t["key"] == RECLAIM_TAINT["key"] for t in taints):
+            taints.append(RECLAIM_TAINT)
+            self.core.patch_node(node, {"spec": {"taints": taints}})
+        deadline = time.monotonic() + drain_timeout
+        while self.pods_on(node) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not delete:
+            return None
+        self.core.delete_node(node)
+        if not replace:
+            return None
+        labels = current.metadata.labels or {}
+        pool_name = labels.get(nodepools.POOL_LABEL)
+        existing = {n.metadata.name for n in self.core.list_node().items}
+        replacement = _replacement(current, pool_name, existing)
+        self.create_node(replacement)
+        return str(replacement["metadata"]["name"])
+
+
+def _taints(node: Any) -> list[dict[str, str]]:
+    return [
+        {"key": t.key, "value": t.value or "", "effect": t.effect} for t in node.spec.taints or []
+    ]
+
+
+def _is_daemon(pod: Any) -> bool:
+    return any(ref.kind == "DaemonSet" for ref in pod.metadata.owner_references or [])
+
+
+def _replacement(node: Any, pool_name: str | None, existing: set[str]) -> dict[str, Any]:
+    prefix = pool_name or node.metadata.name
+    index = 0
+    while f"{prefix}-{index}" in existing or f"{prefix}-{index}" == node.metadata.name:
+        index += 1
+    name = f"{prefix}-{index}"
+    labels = dict(node.metadata.labels or {})
+    labels["kubernetes.io/hostname"] = name
+    taints = [t for t in _taints(node) if t["key"] != RECLAIM_TAINT["key"]]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {nodepools.KWOK_NODE_ANNOTATION: nodepools.KWOK_NODE_VALUE},
+        },
+        "spec": {"taints": taints},
+        "status": {
+            "capacity": dict(node.status.capacity),
+            "allocatable": dict(node.status.allocatable),
+        },
+    }
+
+
+def connect(kubeconfig: Path) -> NodeApi:
+    api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    return NodeApi(client.CoreV1Api(api_client))

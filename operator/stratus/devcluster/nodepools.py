@@ -1,0 +1,113 @@
+"""Simulated node pools: pure builders of the Node objects kwok plays the kubelet for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# The one spot convention the local cluster follows (Karpenter's label, tainted NoSchedule so only
+# workloads that opt in land there). The operator's own spot selector is configurable separately.
+CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
+POOL_LABEL = "stratus.dev/pool"
+# kwok manages exactly the nodes carrying this annotation.
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_NODE_VALUE = "fake"
+
+Manifest = dict[str, Any]
+
+
+class Taint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class NodePool(BaseModel):
+    """A group of identical simulated nodes."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    count: int = Field(ge=0, le=1000)
+    gpus: int = Field(default=0, ge=0, le=64)
+    gpu_product: str = Field(default="NVIDIA-H100-80GB-HBM3", alias="gpuProduct")
+    capacity_type: Literal["on-demand", "spot"] = Field(default="on-demand", alias="capacityType")
+    cpu: str = "192"
+    memory: str = "2048Gi"
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[Taint] = Field(default_factory=list)
+
+
+class NodePoolConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pools: list[NodePool]
+
+
+DEFAULT_POOLS = (
+    NodePool(name="gpu-ondemand", count=2, gpus=8, capacity_type="on-demand"),
+    NodePool(name="gpu-spot", count=4, gpus=8, capacity_type="spot"),
+    NodePool(name="cpu", count=2, gpus=0, cpu="32", memory="128Gi"),
+)
+
+
+def load_pools(path: Path | None) -> tuple[NodePool, ...]:
+    """The pools in a YAML file (`pools: [...]`), or the defaults when no file is given."""
+    if path is None:
+        return DEFAULT_POOLS
+    return tuple(NodePoolConfig.model_validate(yaml.safe_load(path.read_text())).pools)
+
+
+def node_name(pool: NodePool, index: int) -> str:
+    return f"{pool.name}-{index}"
+
+
+def _taints(pool: NodePool) -> list[Manifest]:
+    taints = [t.model_dump() for t in pool.taints]
+    if pool.gpus:
+        # As GKE and AKS do: GPU nodes repel pods that do not ask for a GPU.
+        taints.append({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"})
+    if pool.capacity_type == "spot":
+        taints.append({"key": CAPACITY_TYPE_LABEL, "value": "spot", "effect": "NoSchedule"})
+    return taints
+
+
+def node_manifest(pool: NodePool, index: int) -> Manifest:
+    name = node_name(pool, index)
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        POOL_LABEL: pool.name,
+        CAPACITY_TYPE_LABEL: pool.capacity_type,
+        **pool.labels,
+    }
+    capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": "110", "ephemeral-storage": "1Ti"}
+    if pool.gpus:
+        labels[GPU_PRODUCT_LABEL] = pool.gpu_product
+        labels["nvidia.com/gpu.count"] = str(pool.gpus)
+        labels["nvidia.com/gpu.present"] = "true"
+        capacity[GPU_RESOURCE] = str(pool.gpus)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE},
+        },
+        "spec": {"taints": _taints(pool)},
+        "status": {"capacity": capacity, "allocatable": dict(capacity)},
+    }
+
+
+def node_manifests(pools: tuple[NodePool, ...]) -> list[Manifest]:
+    return [node_manifest(pool, i) for pool in pools for i in range(pool.count)]
