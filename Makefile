@@ -48,5 +48,8 @@ dev: venv binaries
 	$(BIN)/stratus dev up --state-dir $(STATE_DIR)
 	@echo 'For kubectl: eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"'
 
+crds: venv
+	$(BIN)/stratus crds --out crds
+
 dev-down: venv
 	$(BIN)/stratus dev down --state-dir $(STATE_DIR)

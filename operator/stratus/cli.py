@@ -70,9 +70,21 @@ def cmd_dev_preempt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crds(args: argparse.Namespace) -> int:
+    from stratus.api import crd  # noqa: PLC0415
+
+    for path in crd.write_all(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    crds = sub.add_parser("crds", help="generate the CRDs from the API models")
+    crds.add_argument("--out", type=Path, default=Path("crds"), help="output directory")
+    crds.set_defaults(func=cmd_crds)
 
     dev = sub.add_parser("dev", help="the local control plane with simulated GPU nodes")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

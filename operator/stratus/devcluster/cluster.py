@@ -308,6 +308,9 @@ class LocalCluster:
         self.layout = Layout(state_dir.resolve())
         self.pools = pools
         self.extra_apiserver_args = extra_apiserver_args
+        # Children started by this object; polled directly, since a just-forked child does not
+        # show its own command line yet.
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
     def kubeconfig(self) -> Path:
@@ -402,8 +405,8 @@ class LocalCluster:
         return Process(name=name, pid=proc.pid, port=port, log=str(log_path))
 
     def _first_dead(self) -> str | None:
-        for name, alive in self.running().items():
-            if not alive:
+        for name, proc in self._children.items():
+            if proc.poll() is not None:
                 return name
         return None
 
@@ -451,6 +454,9 @@ class LocalCluster:
             return
         for proc in reversed(state.processes):
             _stop_pid(proc.pid, self.layout.root)
+            child = self._children.pop(proc.name, None)
+            if child is not None:
+                child.wait()
         self.layout.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
         log(f"stopped {len(state.processes)} processes")

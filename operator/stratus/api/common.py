@@ -1,0 +1,229 @@
+"""Types shared by both resources: the base model, cross-field rules, quantities, durations, the
+workload's container fields, GPU resources and status conditions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "stratus.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Go-style durations, as Kubernetes and Argo Rollouts write them: 90s, 10m, 1h30m, 500ms.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# Kubernetes resource quantities without a sign (as apimachinery's own schema, minus the sign).
+QUANTITY_PATTERN = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|"
+    r"(\.[0-9]+))))?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Marks a schema the CRD generator turns into x-kubernetes-int-or-string.
+INT_OR_STRING = "x-stratus-int-or-string"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule across fields, stated twice on purpose: as CEL for the API server (an
+    x-kubernetes-validations entry) and as Python for the models. The property test holds the
+    two to the same verdicts."""
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    field_path: str | None = None
+
+    def crd(self) -> dict[str, str]:
+        entry = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            entry["fieldPath"] = self.field_path
+        return entry
+
+
+def _schema_rules(schema: dict[str, Any], cls: type) -> None:
+    rules: tuple[Rule, ...] = getattr(cls, "rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.crd() for rule in rules]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra=_schema_rules,
+    )
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> ApiModel:
+        for rule in self.rules:
+            if not rule.check(self):
+                where = rule.field_path.lstrip(".") + ": " if rule.field_path else ""
+                raise ValueError(where + rule.message)
+        return self
+
+
+class OpenModel(ApiModel):
+    """A Kubernetes structure passed through as written: known fields typed, the rest kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _quantity(value: int | str) -> int | str:
+    if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+        raise ValueError(f"{value!r} is not a quantity such as 8, 500m or 16Gi")
+    if isinstance(value, int) and value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+Quantity = Annotated[
+    int | str,
+    AfterValidator(_quantity),
+    Field(json_schema_extra={INT_OR_STRING: True, "pattern": QUANTITY_PATTERN}),
+]
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+# Conditions are keyed by type, as metav1.Condition lists are.
+CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+# An object field whose nested defaults the API server fills in even when it is omitted.
+DEFAULTED = {"default": {}}
+
+
+class EnvVar(ApiModel):
+    """An environment variable, as in a Pod's container."""
+
+    name: str = Field(min_length=1, max_length=256, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="A source for the value (secretKeyRef, configMapKeyRef, fieldRef, "
+        "resourceFieldRef), exactly as in a Pod's container.",
+    )
+
+
+class EnvFromSource(OpenModel):
+    """A source of environment variables (configMapRef or secretRef, optional prefix), as in a
+    Pod's container."""
+
+
+class Volume(OpenModel):
+    """A volume, exactly as in a Pod's spec."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Volume name.")
+
+
+class VolumeMount(ApiModel):
+    """Where a volume is mounted in the workload's container."""
+
+    name: str = Field(max_length=63, description="Name of a volume in `volumes`.")
+    mount_path: str = Field(pattern=r"^/", max_length=4096, description="Absolute path.")
+    sub_path: str | None = Field(default=None, description="Sub-path of the volume to mount.")
+    read_only: bool = Field(default=False, description="Mount read-only.")
+
+
+class PodTemplateOverride(ApiModel):
+    """What the simple form cannot say: a partial pod template merged over the generated one
+    (labels and annotations are added; spec fields replace the generated ones, lists such as
+    tolerations are appended)."""
+
+    metadata: PodMetadata | None = Field(default=None, description="Extra labels and annotations.")
+    spec: dict[str, Any] | None = Field(default=None, description="A partial PodSpec.")
+
+
+class PodMetadata(ApiModel):
+    """Labels and annotations for the generated pods."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations.")
+
+
+class Workload(ApiModel):
+    """The container that does the work: image, command, environment and volumes."""
+
+    image: str = Field(min_length=1, max_length=1024, description="Container image.")
+    command: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Entrypoint; the image's ENTRYPOINT when empty.",
+    )
+    args: list[str] = Field(
+        default_factory=list, max_length=256, description="Arguments; the image's CMD when empty."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=256, description="Environment variables."
+    )
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Sources of environment variables (ConfigMaps, Secrets).",
+    )
+    working_dir: str | None = Field(default=None, description="Working directory.")
+    volumes: list[Volume] = Field(
+        default_factory=list, max_length=64, description="Extra volumes for the pods."
+    )
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list, max_length=64, description="Where the extra volumes are mounted."
+    )
+    pod_template: PodTemplateOverride | None = Field(
+        default=None, description=PodTemplateOverride.__doc__
+    )
+
+
+class GpuResources(ApiModel):
+    """Resources of one worker or replica."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.gpuType) || self.gpu > 0",
+            message="gpuType needs gpu > 0",
+            field_path=".gpuType",
+            check=lambda r: r.gpu_type is None or r.gpu > 0,
+        ),
+    )
+
+    gpu: int = Field(
+        default=1, ge=0, le=64, description="GPUs (`nvidia.com/gpu`) per worker or replica."
+    )
+    gpu_type: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="GPU product the pods need, matched against the node label "
+        "`nvidia.com/gpu.product` (for example NVIDIA-H100-80GB-HBM3).",
+    )
+    cpu: Quantity | None = Field(default=None, description="CPU request and limit, e.g. 8 or 500m.")
+    memory: Quantity | None = Field(
+        default=None, description="Memory request and limit, e.g. 64Gi."
+    )
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style status condition."""
+
+    type: str = Field(description="Condition type, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="One CamelCase word for machines.")
+    message: str = Field(default="", description="What happened, for humans.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation the condition was computed from."
+    )
+
+
+PodTemplateOverride.model_rebuild()

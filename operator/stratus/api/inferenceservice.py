@@ -1,0 +1,291 @@
+"""InferenceService: GPU model serving whose new revisions roll out as metric-gated canaries."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from stratus.api.common import (
+    CONDITIONS_LIST,
+    DEFAULTED,
+    DNS_LABEL_PATTERN,
+    ApiModel,
+    Condition,
+    Duration,
+    GpuResources,
+    Quantity,
+    Rule,
+    Workload,
+)
+
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+# `<name>-<revision hash>` must stay a valid Deployment and label value; `<name>` a Service name.
+MAX_NAME_LENGTH = 52
+MAX_STEPS = 20
+
+
+class ModelSource(ApiModel):
+    """The model the server loads, staged into the pod by an init container."""
+
+    uri: str = Field(
+        max_length=2048,
+        pattern=r"^(s3|gs|https|pvc)://.+",
+        description="Where the model is: s3://, gs://, https:// or pvc://<claim>/<path>.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[a-f0-9]{64}$",
+        description="Expected SHA-256 of the model file; a mismatch fails staging.",
+    )
+
+
+class ReplicaRange(ApiModel):
+    """Bounds on the number of replicas of the stable revision."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.max >= self.min",
+            message="max must be at least min",
+            field_path=".max",
+            check=lambda r: r.max >= r.min,
+        ),
+    )
+
+    min: int = Field(default=1, ge=0, le=1000, description="Fewest replicas.")
+    max: int = Field(default=1, ge=1, le=1000, description="Most replicas.")
+
+
+class Autoscaling(ApiModel):
+    """What scales the replicas between min and max."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="(self.metric == 'prometheus') == has(self.query)",
+            message="query is required with metric prometheus, and only then",
+            field_path=".query",
+            check=lambda a: (a.metric == "prometheus") == (a.query is not None),
+        ),
+    )
+
+    metric: Literal["cpu", "memory", "prometheus"] = Field(
+        default="cpu",
+        description="cpu or memory (average utilization, through an HPA), or prometheus (a "
+        "query's value, through KEDA).",
+    )
+    target: Quantity = Field(
+        description="Target per replica: a utilization percentage for cpu and memory, the "
+        "query's value for prometheus."
+    )
+    query: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="PromQL, with metric prometheus."
+    )
+
+
+class Pause(ApiModel):
+    """A hold at a step; without a duration it waits for `stratus promote`."""
+
+    duration: Duration | None = Field(default=None, description="How long to hold, e.g. 10m.")
+
+
+class Step(ApiModel):
+    """One step of a canary: the canary's share of traffic, held for a pause."""
+
+    weight: int = Field(ge=1, le=100, description="Canary's share of traffic, in percent.")
+    pause: Pause | None = Field(
+        default=None, description="Hold at this weight. Absent: hold for one analysis interval."
+    )
+
+
+class AnalysisMetric(ApiModel):
+    """A PromQL query whose value must stay within bounds while the canary runs."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.min) || has(self.max)",
+            message="set min, max or both",
+            field_path=".max",
+            check=lambda m: m.min is not None or m.max is not None,
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="min must not exceed max",
+            field_path=".min",
+            check=lambda m: m.min is None or m.max is None or m.min <= m.max,
+        ),
+    )
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Metric name.")
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL returning one number. {{name}}, {{namespace}}, {{canary}} and "
+        "{{stable}} are replaced by the service's name, namespace and revisions.",
+    )
+    min: float | None = Field(default=None, description="Lowest passing value.")
+    max: float | None = Field(default=None, description="Highest passing value.")
+
+
+class Analysis(ApiModel):
+    """How the canary is judged."""
+
+    interval: Duration = Field(default="1m", description="How often the metrics are queried.")
+    failure_limit: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Failed measurements tolerated; one more rolls the canary back.",
+    )
+    inconclusive_limit: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Empty or NaN measurements tolerated; one more pauses for a human.",
+    )
+    prometheus_address: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        max_length=2048,
+        description="Prometheus to query; the operator's configured address when absent.",
+    )
+    metrics: list[AnalysisMetric] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Metrics that must hold.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, metrics: list[AnalysisMetric]) -> list[AnalysisMetric]:
+        names = [m.name for m in metrics]
+        if len(set(names)) != len(names):
+            raise ValueError("metric names must be unique")
+        return metrics
+
+
+class HttpRouteRef(ApiModel):
+    """A Gateway API HTTPRoute whose backend weights carry the split."""
+
+    name: str = Field(max_length=253, description="HTTPRoute name, in the same namespace.")
+
+
+class TrafficRouting(ApiModel):
+    """How traffic is split. Without httpRoute: by replica ratio behind the one Service."""
+
+    http_route: HttpRouteRef | None = Field(default=None, description=HttpRouteRef.__doc__)
+
+
+class Rollout(ApiModel):
+    """How a new revision replaces the stable one."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.steps) || "
+            "self.steps.all(i, s, i == 0 || self.steps[i - 1].weight < s.weight)",
+            message="step weights must rise from step to step",
+            field_path=".steps",
+            check=lambda r: all(
+                a.weight < b.weight for a, b in zip(r.steps, r.steps[1:], strict=False)
+            ),
+        ),
+        Rule(
+            cel="!has(self.steps) || self.steps.size() == 0 || "
+            "self.steps[self.steps.size() - 1].weight == 100",
+            message="the last step's weight must be 100",
+            field_path=".steps",
+            check=lambda r: not r.steps or r.steps[-1].weight == 100,
+        ),
+        Rule(
+            cel="!has(self.strategy) || self.strategy == 'Canary' || !has(self.steps) || "
+            "self.steps.size() == 0",
+            message="steps apply to the Canary strategy only",
+            field_path=".steps",
+            check=lambda r: r.strategy == "Canary" or not r.steps,
+        ),
+    )
+
+    strategy: Literal["Canary", "Recreate"] = Field(
+        default="Canary", description="Canary (stepwise, judged) or Recreate (replace at once)."
+    )
+    steps: list[Step] = Field(
+        default_factory=list,
+        max_length=MAX_STEPS,
+        description="Canary steps; weights rise and end at 100. None: promote once ready.",
+    )
+    analysis: Analysis = Field(
+        default_factory=Analysis, description=Analysis.__doc__, json_schema_extra=DEFAULTED
+    )
+    traffic_routing: TrafficRouting = Field(
+        default_factory=TrafficRouting,
+        description=TrafficRouting.__doc__,
+        json_schema_extra=DEFAULTED,
+    )
+
+
+class InferenceServiceSpec(Workload):
+    """The desired model server."""
+
+    model: ModelSource = Field(description=ModelSource.__doc__)
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")
+    readiness_path: str = Field(
+        default="/healthz",
+        pattern=r"^/",
+        max_length=1024,
+        description="HTTP path of the readiness and liveness probes.",
+    )
+    resources: GpuResources = Field(
+        default_factory=GpuResources,
+        description="Resources of each replica.",
+        json_schema_extra=DEFAULTED,
+    )
+    replicas: ReplicaRange = Field(
+        default_factory=ReplicaRange, description=ReplicaRange.__doc__, json_schema_extra=DEFAULTED
+    )
+    autoscaling: Autoscaling | None = Field(default=None, description=Autoscaling.__doc__)
+    rollout: Rollout = Field(
+        default_factory=Rollout, description=Rollout.__doc__, json_schema_extra=DEFAULTED
+    )
+
+
+InferenceServicePhase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"]
+
+
+class MetricResult(ApiModel):
+    """One analysis metric's latest measurement."""
+
+    name: str = Field(description="Metric name.")
+    value: float | None = Field(default=None, description="Measured value; absent if empty.")
+    verdict: Literal["Passed", "Failed", "Inconclusive"] = Field(description="Judgement.")
+
+
+class AnalysisRecord(ApiModel):
+    """The latest analysis run."""
+
+    time: str | None = Field(default=None, description="When it ran (RFC 3339).")
+    results: list[MetricResult] = Field(default_factory=list, description="Per metric.")
+    failures: int = Field(default=0, description="Failed measurements in this step so far.")
+    inconclusive: int = Field(default=0, description="Inconclusive measurements so far.")
+
+
+class InferenceServiceStatus(ApiModel):
+    """What the operator observed. Written by the operator only."""
+
+    phase: InferenceServicePhase | None = Field(default=None, description="Summary for humans.")
+    stable_revision: str | None = Field(default=None, description="Revision serving by default.")
+    canary_revision: str | None = Field(default=None, description="Revision being judged.")
+    canary_weight: int | None = Field(default=None, description="Canary's traffic share (%).")
+    current_step: int | None = Field(default=None, description="Index of the current step.")
+    ready_replicas: int | None = Field(default=None, description="Ready replicas, all revisions.")
+    url: str | None = Field(default=None, description="In-cluster address of the service.")
+    last_analysis: AnalysisRecord | None = Field(default=None, description=AnalysisRecord.__doc__)
+    message: str | None = Field(default=None, description="Latest notable event, for humans.")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this status reflects."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Conditions: Ready, and what the operator is doing.",
+        json_schema_extra=CONDITIONS_LIST,
+    )

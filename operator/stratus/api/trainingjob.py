@@ -1,0 +1,218 @@
+"""TrainingJob: a GPU training run that survives spot preemption by checkpointing and resuming."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from stratus.api.common import (
+    CONDITIONS_LIST,
+    DEFAULTED,
+    DNS_SUBDOMAIN_PATTERN,
+    LABEL_VALUE_PATTERN,
+    ApiModel,
+    Condition,
+    GpuResources,
+    Rule,
+    Workload,
+)
+
+KIND = "TrainingJob"
+PLURAL = "trainingjobs"
+# `<name>-<attempt>` must stay a valid Job name, and its pods' hostnames DNS labels.
+MAX_NAME_LENGTH = 48
+
+
+class SpotPolicy(ApiModel):
+    """Whether the workers run on spot capacity, and how many preemptions the run survives."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.fallbackToOnDemandAfter) || "
+            "self.fallbackToOnDemandAfter <= self.maxPreemptions",
+            message="fallbackToOnDemandAfter must not exceed maxPreemptions",
+            field_path=".fallbackToOnDemandAfter",
+            check=lambda s: (
+                s.fallback_to_on_demand_after is None
+                or s.fallback_to_on_demand_after <= s.max_preemptions
+            ),
+        ),
+    )
+
+    enabled: bool = Field(
+        default=False, description="Run on spot nodes (tolerating their taint, requiring them)."
+    )
+    max_preemptions: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Preemptions survived; one more fails the TrainingJob (reason "
+        "PreemptionLimitExceeded).",
+    )
+    fallback_to_on_demand_after: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="After this many preemptions, later attempts run on on-demand nodes.",
+    )
+
+
+class CheckpointSpec(ApiModel):
+    """Where checkpoints live. The location is mounted at `mountPath`; every attempt gets
+    STRATUS_CHECKPOINT_DIR, and STRATUS_RESUME_FROM once a checkpoint is known."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!(has(self.persistentVolumeClaim) && has(self.uri))",
+            message="set persistentVolumeClaim or uri, not both",
+            field_path=".uri",
+            check=lambda c: not (c.persistent_volume_claim and c.uri),
+        ),
+    )
+
+    persistent_volume_claim: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name of a PersistentVolumeClaim in the same namespace to keep checkpoints.",
+    )
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^(s3|gs|az|https)://.+",
+        description="Object-storage prefix for checkpoints (s3://, gs://, az://, https://); "
+        "passed to the program as STRATUS_CHECKPOINT_URI.",
+    )
+    mount_path: str = Field(
+        default="/checkpoints",
+        pattern=r"^/",
+        max_length=4096,
+        description="Where the checkpoint location is mounted in the container.",
+    )
+
+
+class RetryPolicy(ApiModel):
+    """How application failures (not preemptions) are retried."""
+
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="Failed attempts retried; one more fails the TrainingJob.",
+    )
+    retryable_exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Exit codes that restart the attempt without counting against "
+        "maxRestarts (for example a NCCL timeout).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    @field_validator("retryable_exit_codes")
+    @classmethod
+    def _unique(cls, codes: list[int]) -> list[int]:
+        if len(set(codes)) != len(codes):
+            raise ValueError("exit codes must be unique")
+        return codes
+
+
+class TrainingJobSpec(Workload):
+    """The desired training run."""
+
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Worker pods; more than one makes a distributed (torchrun-style) job.",
+    )
+    resources: GpuResources = Field(
+        default_factory=GpuResources,
+        description="Resources of each worker.",
+        json_schema_extra=DEFAULTED,
+    )
+    spot: SpotPolicy = Field(
+        default_factory=SpotPolicy, description=SpotPolicy.__doc__, json_schema_extra=DEFAULTED
+    )
+    checkpoint: CheckpointSpec | None = Field(default=None, description=CheckpointSpec.__doc__)
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description=RetryPolicy.__doc__, json_schema_extra=DEFAULTED
+    )
+    termination_grace_period_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=3600,
+        description="Time a worker gets after SIGTERM to save a checkpoint (cover the cloud's "
+        "spot notice: 120s on AWS, 30s on GCP and Azure).",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Bound on the whole run, across attempts."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the TrainingJob this long after it finishes."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="End the active attempt without counting it; resuming starts the next "
+        "attempt from the latest checkpoint.",
+    )
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, description="PriorityClass of every attempt's pods."
+    )
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Kueue LocalQueue; set as kueue.x-k8s.io/queue-name on every attempt.",
+    )
+    team: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Team, copied as the label stratus.dev/team onto everything created.",
+    )
+    cost_center: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Cost center, copied as the label stratus.dev/cost-center.",
+    )
+
+
+TrainingJobPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
+
+
+class CheckpointRecord(ApiModel):
+    """A checkpoint a worker reported through its termination message."""
+
+    path: str = Field(description="Path of the checkpoint, as the program wrote it.")
+    step: int | None = Field(default=None, description="Training step it holds.")
+    sha256: str | None = Field(default=None, description="Digest of its manifest.")
+    time: str | None = Field(default=None, description="When it was reported (RFC 3339).")
+
+
+class TrainingJobStatus(ApiModel):
+    """What the operator observed. Written by the operator only."""
+
+    phase: TrainingJobPhase | None = Field(default=None, description="Summary for humans.")
+    attempt: int | None = Field(default=None, description="Number of the current attempt.")
+    preemptions: int | None = Field(default=None, description="Attempts ended by preemption.")
+    restarts: int | None = Field(
+        default=None, description="Attempts ended by a counted application failure."
+    )
+    active_job: str | None = Field(default=None, description="Job running the current attempt.")
+    last_checkpoint: CheckpointRecord | None = Field(
+        default=None, description="Latest checkpoint reported."
+    )
+    start_time: str | None = Field(default=None, description="When the first attempt started.")
+    completion_time: str | None = Field(default=None, description="When the run finished.")
+    gpu_seconds: int | None = Field(default=None, description="GPU time across all attempts.")
+    message: str | None = Field(default=None, description="Latest notable event, for humans.")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this status reflects."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Conditions: Ready, and what the operator is doing.",
+        json_schema_extra=CONDITIONS_LIST,
+    )
