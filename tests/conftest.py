@@ -4,15 +4,19 @@ that STRATUS_E2E_KUBECONFIG names (kind, a cloud cluster), in which case nothing
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.support import api_client, wait_for
+
+CRDS = Path(__file__).resolve().parents[1] / "crds"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,33 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(local.kubeconfig, api_client(local.kubeconfig), state_dir)
     finally:
         local.down()
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> list[str]:
+    """The checked-in CRDs, applied server-side and Established."""
+    paths = sorted(CRDS.glob("*.yaml"))
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", *[f"-f={p}" for p in paths])
+    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in paths]
+    kubectl(
+        cluster,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[f"crd/{n}" for n in names],
+    )
+    return names
+
+
+def kubectl(cluster: Cluster, *args: str) -> str:
+    """Run the pinned kubectl against the test cluster; fail with its stderr."""
+    from stratus.devcluster import binaries  # noqa: PLC0415
+
+    cmd = [str(binaries.locate()["kubectl"]), f"--kubeconfig={cluster.kubeconfig}", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_default_pools_match_the_documented_layout() -> None:
     nodes = nodepools.node_manifests(nodepools.DEFAULT_POOLS)
-    by_pool: dict[str, list[dict]] = {}
+    by_pool: dict[str, list[dict[str, Any]]] = {}
     for node in nodes:
         by_pool.setdefault(node["metadata"]["labels"][nodepools.POOL_LABEL], []).append(node)
     assert {k: len(v) for k, v in by_pool.items()} == {"gpu-ondemand": 2, "gpu-spot": 4, "cpu": 2}

@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "stratus.dev"
 VERSION = "v1alpha1"
@@ -56,10 +57,12 @@ def _schema_rules(schema: dict[str, Any], cls: type) -> None:
 class ApiModel(BaseModel):
     """camelCase on the wire, snake_case in Python, unknown fields refused."""
 
+    # strict: "4" is not 4 to the API server, so not to the models either.
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
+        strict=True,
         json_schema_extra=_schema_rules,
     )
     rules: ClassVar[tuple[Rule, ...]] = ()
@@ -94,9 +97,12 @@ Quantity = Annotated[
 ]
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 # Conditions are keyed by type, as metav1.Condition lists are.
-CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+CONDITIONS_LIST: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
 # An object field whose nested defaults the API server fills in even when it is omitted.
-DEFAULTED = {"default": {}}
+DEFAULTED: JsonDict = {"default": {}}
 
 
 class EnvVar(ApiModel):

@@ -29,7 +29,13 @@ def structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
     """Turn one pydantic JSON schema node into a structural OpenAPI v3 schema node."""
     schema = _resolve(schema, defs)
     if INT_OR_STRING in schema:
-        out: Schema = {"x-kubernetes-int-or-string": True}
+        # The pattern holds for strings only; CEL keeps integers non-negative too.
+        out: Schema = {
+            "x-kubernetes-int-or-string": True,
+            "x-kubernetes-validations": [
+                {"rule": "type(self) == string || self >= 0", "message": "must not be negative"}
+            ],
+        }
         for key in ("description", "pattern", "default"):
             if schema.get(key) is not None:
                 out[key] = schema[key]
@@ -80,7 +86,7 @@ def _ordered(schema: Schema) -> Schema:
     """Description and type first, whitespace of docstrings folded: the CRD is read by people."""
     if "description" in schema:
         schema["description"] = " ".join(schema["description"].split())
-    head = {k: schema[k] for k in ("description", "type") if k in schema}
+    head: Schema = {k: schema[k] for k in ("description", "type") if k in schema}
     return {**head, **{k: v for k, v in schema.items() if k not in head}}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
+from pydantic.config import JsonDict
 
 from stratus.api.common import (
     CONDITIONS_LIST,
@@ -24,6 +25,7 @@ PLURAL = "inferenceservices"
 # `<name>-<revision hash>` must stay a valid Deployment and label value; `<name>` a Service name.
 MAX_NAME_LENGTH = 52
 MAX_STEPS = 20
+METRICS_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
 
 class ModelSource(ApiModel):
@@ -153,7 +155,7 @@ class Analysis(ApiModel):
         default_factory=list,
         max_length=16,
         description="Metrics that must hold.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra=METRICS_LIST,
     )
 
     @field_validator("metrics")

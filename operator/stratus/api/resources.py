@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from stratus.api import inferenceservice, trainingjob
 from stratus.api.common import API_VERSION, GROUP
@@ -120,4 +121,18 @@ def validate(obj: dict[str, Any]) -> BaseModel:
         raise InvalidResourceError(
             f"metadata.name: may not be more than {rtype.max_name_length} characters"
         )
-    return rtype.spec.model_validate(obj.get("spec") or {})
+    try:
+        return rtype.spec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        raise InvalidResourceError("\n".join(_describe(e) for e in exc.errors())) from exc
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One error as `spec.<path>: <message>`, the way the API server names fields."""
+    path = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    # Rules raise "<field>: <message>" from the object holding the field.
+    field, sep, rest = message.partition(": ")
+    if sep and field.isidentifier():
+        path, message = f"{path}.{field}", rest
+    return f"{path}: {message}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
+from pydantic.config import JsonDict
 
 from stratus.api.common import (
     CONDITIONS_LIST,
@@ -22,6 +23,7 @@ KIND = "TrainingJob"
 PLURAL = "trainingjobs"
 # `<name>-<attempt>` must stay a valid Job name, and its pods' hostnames DNS labels.
 MAX_NAME_LENGTH = 48
+SET_LIST: JsonDict = {"x-kubernetes-list-type": "set"}
 
 
 class SpotPolicy(ApiModel):
@@ -106,7 +108,7 @@ class RetryPolicy(ApiModel):
         max_length=64,
         description="Exit codes that restart the attempt without counting against "
         "maxRestarts (for example a NCCL timeout).",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
+        json_schema_extra=SET_LIST,
     )
 
     @field_validator("retryable_exit_codes")

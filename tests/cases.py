@@ -1,0 +1,194 @@
+"""Shared test objects: the examples, and invalid variants of them, each with the field path that
+its rejection must name. The unit tests hold the models to them, the end-to-end tests the API
+server, so both refuse the same mistakes in the same words."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DELETE = object()
+
+
+def example(file_name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / file_name).read_text())
+    return loaded
+
+
+def all_examples() -> list[dict[str, Any]]:
+    return [yaml.safe_load(p.read_text()) for p in sorted(EXAMPLES.glob("*.yaml"))]
+
+
+def with_change(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `obj` with the dotted `path` set to `value` (or removed, for DELETE)."""
+    out = copy.deepcopy(obj)
+    *parents, leaf = path.split(".")
+    node = out
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    if value is DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Invalid:
+    id: str
+    base: str
+    changes: tuple[tuple[str, Any], ...]
+    field: str
+
+    def build(self) -> dict[str, Any]:
+        obj = example(self.base)
+        for path, value in self.changes:
+            obj = with_change(obj, path, value)
+        return obj
+
+
+TJ = "trainingjob-spot.yaml"
+INFS = "inferenceservice-canary.yaml"
+METRIC = {"name": "m", "query": "up"}
+
+INVALID = (
+    Invalid("tj-no-image", TJ, (("spec.image", DELETE),), "spec.image"),
+    Invalid("tj-empty-image", TJ, (("spec.image", ""),), "spec.image"),
+    Invalid("tj-zero-workers", TJ, (("spec.workers", 0),), "spec.workers"),
+    Invalid("tj-workers-as-string", TJ, (("spec.workers", "4"),), "spec.workers"),
+    Invalid("tj-negative-gpu", TJ, (("spec.resources.gpu", -1),), "spec.resources.gpu"),
+    Invalid("tj-too-many-gpus", TJ, (("spec.resources.gpu", 65),), "spec.resources.gpu"),
+    Invalid("tj-gpu-type-without-gpu", TJ, (("spec.resources.gpu", 0),), "spec.resources.gpuType"),
+    Invalid("tj-bad-cpu", TJ, (("spec.resources.cpu", "lots"),), "spec.resources.cpu"),
+    Invalid("tj-negative-memory", TJ, (("spec.resources.memory", -1),), "spec.resources.memory"),
+    Invalid(
+        "tj-fallback-past-max",
+        TJ,
+        (("spec.spot.fallbackToOnDemandAfter", 30),),
+        "spec.spot.fallbackToOnDemandAfter",
+    ),
+    Invalid(
+        "tj-negative-max-preemptions",
+        TJ,
+        (("spec.spot.maxPreemptions", -1),),
+        "spec.spot.maxPreemptions",
+    ),
+    Invalid(
+        "tj-checkpoint-pvc-and-uri",
+        TJ,
+        (("spec.checkpoint.persistentVolumeClaim", "ckpt"),),
+        "spec.checkpoint.uri",
+    ),
+    Invalid(
+        "tj-checkpoint-ftp", TJ, (("spec.checkpoint.uri", "ftp://host/x"),), "spec.checkpoint.uri"
+    ),
+    Invalid(
+        "tj-relative-mount",
+        TJ,
+        (("spec.checkpoint.mountPath", "ckpt"),),
+        "spec.checkpoint.mountPath",
+    ),
+    Invalid(
+        "tj-exit-code-zero",
+        TJ,
+        (("spec.retry.retryableExitCodes", [0]),),
+        "spec.retry.retryableExitCodes[0]",
+    ),
+    Invalid(
+        "tj-duplicate-exit-codes",
+        TJ,
+        (("spec.retry.retryableExitCodes", [75, 75]),),
+        "spec.retry.retryableExitCodes",
+    ),
+    Invalid("tj-team-not-a-label", TJ, (("spec.team", "NLP team"),), "spec.team"),
+    Invalid("tj-unknown-field", TJ, (("spec.gpus", 2),), "spec.gpus"),
+    Invalid("tj-name-too-long", TJ, (("metadata.name", "x" * 49),), "metadata.name"),
+    Invalid("tj-env-without-name", TJ, (("spec.env", [{"value": "1"}]),), "spec.env[0].name"),
+    Invalid(
+        "tj-grace-too-long",
+        TJ,
+        (("spec.terminationGracePeriodSeconds", 99999),),
+        "spec.terminationGracePeriodSeconds",
+    ),
+    Invalid("infs-no-model", INFS, (("spec.model", DELETE),), "spec.model"),
+    Invalid("infs-model-ftp", INFS, (("spec.model.uri", "ftp://host/m"),), "spec.model.uri"),
+    Invalid("infs-bad-sha", INFS, (("spec.model.sha256", "abc"),), "spec.model.sha256"),
+    Invalid(
+        "infs-max-below-min",
+        INFS,
+        (("spec.replicas.min", 5), ("spec.replicas.max", 2)),
+        "spec.replicas.max",
+    ),
+    Invalid("infs-port-range", INFS, (("spec.port", 70000),), "spec.port"),
+    Invalid(
+        "infs-weights-fall",
+        INFS,
+        (("spec.rollout.steps", [{"weight": 50}, {"weight": 10}, {"weight": 100}]),),
+        "spec.rollout.steps",
+    ),
+    Invalid(
+        "infs-last-weight-not-100",
+        INFS,
+        (("spec.rollout.steps", [{"weight": 10}, {"weight": 50}]),),
+        "spec.rollout.steps",
+    ),
+    Invalid(
+        "infs-zero-weight",
+        INFS,
+        (("spec.rollout.steps", [{"weight": 0}, {"weight": 100}]),),
+        "spec.rollout.steps[0].weight",
+    ),
+    Invalid(
+        "infs-bad-pause",
+        INFS,
+        (("spec.rollout.steps", [{"weight": 100, "pause": {"duration": "5 minutes"}}]),),
+        "spec.rollout.steps[0].pause.duration",
+    ),
+    Invalid(
+        "infs-unknown-strategy",
+        INFS,
+        (("spec.rollout.strategy", "BlueGreen"),),
+        "spec.rollout.strategy",
+    ),
+    Invalid(
+        "infs-recreate-with-steps",
+        INFS,
+        (("spec.rollout.strategy", "Recreate"),),
+        "spec.rollout.steps",
+    ),
+    Invalid(
+        "infs-metric-without-bounds",
+        INFS,
+        (("spec.rollout.analysis.metrics", [METRIC]),),
+        "spec.rollout.analysis.metrics[0].max",
+    ),
+    Invalid(
+        "infs-metric-min-above-max",
+        INFS,
+        (("spec.rollout.analysis.metrics", [{**METRIC, "min": 2, "max": 1}]),),
+        "spec.rollout.analysis.metrics[0].min",
+    ),
+    Invalid(
+        "infs-duplicate-metrics",
+        INFS,
+        (("spec.rollout.analysis.metrics", [{**METRIC, "max": 1}, {**METRIC, "max": 2}]),),
+        "spec.rollout.analysis.metrics",
+    ),
+    Invalid(
+        "infs-prometheus-without-query",
+        INFS,
+        (("spec.autoscaling", {"metric": "prometheus", "target": 10}),),
+        "spec.autoscaling.query",
+    ),
+    Invalid(
+        "infs-bad-interval",
+        INFS,
+        (("spec.rollout.analysis.interval", "often"),),
+        "spec.rollout.analysis.interval",
+    ),
+)
