@@ -10,12 +10,12 @@ STATE_DIR ?= .stratus
 # pytest's own arguments, e.g. make test PYTEST_ARGS='-k smoke -x'
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint unit e2e test dev dev-down crds
+.PHONY: help venv binaries lint unit e2e e2e-kind test dev dev-down crds
 
 help:
 	@echo "make dev    - start the local GPU cluster (and the operator) from a fresh checkout"
 	@echo "make test   - lint, unit tests and end-to-end tests on a fresh local cluster"
-	@echo "make lint | unit | e2e | binaries | crds | dev-down"
+	@echo "make lint | unit | e2e | e2e-kind | binaries | crds | dev-down"
 
 # The virtualenv is rebuilt when the project's dependencies change; pip's cache lives outside.
 $(VENV)/.installed: pyproject.toml
@@ -41,12 +41,22 @@ unit: venv
 e2e: venv binaries
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
+e2e-kind: venv binaries
+	hack/e2e-kind.sh $(PYTEST_ARGS)
+
 test: lint binaries
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
+# The cluster keeps running after `make dev` stops the operator; `make dev-down` stops it.
 dev: venv binaries
 	$(BIN)/stratus dev up --state-dir $(STATE_DIR)
-	@echo 'For kubectl: eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"'
+	eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"; \
+	  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null; \
+	  kubectl wait --for=condition=Established --timeout=60s -f crds/; \
+	  kubectl apply -f examples/
+	@echo
+	@echo 'The local GPU cluster is up. To use it: eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"'
+	@echo 'then: kubectl get nodes; kubectl get stratus -A'
 
 crds: venv
 	$(BIN)/stratus crds --out crds

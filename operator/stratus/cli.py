@@ -16,7 +16,7 @@ def _dev_cluster(args: argparse.Namespace) -> LocalCluster:
     from stratus.devcluster import cluster, nodepools  # noqa: PLC0415
 
     pools = nodepools.load_pools(getattr(args, "pools", None))
-    return cluster.LocalCluster(args.state_dir, pools)
+    return cluster.LocalCluster(args.state_dir, pools, attach_to=getattr(args, "attach", None))
 
 
 def cmd_dev_up(args: argparse.Namespace) -> int:
@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="YAML file of node pools (default: gpu-ondemand, gpu-spot, cpu)",
+    )
+    up.add_argument(
+        "--attach",
+        type=Path,
+        default=None,
+        metavar="KUBECONFIG",
+        help="add only kwok and the node pools to this existing cluster (kind)",
     )
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_dev_up)

@@ -21,6 +21,8 @@ SPOT_TOLERATION = {
     "effect": "NoSchedule",
 }
 SPOT_SELECTOR = {"karpenter.sh/capacity-type": "spot"}
+# Clusters without the ExtendedResourceToleration admission plugin need it spelled out.
+GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
 
 
 def gpu_job(
@@ -35,7 +37,7 @@ def gpu_job(
             "spec": {
                 "restartPolicy": "Never",
                 "nodeSelector": SPOT_SELECTOR,
-                "tolerations": [SPOT_TOLERATION],
+                "tolerations": [SPOT_TOLERATION, GPU_TOLERATION],
                 "containers": [
                     {
                         "name": "train",
@@ -93,9 +95,10 @@ def test_pod_asking_for_more_gpus_than_any_node_stays_unschedulable(
         {
             "metadata": {"name": "too-big"},
             "spec": {
+                "tolerations": [GPU_TOLERATION],
                 "containers": [
                     {"name": "c", "image": "example.com/x:1", "resources": {"limits": {GPU: "9"}}}
-                ]
+                ],
             },
         },
     )

@@ -116,10 +116,10 @@ def test_every_component_command_names_the_state_dir(tmp_path: Path) -> None:
         }
     )
     for name in cluster.COMPONENTS:
-        args = cluster.component_args(layout, name, ports, bins)
+        args = cluster.component_args(layout, name, ports, bins, tmp_path / "kwok.kubeconfig")
         assert any(str(tmp_path) in a for a in args), name
         assert all("0.0.0.0" not in a for a in args), name  # noqa: S104
-    apiserver = cluster.component_args(layout, "kube-apiserver", ports, bins)
+    apiserver = cluster.component_args(layout, "kube-apiserver", ports, bins, tmp_path / "k")
     assert "--authorization-mode=Node,RBAC" in apiserver
 
 

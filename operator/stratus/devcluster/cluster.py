@@ -135,7 +135,11 @@ def kubeconfig_for(layout: Layout, server: str, identity: pki.Identity) -> dict[
 
 
 def component_args(
-    layout: Layout, name: str, ports: dict[str, int], bins: binaries.Binaries
+    layout: Layout,
+    name: str,
+    ports: dict[str, int],
+    bins: binaries.Binaries,
+    kwok_kubeconfig: Path,
 ) -> list[str]:
     """The command line of one component. Every one names a path under the state directory, which
     is how `down` recognises its own processes."""
@@ -211,7 +215,7 @@ def component_args(
     if name == "kwok":
         return [
             str(bins["kwok"]),
-            f"--kubeconfig={layout.component_kubeconfig(pki.KWOK)}",
+            f"--kubeconfig={kwok_kubeconfig}",
             f"--config={layout.root / 'kwok-stages.yaml'}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector="
@@ -304,17 +308,23 @@ class LocalCluster:
         state_dir: Path = DEFAULT_STATE_DIR,
         pools: tuple[nodepools.NodePool, ...] = nodepools.DEFAULT_POOLS,
         extra_apiserver_args: tuple[str, ...] = (),
+        attach_to: Path | None = None,
     ) -> None:
+        """With `attach_to` (a kubeconfig), only kwok and the node pools are added to that
+        existing cluster (kind, say). Without pools, no kwok runs: nothing to simulate."""
         self.layout = Layout(state_dir.resolve())
         self.pools = pools
         self.extra_apiserver_args = extra_apiserver_args
+        self.attach_to = attach_to.resolve() if attach_to else None
+        control_plane = () if attach_to else COMPONENTS[:-1]
+        self.components: tuple[str, ...] = (*control_plane, *(("kwok",) if pools else ()))
         # Children started by this object; polled directly, since a just-forked child does not
         # show its own command line yet.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
     def kubeconfig(self) -> Path:
-        return self.layout.kubeconfig
+        return self.attach_to or self.layout.kubeconfig
 
     def state(self) -> ClusterState | None:
         if not self.layout.state_file.exists():
@@ -343,31 +353,29 @@ class LocalCluster:
         for sub in (self.layout.pki_dir, self.layout.etcd_data, self.layout.logs):
             shutil.rmtree(sub, ignore_errors=True)
         self.layout.logs.mkdir(parents=True)
-        pki.write_pki(self.layout.pki_dir, SERVICE_IP)
         shutil.copyfile(STAGES_FILE, root / "kwok-stages.yaml")
-
         ports = {name: free_port() for name in (*COMPONENTS, "etcd-peer")}
-        server = f"https://127.0.0.1:{ports['kube-apiserver']}"
-        self.layout.kubeconfig.write_text(
-            yaml.safe_dump(kubeconfig_for(self.layout, server, pki.ADMIN))
-        )
-        for identity in pki.CLIENT_IDENTITIES:
-            self.layout.component_kubeconfig(identity).write_text(
-                yaml.safe_dump(kubeconfig_for(self.layout, server, identity))
-            )
+        if self.attach_to is None:
+            server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+            self._write_credentials(server)
+            kwok_kubeconfig = self.layout.component_kubeconfig(pki.KWOK)
+            ctx = _ssl_context(self.layout)
+        else:
+            server = yaml.safe_load(self.attach_to.read_text())["clusters"][0]["cluster"]["server"]
+            kwok_kubeconfig = self.attach_to
+            ctx = ssl.create_default_context()
 
         state = ClusterState(
             state_dir=str(root),
-            kubeconfig=str(self.layout.kubeconfig),
+            kubeconfig=str(self.kubeconfig),
             server=server,
             kubernetes_version=bins.kubernetes_version,
             started_at=time.time(),
         )
-        ctx = _ssl_context(self.layout)
         deadline = time.monotonic() + timeout
         try:
-            for name in COMPONENTS:
-                args = component_args(self.layout, name, ports, bins)
+            for name in self.components:
+                args = component_args(self.layout, name, ports, bins, kwok_kubeconfig)
                 if name == "kube-apiserver":
                     args += list(self.extra_apiserver_args)
                 state.processes.append(self._spawn(name, args, ports[name]))
@@ -385,11 +393,19 @@ class LocalCluster:
             hint = self._log_tails()
             self.down(log=lambda _msg: None)
             raise ClusterError(f"{exc}\n{hint}") from exc
-        log(
-            f"cluster ready in {time.monotonic() - started:.1f}s; "
-            f"export KUBECONFIG={self.layout.kubeconfig}"
-        )
+        elapsed = time.monotonic() - started
+        log(f"cluster ready in {elapsed:.1f}s; export KUBECONFIG={self.kubeconfig}")
         return state
+
+    def _write_credentials(self, server: str) -> None:
+        pki.write_pki(self.layout.pki_dir, SERVICE_IP)
+        self.layout.kubeconfig.write_text(
+            yaml.safe_dump(kubeconfig_for(self.layout, server, pki.ADMIN))
+        )
+        for identity in pki.CLIENT_IDENTITIES:
+            self.layout.component_kubeconfig(identity).write_text(
+                yaml.safe_dump(kubeconfig_for(self.layout, server, identity))
+            )
 
     def _spawn(self, name: str, args: list[str], port: int) -> Process:
         log_path = self.layout.logs / f"{name}.log"
@@ -420,7 +436,7 @@ class LocalCluster:
     def _add_nodes(self, deadline: float, log: Callable[[str], None]) -> None:
         from stratus.devcluster import kubeapi  # noqa: PLC0415 - needs the API server up first
 
-        api = kubeapi.connect(self.layout.kubeconfig)
+        api = kubeapi.connect(self.kubeconfig)
         manifests = nodepools.node_manifests(self.pools)
         for manifest in manifests:
             api.create_node(manifest)
@@ -447,11 +463,18 @@ class LocalCluster:
         )
 
     def down(self, log: Callable[[str], None] = print) -> None:
-        """Stop every process this cluster started; the state directory keeps only its logs."""
+        """Stop every process this cluster started; the state directory keeps only its logs. An
+        attached cluster also loses the simulated nodes that were added to it."""
         state = self.state()
         if state is None:
             log("no cluster running")
             return
+        if self.attach_to is not None:
+            from stratus.devcluster import kubeapi  # noqa: PLC0415
+
+            kubeapi.connect(self.attach_to).delete_nodes(
+                [m["metadata"]["name"] for m in nodepools.node_manifests(self.pools)]
+            )
         for proc in reversed(state.processes):
             _stop_pid(proc.pid, self.layout.root)
             child = self._children.pop(proc.name, None)

@@ -29,6 +29,14 @@ class NodeApi:
             if exc.status != 409:
                 raise
 
+    def delete_nodes(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.core.delete_node(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
     def ready_nodes(self) -> set[str]:
         ready = set()
         for node in self.core.list_node().items:
