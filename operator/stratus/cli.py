@@ -78,9 +78,48 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    import dataclasses  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from stratus import config, operator  # noqa: PLC0415
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    cfg = config.from_env()
+    if args.namespace:
+        cfg = dataclasses.replace(cfg, namespaces=tuple(args.namespace))
+    if args.metrics_port is not None:
+        cfg = dataclasses.replace(cfg, metrics_port=args.metrics_port)
+    operator.run(cfg, verbose=args.verbose)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    op = sub.add_parser("operator", help="run the operator (configured by STRATUS_* variables)")
+    op.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="cluster to run against (default: in-cluster, then KUBECONFIG)",
+    )
+    op.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: all)",
+    )
+    op.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of /metrics (default 8080; liveness on the next port)",
+    )
+    op.add_argument("--verbose", action="store_true", help="debug logging")
+    op.set_defaults(func=cmd_operator)
 
     crds = sub.add_parser("crds", help="generate the CRDs from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="output directory")

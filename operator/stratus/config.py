@@ -1,0 +1,76 @@
+"""Operator configuration: where spot capacity is and how it is marked, which namespaces to
+watch, where metrics are served. Read once at start-up from flags and STRATUS_* variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CapacityConvention:
+    """How a cluster marks spot nodes: a node label with a spot value, and optionally a taint
+    that keeps other pods off them."""
+
+    label: str
+    spot_value: str
+    taint_key: str | None = None
+    taint_value: str | None = None
+
+
+SPOT_PRESETS: dict[str, CapacityConvention] = {
+    "karpenter": CapacityConvention(
+        "karpenter.sh/capacity-type", "spot", "karpenter.sh/capacity-type", "spot"
+    ),
+    "gke": CapacityConvention(
+        "cloud.google.com/gke-spot", "true", "cloud.google.com/gke-spot", "true"
+    ),
+    "eks": CapacityConvention("eks.amazonaws.com/capacityType", "SPOT"),
+    "aks": CapacityConvention(
+        "kubernetes.azure.com/scalesetpriority",
+        "spot",
+        "kubernetes.azure.com/scalesetpriority",
+        "spot",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    spot: CapacityConvention = field(default_factory=lambda: SPOT_PRESETS["karpenter"])
+    # Empty: every namespace (cluster-wide RBAC); otherwise only these.
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int = 8080
+    # kopf peering for high availability; empty disables it (a single replica).
+    peering: str = ""
+    # Port of the distributed-training rendezvous (torchrun's MASTER_PORT).
+    master_port: int = 29500
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
+    env = dict(os.environ if env is None else env)
+    preset = env.get("STRATUS_SPOT_PRESET", "karpenter")
+    if preset not in SPOT_PRESETS:
+        raise ConfigError(
+            f"STRATUS_SPOT_PRESET: unknown preset {preset!r}; one of {', '.join(SPOT_PRESETS)}"
+        )
+    spot = SPOT_PRESETS[preset]
+    if "STRATUS_SPOT_LABEL" in env:
+        label, _, value = env["STRATUS_SPOT_LABEL"].partition("=")
+        taint_key, _, taint_value = env.get("STRATUS_SPOT_TAINT", "").partition("=")
+        spot = CapacityConvention(label, value or "true", taint_key or None, taint_value or None)
+    namespaces = tuple(n for n in env.get("STRATUS_NAMESPACES", "").split(",") if n)
+    try:
+        metrics_port = int(env.get("STRATUS_METRICS_PORT", "8080"))
+    except ValueError as exc:
+        raise ConfigError("STRATUS_METRICS_PORT: not a port number") from exc
+    return OperatorConfig(
+        spot=spot,
+        namespaces=namespaces,
+        metrics_port=metrics_port,
+        peering=env.get("STRATUS_PEERING", ""),
+    )

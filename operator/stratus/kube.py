@@ -1,0 +1,125 @@
+"""The one module that writes to the API server: server-side apply with the `stratus` field
+manager, status patches guarded by resourceVersion, deletes, and Events. Calls are synchronous
+(the kubernetes client) and run in a thread pool, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from kubernetes import client, config, dynamic
+from kubernetes.client.exceptions import ApiException
+
+FIELD_MANAGER = "stratus"
+Obj = dict[str, Any]
+
+
+class ConflictError(Exception):
+    """The object changed since it was read: plan again from fresh state."""
+
+
+def load_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    """Writes for the controllers. One instance per operator process."""
+
+    def __init__(self, api: client.ApiClient, threads: int = 16) -> None:
+        self._dynamic = dynamic.DynamicClient(api)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self._dynamic.resources.get(api_version=api_version, kind=kind)
+
+    async def apply(self, manifest: Obj) -> None:
+        """Create or update `manifest` by server-side apply; idempotent by construction."""
+        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        await self._run(
+            self._dynamic.server_side_apply,
+            resource,
+            body=manifest,
+            namespace=manifest["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+
+    async def patch_status(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        resource_version: str,
+        old: Obj,
+        new: Obj,
+    ) -> Obj:
+        """Merge-patch status from `old` to `new`, only if the object is still at
+        `resource_version`; raises ConflictError otherwise."""
+        resource = self._resource(api_version, kind)
+        patch = {k: v for k, v in new.items() if old.get(k) != v}
+        patch.update({k: None for k in old if k not in new})
+        body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
+        try:
+            result = await self._run(
+                resource.status.patch,
+                body=body,
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise ConflictError(str(exc.reason)) from exc
+            raise
+        return dict(result.to_dict())
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        resource = self._resource(api_version, kind)
+        try:
+            await self._run(
+                resource.delete,
+                name=name,
+                namespace=namespace,
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event about `involved` (apiVersion, kind, metadata)."""
+        meta = involved["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "stratus-operator"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        resource = self._resource("v1", "Event")
+        await self._run(resource.create, body=body, namespace=meta["namespace"])

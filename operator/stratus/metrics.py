@@ -1,0 +1,60 @@
+"""Every Prometheus metric the operator exports, defined once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "stratus"
+TRAININGJOBS = f"{PREFIX}_trainingjobs"
+TRAINING_ATTEMPTS = Counter(
+    f"{PREFIX}_training_attempts", "Attempts started (Jobs created) for TrainingJobs."
+)
+TRAINING_PREEMPTIONS = Counter(
+    f"{PREFIX}_training_preemptions", "Attempts ended by preemption (spot reclaim, node loss)."
+)
+TRAINING_RESTARTS = Counter(
+    f"{PREFIX}_training_restarts", "Attempts ended by a counted application failure."
+)
+TRAINING_RESUMES = Counter(f"{PREFIX}_training_resumes", "Attempts started from a checkpoint.")
+TRAINING_GPU_SECONDS = Counter(
+    f"{PREFIX}_training_gpu_seconds", "GPU time of finished attempts.", ["team"]
+)
+RECONCILE_SECONDS = Histogram(
+    f"{PREFIX}_reconcile_duration_seconds",
+    "Time to reconcile one resource.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RECONCILE_ERRORS = Counter(
+    f"{PREFIX}_reconcile_errors", "Reconciles that failed and will be retried.", ["kind"]
+)
+
+TRAINING_COUNTS = {
+    "attempts": TRAINING_ATTEMPTS,
+    "preemptions": TRAINING_PREEMPTIONS,
+    "restarts": TRAINING_RESTARTS,
+    "resumes": TRAINING_RESUMES,
+}
+
+
+class PhaseCollector(Collector):
+    """Resources by phase, counted from the operator's cache at scrape time."""
+
+    def __init__(self, name: str, help_text: str, count: Callable[[], dict[str, int]]) -> None:
+        self._name = name
+        self._help = help_text
+        self._count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._help, labels=["phase"])
+        for phase, value in sorted(self._count().items()):
+            family.add_metric([phase], value)
+        yield family
+
+
+def register_phases(name: str, help_text: str, count: Callable[[], dict[str, int]]) -> None:
+    REGISTRY.register(PhaseCollector(name, help_text, count))

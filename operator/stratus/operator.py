@@ -1,0 +1,94 @@
+"""The operator process: kopf configured once at start-up, the controllers wired to it, and
+Prometheus metrics served on their own port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from stratus import config as config_module
+from stratus import kube, metrics
+from stratus.runner import KeyedRunner
+from stratus.training import controller as training_controller
+from stratus.training import handlers as training_handlers
+
+log = logging.getLogger("stratus")
+PREFIX = "stratus.dev"
+
+
+class Options:
+    """Set by `stratus operator` before kopf starts."""
+
+    config = config_module.OperatorConfig()
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    cfg = Options.config
+    # Stratus keeps its own state in status; kopf's own markers, if ever written, carry our
+    # prefix instead of kopf.zalando.org.
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    # Handler logs are not worth an Event each; the controllers post the ones that matter.
+    settings.posting.enabled = False
+    # Indexes must hold every object: a worker limit below their count deadlocks start-up.
+    settings.batching.worker_limit = None
+    # Reconnect promptly when the API server restarts or a watch goes quiet.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    if cfg.peering:
+        settings.peering.name = cfg.peering
+        settings.peering.mandatory = True
+
+    api = kube.load_client()
+    writer = kube.Kube(api)
+    controller = training_controller.TrainingController(
+        kube=writer,
+        config=cfg,
+        trainingjobs=training_handlers._unbound,
+        jobs=training_handlers._unbound,
+        pods=training_handlers._unbound,
+    )
+    training_handlers.Wiring.controller = controller
+    training_handlers.Wiring.runner = KeyedRunner(controller.reconcile)
+    metrics.register_phases(
+        metrics.TRAININGJOBS,
+        "TrainingJobs by phase.",
+        lambda: controller.phases(_index_keys(controller)),
+    )
+    start_http_server(cfg.metrics_port)
+    log.info(
+        "metrics on :%d; spot capacity %s=%s", cfg.metrics_port, cfg.spot.label, cfg.spot.spot_value
+    )
+
+
+def _index_keys(controller: training_controller.TrainingController) -> list[Any]:
+    keys = getattr(controller.trainingjobs, "keys", None)
+    return list(keys()) if keys else []
+
+
+def run(cfg: config_module.OperatorConfig, verbose: bool) -> None:
+    """Run until interrupted. The API server is found as kubectl finds it (KUBECONFIG, then
+    ~/.kube/config) or from the pod's ServiceAccount in a cluster."""
+    Options.config = cfg
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not cfg.namespaces,
+            namespaces=list(cfg.namespaces),
+            standalone=not cfg.peering,
+            liveness_endpoint=f"http://0.0.0.0:{cfg.metrics_port + 1}/healthz",
+        )
+    )

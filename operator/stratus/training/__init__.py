@@ -1,0 +1,1 @@
+"""The TrainingJob controller: pure builders and planner, and the thin kopf handlers."""

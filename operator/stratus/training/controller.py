@@ -1,0 +1,126 @@
+"""The TrainingJob reconciler: reads the operator's caches, asks the planner, writes the plan.
+It holds no decisions of its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from stratus import metrics
+from stratus.api.common import API_VERSION
+from stratus.api.trainingjob import KIND, TrainingJobSpec
+from stratus.config import OperatorConfig
+from stratus.kube import ConflictError, Kube
+from stratus.training import builders, planner
+from stratus.training.views import PodView
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+# Reads of the caches: key -> the values indexed under it.
+Lookup = Callable[[Key], Iterable[Any]]
+CONFLICT_RETRY = 0.2
+
+
+@dataclass
+class TrainingController:
+    kube: Kube
+    config: OperatorConfig
+    trainingjobs: Lookup
+    jobs: Lookup
+    pods: Lookup
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    # Final states of deleted pods, kept until their attempt is behind us: a preempted pod's
+    # termination message (its last checkpoint) outlives the pod only here.
+    tombstones: dict[Key, dict[str, PodView]] = field(default_factory=dict)
+
+    def pod_deleted(self, key: Key, pod: PodView) -> None:
+        self.tombstones.setdefault(key, {})[pod.name] = pod
+
+    def phases(self, keys: Iterable[Key]) -> dict[str, int]:
+        """TrainingJobs by phase, for the metrics endpoint."""
+        counts: dict[str, int] = {}
+        for key in keys:
+            for obj in self.trainingjobs(key):
+                phase = (obj.get("status") or {}).get("phase") or "Pending"
+                counts[phase] = counts.get(phase, 0) + 1
+        return counts
+
+    async def reconcile(self, key: Hashable) -> float | None:
+        assert isinstance(key, tuple)
+        started = time.monotonic()
+        try:
+            return await self._reconcile(key)
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels(KIND).inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+
+    async def _reconcile(self, key: Key) -> float | None:
+        found = list(self.trainingjobs(key))
+        if not found or found[0]["metadata"].get("deletionTimestamp"):
+            # Deleted: owner references let the garbage collector remove the children.
+            self.tombstones.pop(key, None)
+            return None
+        obj: dict[str, Any] = found[0]
+        meta = obj["metadata"]
+        spec, error = _parse_spec(obj.get("spec") or {})
+        status = obj.get("status") or {}
+        attempt = int(status.get("attempt") or 0)
+        dead = self.tombstones.get(key, {})
+        for name in [n for n, p in dead.items() if p.attempt < attempt - 1]:
+            del dead[name]
+        live = {p.name: p for p in self.pods(key)}
+        observed = planner.Observed(
+            owner=builders.Owner(meta["name"], meta["namespace"], meta["uid"]),
+            generation=int(meta.get("generation") or 0),
+            spec=spec,
+            spec_error=error,
+            status=status,
+            jobs=tuple(self.jobs(key)),
+            pods=tuple({**live, **dead}.values()),
+            now=self.clock(),
+        )
+        plan = planner.plan(observed, self.config.spot, self.config.master_port)
+        if plan.status != status:
+            try:
+                await self.kube.patch_status(
+                    API_VERSION,
+                    KIND,
+                    meta["namespace"],
+                    meta["name"],
+                    meta["resourceVersion"],
+                    status,
+                    plan.status,
+                )
+            except ConflictError:
+                # Planned from a stale cache: plan again once it has caught up.
+                return CONFLICT_RETRY
+        for manifest in plan.create:
+            await self.kube.apply(manifest)
+        for job in plan.delete_jobs:
+            await self.kube.delete("batch/v1", "Job", meta["namespace"], job)
+        if plan.delete_self:
+            await self.kube.delete(API_VERSION, KIND, meta["namespace"], meta["name"])
+        for event in plan.events:
+            await self.kube.event(obj, event.type, event.reason, event.message)
+        for name in plan.counts:
+            metrics.TRAINING_COUNTS[name].inc()
+        if plan.gpu_seconds and spec is not None:
+            metrics.TRAINING_GPU_SECONDS.labels(spec.team or "").inc(plan.gpu_seconds)
+        return plan.requeue_after
+
+
+def _parse_spec(raw: Mapping[str, Any]) -> tuple[TrainingJobSpec | None, str | None]:
+    try:
+        return TrainingJobSpec.model_validate(raw), None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return None, f"spec.{where}: {first['msg']}"

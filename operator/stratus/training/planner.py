@@ -1,0 +1,380 @@
+"""The TrainingJob state machine, pure: what is observed (the resource, its attempt Jobs, their
+pods) and the time in; the next status and the actions that get there out.
+
+Counting is idempotent by construction: an attempt's outcome is counted in the same status write
+that moves `status.attempt` past it, so a repeated or stale reconcile cannot count it twice (the
+write carries the resourceVersion it was planned from)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from stratus.api.trainingjob import TrainingJobSpec
+from stratus.config import CapacityConvention
+from stratus.training import builders
+from stratus.training.views import CheckpointReport, JobView, PodView
+
+Status = dict[str, Any]
+
+# Event reasons, as the issue names them.
+ATTEMPT_STARTED = "AttemptStarted"
+PREEMPTED = "Preempted"
+RESUMED = "Resumed"
+RESTARTED = "Restarted"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    owner: builders.Owner
+    generation: int
+    spec: TrainingJobSpec | None
+    spec_error: str | None
+    status: Status
+    jobs: tuple[JobView, ...]
+    pods: tuple[PodView, ...]
+    now: dt.datetime
+
+
+@dataclass
+class Plan:
+    status: Status
+    create: list[builders.Manifest] = field(default_factory=list)
+    delete_jobs: list[str] = field(default_factory=list)
+    delete_self: bool = False
+    events: list[Event] = field(default_factory=list)
+    # Counters to add to once the status is written: attempts, preemptions, restarts, resumes.
+    counts: list[str] = field(default_factory=list)
+    gpu_seconds: int = 0
+    requeue_after: float | None = None
+
+
+def timestamp(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def set_condition(
+    status: Status,
+    kind: str,
+    state: bool,
+    reason: str,
+    message: str,
+    now: dt.datetime,
+    generation: int,
+) -> None:
+    """Set one condition, keeping lastTransitionTime unless its status flips."""
+    conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
+    value = "True" if state else "False"
+    previous = next((c for c in conditions if c["type"] == kind), None)
+    since = previous["lastTransitionTime"] if previous and previous["status"] == value else None
+    entry = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or timestamp(now),
+        "observedGeneration": generation,
+    }
+    status["conditions"] = [c for c in conditions if c["type"] != kind] + [entry]
+    status["conditions"].sort(key=lambda c: c["type"])
+
+
+def _newest_report(reports: list[CheckpointReport]) -> CheckpointReport | None:
+    if not reports:
+        return None
+    return max(reports, key=lambda r: r.step if r.step is not None else -1)
+
+
+def _record_checkpoint(status: Status, pods: tuple[PodView, ...], now: dt.datetime) -> None:
+    report = _newest_report([r for p in pods if (r := p.checkpoint)])
+    if report is None:
+        return
+    current = status.get("lastCheckpoint") or {}
+    current_step = current.get("step")
+    newer = not current or (
+        report.step is not None and (current_step is None or report.step > current_step)
+    )
+    if newer and current.get("path") != report.path:
+        record: dict[str, Any] = {"path": report.path, "time": timestamp(now)}
+        if report.step is not None:
+            record["step"] = report.step
+        if report.sha256:
+            record["sha256"] = report.sha256
+        status["lastCheckpoint"] = record
+
+
+def _gpu_seconds(spec: TrainingJobSpec, job: JobView, now: dt.datetime) -> int:
+    start = parse_time(job.started_at)
+    end = parse_time(job.finished_at) or now
+    if start is None:
+        return 0
+    return max(0, int((end - start).total_seconds())) * spec.resources.gpu * spec.workers
+
+
+class _Planner:
+    def __init__(self, obs: Observed, capacity: CapacityConvention, master_port: int) -> None:
+        assert obs.spec is not None
+        self.obs = obs
+        self.spec: TrainingJobSpec = obs.spec
+        self.capacity = capacity
+        self.master_port = master_port
+        self.plan = Plan(status=copy.deepcopy(obs.status))
+        self.status = self.plan.status
+        for key in ("attempt", "preemptions", "restarts", "gpuSeconds"):
+            self.status.setdefault(key, 0)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.plan.events.append(Event("Warning" if warning else "Normal", reason, message))
+        self.status["message"] = message
+
+    def condition(self, kind: str, state: bool, reason: str, message: str = "") -> None:
+        set_condition(self.status, kind, state, reason, message, self.obs.now, self.obs.generation)
+
+    def phase(self, phase: str, ready_reason: str, message: str = "") -> None:
+        self.status["phase"] = phase
+        self.condition("Ready", phase == "Running", ready_reason, message)
+
+    def job(self, attempt: int) -> JobView | None:
+        return next((j for j in self.obs.jobs if j.attempt == attempt), None)
+
+    def pods(self, attempt: int) -> list[PodView]:
+        return [p for p in self.obs.pods if p.attempt == attempt]
+
+    def finish(self, phase: str, reason: str, message: str) -> None:
+        self.phase(phase, reason, message)
+        self.status["completionTime"] = timestamp(self.obs.now)
+        self.condition("Complete" if phase == "Succeeded" else "Failed", True, reason, message)
+        self.event(
+            SUCCEEDED if phase == "Succeeded" else FAILED, message, warning=phase == "Failed"
+        )
+        active = self.job(self.status["attempt"])
+        if active and not active.finished:
+            self.plan.delete_jobs.append(active.name)
+
+    # -- the machine ---------------------------------------------------------------------------
+    def run(self) -> Plan:
+        self.status["observedGeneration"] = self.obs.generation
+        _record_checkpoint(self.status, self.obs.pods, self.obs.now)
+        if self.status.get("phase") in ("Succeeded", "Failed"):
+            self.after_finish()
+            return self.plan
+        if self.past_deadline():
+            return self.plan
+        if self.spec.suspend:
+            self.suspend()
+            return self.plan
+        if self.status["attempt"] == 0:
+            self.status["attempt"] = 1
+            self.status["startTime"] = timestamp(self.obs.now)
+        # At most two steps: count the ended attempt, then start the next one.
+        for _ in range(2):
+            if not self.step():
+                break
+        return self.plan
+
+    def after_finish(self) -> None:
+        ttl = self.spec.ttl_seconds_after_finished
+        finished = parse_time(self.status.get("completionTime"))
+        if ttl is None or finished is None:
+            return
+        due = (finished - self.obs.now).total_seconds() + ttl
+        if due <= 0:
+            self.plan.delete_self = True
+        else:
+            self.plan.requeue_after = due
+
+    def past_deadline(self) -> bool:
+        limit = self.spec.active_deadline_seconds
+        started = parse_time(self.status.get("startTime"))
+        if limit is None or started is None:
+            return False
+        left = (started - self.obs.now).total_seconds() + limit
+        if left > 0:
+            self.plan.requeue_after = left
+            return False
+        self.finish(
+            "Failed",
+            "DeadlineExceeded",
+            f"activeDeadlineSeconds ({limit}s) passed across all attempts",
+        )
+        return True
+
+    def suspend(self) -> None:
+        attempt = self.status["attempt"]
+        job = self.job(attempt)
+        if job and not job.finished:
+            # The active attempt ends uncounted; resuming starts the next one.
+            self.plan.delete_jobs.append(job.name)
+            self.status["attempt"] = attempt + 1
+            self.event("Suspended", f"attempt {attempt} stopped: the TrainingJob is suspended")
+        self.status.pop("activeJob", None)
+        self.phase("Suspended", "Suspended", "suspended by spec.suspend")
+
+    def step(self) -> bool:
+        """Advance once; True when the plan moved to a new attempt and may advance again."""
+        attempt = self.status["attempt"]
+        job = self.job(attempt)
+        if job is None:
+            self.start(attempt)
+            return False
+        if job.complete:
+            self.plan.gpu_seconds += _gpu_seconds(self.spec, job, self.obs.now)
+            self.status["gpuSeconds"] += _gpu_seconds(self.spec, job, self.obs.now)
+            self.finish("Succeeded", "Succeeded", f"attempt {attempt} completed")
+            return False
+        if job.failed:
+            return self.attempt_failed(attempt, job)
+        self.observe_running(attempt, job)
+        return False
+
+    def start(self, attempt: int) -> None:
+        older_alive = [p for p in self.obs.pods if p.attempt < attempt and not p.terminal]
+        if older_alive:
+            # A new attempt starts only once the last one's pods have stopped (and saved).
+            self.phase(
+                "Restarting",
+                "WaitingForPreviousAttempt",
+                f"waiting for {len(older_alive)} pod(s) of the previous attempt to stop",
+            )
+            return
+        preemptions = self.status["preemptions"]
+        fallback = self.spec.spot.fallback_to_on_demand_after
+        on_spot = self.spec.spot.enabled and (fallback is None or preemptions < fallback)
+        resume = (self.status.get("lastCheckpoint") or {}).get("path")
+        left = None
+        if self.spec.active_deadline_seconds is not None:
+            started = parse_time(self.status["startTime"]) or self.obs.now
+            left = int((started - self.obs.now).total_seconds()) + self.spec.active_deadline_seconds
+        plan = builders.AttemptPlan(attempt, resume, on_spot, left)
+        job = builders.build_job(self.obs.owner, self.spec, plan, self.capacity, self.master_port)
+        if self.spec.workers > 1:
+            self.plan.create.append(
+                builders.build_service(self.obs.owner, self.spec, self.master_port)
+            )
+        self.plan.create.append(job)
+        self.plan.delete_jobs += [j.name for j in self.obs.jobs if j.attempt < attempt]
+        self.status["activeJob"] = job["metadata"]["name"]
+        self.plan.counts.append("attempts")
+        where = "spot" if on_spot else "on-demand"
+        self.event(ATTEMPT_STARTED, f"attempt {attempt} started on {where} capacity")
+        if resume and attempt > 1:
+            self.plan.counts.append("resumes")
+            self.event(RESUMED, f"attempt {attempt} resumes from {resume}")
+        self.phase(
+            "Pending" if attempt == 1 else "Restarting",
+            "AttemptPending",
+            f"attempt {attempt} is starting",
+        )
+        self.condition("Scheduled", False, "Pending", "waiting for the scheduler")
+
+    def attempt_failed(self, attempt: int, job: JobView) -> bool:
+        pods = self.pods(attempt)
+        self.plan.gpu_seconds += _gpu_seconds(self.spec, job, self.obs.now)
+        self.status["gpuSeconds"] += _gpu_seconds(self.spec, job, self.obs.now)
+        disrupted = [p for p in pods if p.disrupted]
+        if job.disrupted or disrupted:
+            where = f" (pod {disrupted[0].name} on node {disrupted[0].node})" if disrupted else ""
+            self.status["preemptions"] += 1
+            limit = self.spec.spot.max_preemptions
+            if self.status["preemptions"] > limit:
+                self.finish(
+                    "Failed",
+                    "PreemptionLimitExceeded",
+                    f"attempt {attempt} was preempted{where}: more than "
+                    f"maxPreemptions ({limit}) preemptions",
+                )
+                return False
+            self.plan.counts.append("preemptions")
+            self.event(
+                PREEMPTED,
+                f"attempt {attempt} was preempted{where}; the next attempt "
+                "resumes from the latest checkpoint",
+                warning=True,
+            )
+            self.status["attempt"] = attempt + 1
+            return True
+        failed = next((p for p in pods if p.exit_code), None)
+        code = failed.exit_code if failed else job.exit_code
+        detail = f"exit code {code}" if code is not None else f"{job.failed_reason}"
+        if failed and failed.termination_message and not failed.checkpoint:
+            detail += f": {failed.termination_message.strip()[:512]}"
+        if code is not None and code in self.spec.retry.retryable_exit_codes:
+            self.event(
+                RESTARTED,
+                f"attempt {attempt} failed with retryable {detail}; restarting",
+                warning=True,
+            )
+            self.status["attempt"] = attempt + 1
+            return True
+        self.status["restarts"] += 1
+        limit = self.spec.retry.max_restarts
+        if self.status["restarts"] > limit:
+            self.finish(
+                "Failed",
+                "RestartLimitExceeded",
+                f"attempt {attempt} failed with {detail}; more than maxRestarts ({limit}) restarts",
+            )
+            return False
+        self.plan.counts.append("restarts")
+        self.event(
+            RESTARTED,
+            f"attempt {attempt} failed with {detail}; restart {self.status['restarts']} of {limit}",
+            warning=True,
+        )
+        self.status["attempt"] = attempt + 1
+        return True
+
+    def observe_running(self, attempt: int, job: JobView) -> None:
+        pods = self.pods(attempt)
+        waiting = next((p.unschedulable for p in pods if p.unschedulable), None)
+        if waiting:
+            self.condition("Scheduled", False, "Unschedulable", waiting)
+            self.status["message"] = f"attempt {attempt} cannot be scheduled: {waiting}"
+        elif pods and all(p.node for p in pods) and len(pods) >= self.spec.workers:
+            self.condition("Scheduled", True, "Scheduled", "every worker has a node")
+        if job.ready > 0 or any(p.running for p in pods):
+            self.phase("Running", "AttemptRunning", f"attempt {attempt} is running")
+            self.status["message"] = f"attempt {attempt} is running"
+        else:
+            self.phase(
+                "Pending" if attempt == 1 else "Restarting",
+                "AttemptPending",
+                self.status.get("message", ""),
+            )
+
+
+def plan(obs: Observed, capacity: CapacityConvention, master_port: int = 29500) -> Plan:
+    """The next status and actions for one TrainingJob."""
+    if obs.spec is None:
+        status = copy.deepcopy(obs.status)
+        set_condition(
+            status,
+            "Ready",
+            False,
+            "InvalidSpec",
+            obs.spec_error or "invalid spec",
+            obs.now,
+            obs.generation,
+        )
+        status["observedGeneration"] = obs.generation
+        status["message"] = f"invalid spec: {obs.spec_error}"
+        return Plan(status=status)
+    return _Planner(obs, capacity, master_port).run()

@@ -1,0 +1,156 @@
+"""What the TrainingJob controller needs to know of its children, read out of raw objects: the
+pure half of observing. Everything here is a function of the object alone."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from stratus.training.labels import ATTEMPT_LABEL
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    """A checkpoint a worker reported in its termination message."""
+
+    path: str
+    step: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    attempt: int
+    complete: bool
+    failed: bool
+    failed_reason: str
+    failed_message: str
+    finished_at: str | None
+    started_at: str | None
+    active: int
+    ready: int
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failed
+
+    @property
+    def disrupted(self) -> bool:
+        """The Job failed because a pod was disrupted (its pod failure policy says so)."""
+        return self.failed and "DisruptionTarget" in self.failed_message
+
+    @property
+    def exit_code(self) -> int | None:
+        found = re.search(r"failed with exit code (\d+)", self.failed_message)
+        return int(found.group(1)) if found else None
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    attempt: int
+    phase: str
+    node: str | None
+    deleted: bool
+    disrupted: bool
+    unschedulable: str | None
+    exit_code: int | None
+    termination_message: str | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.deleted or self.phase in ("Succeeded", "Failed")
+
+    @property
+    def running(self) -> bool:
+        return self.phase == "Running" and not self.deleted
+
+    @property
+    def checkpoint(self) -> CheckpointReport | None:
+        return parse_report(self.termination_message)
+
+
+def _attempt(obj: Obj) -> int:
+    try:
+        return int(obj["metadata"].get("labels", {}).get(ATTEMPT_LABEL, "0"))
+    except ValueError:
+        return 0
+
+
+def _condition(obj: Obj, kind: str) -> Obj | None:
+    for cond in obj.get("status", {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def job_view(job: Obj) -> JobView:
+    status = job.get("status") or {}
+    complete = _condition(job, "Complete")
+    failed = _condition(job, "Failed")
+    return JobView(
+        name=job["metadata"]["name"],
+        attempt=_attempt(job),
+        complete=complete is not None,
+        failed=failed is not None,
+        failed_reason=(failed or {}).get("reason", ""),
+        failed_message=(failed or {}).get("message", ""),
+        finished_at=status.get("completionTime") or (failed or {}).get("lastTransitionTime"),
+        started_at=status.get("startTime"),
+        active=int(status.get("active") or 0),
+        ready=int(status.get("ready") or 0),
+    )
+
+
+def pod_view(pod: Obj, deleted: bool = False) -> PodView:
+    status = pod.get("status") or {}
+    scheduled: Obj = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {}
+    )
+    unschedulable = None
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        unschedulable = scheduled.get("message") or "Unschedulable"
+    exit_code = message = None
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            exit_code = terminated.get("exitCode")
+            message = terminated.get("message") or message
+            if exit_code:
+                break
+    return PodView(
+        name=pod["metadata"]["name"],
+        attempt=_attempt(pod),
+        phase=status.get("phase") or "Pending",
+        node=(pod.get("spec") or {}).get("nodeName"),
+        deleted=deleted,
+        disrupted=_condition(pod, "DisruptionTarget") is not None,
+        unschedulable=unschedulable,
+        exit_code=exit_code,
+        termination_message=message,
+    )
+
+
+def parse_report(message: str | None) -> CheckpointReport | None:
+    """The checkpoint in a termination message: JSON with at least `path`; anything else (a
+    stack trace, say) is not a report."""
+    if not message:
+        return None
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+        return None
+    step = data.get("step")
+    sha = data.get("sha256")
+    return CheckpointReport(
+        path=data["path"],
+        step=step if isinstance(step, int) else None,
+        sha256=sha if isinstance(sha, str) else None,
+    )
