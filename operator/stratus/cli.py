@@ -82,10 +82,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import dataclasses  # noqa: PLC0415
     import os  # noqa: PLC0415
 
+    if args.kubeconfig:
+        # Before the client library is imported: it reads KUBECONFIG once, at import.
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
     from stratus import config, operator  # noqa: PLC0415
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = str(args.kubeconfig)
     cfg = config.from_env()
     if args.namespace:
         cfg = dataclasses.replace(cfg, namespaces=tuple(args.namespace))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -22,10 +23,12 @@ class ConflictError(Exception):
 
 
 def load_client() -> client.ApiClient:
+    """In a pod, its ServiceAccount; elsewhere, KUBECONFIG or ~/.kube/config, as kubectl."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # The client reads KUBECONFIG when imported; `--kubeconfig` may have set it since.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client.ApiClient()
 
 

@@ -49,7 +49,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.peering.name = cfg.peering
         settings.peering.mandatory = True
 
-    api = kube.load_client()
+    try:
+        api = kube.load_client()
+    except Exception as exc:
+        # Without a cluster there is nothing to retry into: stop with the reason.
+        raise kopf.PermanentError(f"cannot reach the API server: {exc}") from exc
     writer = kube.Kube(api)
     controller = training_controller.TrainingController(
         kube=writer,
@@ -60,20 +64,12 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     training_handlers.Wiring.controller = controller
     training_handlers.Wiring.runner = KeyedRunner(controller.reconcile)
-    metrics.register_phases(
-        metrics.TRAININGJOBS,
-        "TrainingJobs by phase.",
-        lambda: controller.phases(_index_keys(controller)),
-    )
+    # Serve first: a busy port fails the start-up hook before anything is registered twice.
     start_http_server(cfg.metrics_port)
+    metrics.register_phases(metrics.TRAININGJOBS, "TrainingJobs by phase.", controller.phases)
     log.info(
         "metrics on :%d; spot capacity %s=%s", cfg.metrics_port, cfg.spot.label, cfg.spot.spot_value
     )
-
-
-def _index_keys(controller: training_controller.TrainingController) -> list[Any]:
-    keys = getattr(controller.trainingjobs, "keys", None)
-    return list(keys()) if keys else []
 
 
 def run(cfg: config_module.OperatorConfig, verbose: bool) -> None:
@@ -84,6 +80,9 @@ def run(cfg: config_module.OperatorConfig, verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # kopf logs every handled event at INFO; the controllers log what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(
         kopf.operator(
             clusterwide=not cfg.namespaces,

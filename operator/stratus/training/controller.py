@@ -34,6 +34,8 @@ class TrainingController:
     trainingjobs: Lookup
     jobs: Lookup
     pods: Lookup
+    # Every key the TrainingJob cache holds.
+    keys: Callable[[], Iterable[Key]] = lambda: ()
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     # Final states of deleted pods, kept until their attempt is behind us: a preempted pod's
     # termination message (its last checkpoint) outlives the pod only here.
@@ -42,10 +44,10 @@ class TrainingController:
     def pod_deleted(self, key: Key, pod: PodView) -> None:
         self.tombstones.setdefault(key, {})[pod.name] = pod
 
-    def phases(self, keys: Iterable[Key]) -> dict[str, int]:
+    def phases(self) -> dict[str, int]:
         """TrainingJobs by phase, for the metrics endpoint."""
         counts: dict[str, int] = {}
-        for key in keys:
+        for key in list(self.keys()):
             for obj in self.trainingjobs(key):
                 phase = (obj.get("status") or {}).get("phase") or "Pending"
                 counts[phase] = counts.get(phase, 0) + 1

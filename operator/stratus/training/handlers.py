@@ -39,6 +39,7 @@ class Wiring:
             controller.trainingjobs = lambda k: tjs.get(k, ())
             controller.jobs = lambda k: jobs.get(k, ())
             controller.pods = lambda k: pods.get(k, ())
+            controller.keys = lambda: list(tjs.keys())
         runner.trigger(key)
 
 

@@ -1,0 +1,79 @@
+"""Fluent builders of test objects, so each test says only what it is about."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Self
+
+from stratus.api.common import API_VERSION
+
+
+class TrainingJobBuilder:
+    def __init__(self, name: str) -> None:
+        self._obj: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": "TrainingJob",
+            "metadata": {"name": name},
+            "spec": {
+                "image": "example.com/train:1",
+                "resources": {"gpu": 1},
+                "terminationGracePeriodSeconds": 5,
+            },
+        }
+
+    @property
+    def _spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self._obj["spec"]
+        return spec
+
+    def _annotate(self, key: str, value: str) -> Self:
+        template = self._spec.setdefault("podTemplate", {})
+        template.setdefault("metadata", {}).setdefault("annotations", {})[key] = value
+        return self
+
+    def spot(self, max_preemptions: int | None = None, fallback_after: int | None = None) -> Self:
+        spot: dict[str, Any] = {"enabled": True}
+        if max_preemptions is not None:
+            spot["maxPreemptions"] = max_preemptions
+        if fallback_after is not None:
+            spot["fallbackToOnDemandAfter"] = fallback_after
+        self._spec["spot"] = spot
+        return self
+
+    def gpus(self, count: int) -> Self:
+        self._spec["resources"]["gpu"] = count
+        return self
+
+    def workers(self, count: int) -> Self:
+        self._spec["workers"] = count
+        return self
+
+    def retry(self, max_restarts: int, retryable: list[int] | None = None) -> Self:
+        self._spec["retry"] = {"maxRestarts": max_restarts, "retryableExitCodes": retryable or []}
+        return self
+
+    def team(self, team: str) -> Self:
+        self._spec["team"] = team
+        return self
+
+    def runs_for(self, duration: str) -> Self:
+        return self._annotate("stratus.dev/sim-duration", duration)
+
+    def exits_with(self, code: int) -> Self:
+        return self._annotate("stratus.dev/sim-exit-code", str(code))
+
+    def reports(self, path: str, step: int) -> Self:
+        """The termination message the simulated program leaves: its last checkpoint."""
+        message = json.dumps({"path": path, "step": step})
+        return self._annotate("stratus.dev/sim-termination-message", message)
+
+    def message(self, text: str) -> Self:
+        return self._annotate("stratus.dev/sim-termination-message", text)
+
+    def suspended(self) -> Self:
+        self._spec["suspend"] = True
+        return self
+
+    def build(self) -> dict[str, Any]:
+        return copy.deepcopy(self._obj)
