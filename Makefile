@@ -30,8 +30,8 @@ binaries:
 	hack/build-binaries.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests examples
+	$(BIN)/ruff format --check operator tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
