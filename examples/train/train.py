@@ -14,9 +14,16 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from stratus.sdk import Checkpoint, CheckpointManager
+
+
+@dataclass(frozen=True)
+class State:
+    step: int
+    weights: list[float]
 
 
 def train_step(weights: list[float], step: int) -> list[float]:
@@ -35,30 +42,30 @@ def main() -> int:
     args = parser.parse_args()
 
     ckpts = CheckpointManager(keep=3)
-    state = {"step": 0, "weights": [0.0, 0.0]}
+    state = State(0, [0.0, 0.0])
     resume = ckpts.resume_point()
     if resume is not None:
-        state = json.loads((resume.path / "state.json").read_text())
+        saved = json.loads((resume.path / "state.json").read_text())
+        state = State(saved["step"], saved["weights"])
         print(f"resuming from {resume.path} (step {resume.step})", flush=True)
 
     def save() -> Checkpoint:
-        snapshot = dict(state)  # one consistent (step, weights) pair
-        return ckpts.save(
-            snapshot["step"], lambda d: (d / "state.json").write_text(json.dumps(snapshot))
-        )
+        snapshot = state  # immutable: one consistent (step, weights) pair
+        body = json.dumps({"step": snapshot.step, "weights": snapshot.weights})
+        return ckpts.save(snapshot.step, lambda d: (d / "state.json").write_text(body))
 
     ckpts.on_sigterm(save)
-    while state["step"] < args.steps:
-        step = state["step"] + 1
+    while state.step < args.steps:
+        step = state.step + 1
         # Replace the whole state at once, so a signal between steps sees a consistent pair.
-        state = {"step": step, "weights": train_step(state["weights"], step)}
+        state = State(step, train_step(state.weights, step))
         if step % args.save_every == 0:
             save()
         if args.step_seconds:
             time.sleep(args.step_seconds)
     save()
-    args.out.write_text(json.dumps(state["weights"]))
-    print(f"done at step {state['step']}: weights {state['weights']}", flush=True)
+    args.out.write_text(json.dumps(state.weights))
+    print(f"done at step {state.step}: weights {state.weights}", flush=True)
     return 0
 
 
