@@ -47,7 +47,8 @@ e2e-kind: venv binaries
 test: lint binaries
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
-# The cluster keeps running after `make dev` stops the operator; `make dev-down` stops it.
+# The operator runs in the foreground (Ctrl-C stops it); the cluster keeps running until
+# `make dev-down`.
 dev: venv binaries
 	$(BIN)/stratus dev up --state-dir $(STATE_DIR)
 	eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"; \
@@ -57,6 +58,8 @@ dev: venv binaries
 	@echo
 	@echo 'The local GPU cluster is up. To use it: eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"'
 	@echo 'then: kubectl get nodes; kubectl get stratus -A'
+	@echo 'Starting the operator (metrics on :8080/metrics)...'
+	$(BIN)/stratus operator --kubeconfig $(STATE_DIR)/kubeconfig
 
 crds: venv
 	$(BIN)/stratus crds --out crds
