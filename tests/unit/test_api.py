@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from stratus.api import crd, resources
 from stratus.api.trainingjob import TrainingJobSpec
@@ -79,3 +80,10 @@ def test_rules_in_crd_match_the_models_rules() -> None:
 
     for rule in Rollout.rules:
         assert rule.message in text
+
+
+def test_the_runnable_training_example_is_valid() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "train" / "trainingjob.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "TrainingJob"]
+    assert len(docs) == 1
+    resources.validate(docs[0])
