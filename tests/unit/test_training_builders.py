@@ -6,10 +6,11 @@ from typing import Any
 
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.config import SPOT_PRESETS
+from stratus.podspec import Owner
 from stratus.training import builders
 from stratus.training.views import job_view, parse_report, pod_view
 
-OWNER = builders.Owner("gpt", "ml", "uid-9")
+OWNER = Owner("TrainingJob", "gpt", "ml", "uid-9")
 
 
 def build(**fields: Any) -> dict[str, Any]:

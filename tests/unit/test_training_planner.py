@@ -9,11 +9,12 @@ import pytest
 
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.config import SPOT_PRESETS
-from stratus.training import builders, planner
+from stratus.podspec import Owner
+from stratus.training import planner
 from stratus.training.views import JobView, PodView
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-OWNER = builders.Owner("tj", "ns", "uid-1")
+OWNER = Owner("TrainingJob", "tj", "ns", "uid-1")
 
 
 def spec(**fields: Any) -> TrainingJobSpec:

@@ -3,13 +3,12 @@ runs, the headless Service) that runs the attempt out."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Any
 
-from stratus.api.common import API_VERSION
-from stratus.api.trainingjob import KIND, TrainingJobSpec
+from stratus import podspec
+from stratus.api.trainingjob import TrainingJobSpec
 from stratus.config import CapacityConvention
+from stratus.podspec import Manifest, Owner
 from stratus.training.labels import (
     ATTEMPT_LABEL,
     COST_CENTER_LABEL,
@@ -20,30 +19,8 @@ from stratus.training.labels import (
     TRAININGJOB_LABEL,
 )
 
-Manifest = dict[str, Any]
-GPU = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 CONTAINER = "train"
 CHECKPOINT_VOLUME = "stratus-checkpoints"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The TrainingJob every child points back to."""
-
-    name: str
-    namespace: str
-    uid: str
-
-    def reference(self) -> Manifest:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
 
 
 @dataclass(frozen=True)
@@ -77,7 +54,7 @@ def common_labels(owner: Owner, spec: TrainingJobSpec) -> dict[str, str]:
 def _env(
     owner: Owner, spec: TrainingJobSpec, attempt: AttemptPlan, master_port: int
 ) -> list[Manifest]:
-    env: list[Manifest] = [e.model_dump(by_alias=True, exclude_none=True) for e in spec.env]
+    env: list[Manifest] = []
     mount = spec.checkpoint.mount_path if spec.checkpoint else "/checkpoints"
     env += [
         {"name": "STRATUS_CHECKPOINT_DIR", "value": mount},
@@ -109,29 +86,11 @@ def _env(
     return env
 
 
-def _resources(spec: TrainingJobSpec) -> Manifest:
-    amounts: dict[str, str] = {}
-    if spec.resources.gpu:
-        amounts[GPU] = str(spec.resources.gpu)
-    if spec.resources.cpu is not None:
-        amounts["cpu"] = str(spec.resources.cpu)
-    if spec.resources.memory is not None:
-        amounts["memory"] = str(spec.resources.memory)
-    return {"requests": dict(amounts), "limits": dict(amounts)}
-
-
 def _placement(
     spec: TrainingJobSpec, attempt: AttemptPlan, capacity: CapacityConvention
 ) -> tuple[Manifest, list[Manifest]]:
     """Node affinity and tolerations: GPU product, spot or on-demand capacity."""
-    terms: list[Manifest] = []
-    tolerations: list[Manifest] = []
-    if spec.resources.gpu:
-        tolerations.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
-    if spec.resources.gpu_type:
-        terms.append(
-            {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [spec.resources.gpu_type]}
-        )
+    terms, tolerations = podspec.gpu_placement(spec.resources)
     if attempt.on_spot:
         terms.append({"key": capacity.label, "operator": "In", "values": [capacity.spot_value]})
         if capacity.taint_key:
@@ -145,21 +104,10 @@ def _placement(
     elif spec.spot.enabled:
         # Fallen back to on-demand: keep off spot nodes explicitly.
         terms.append({"key": capacity.label, "operator": "NotIn", "values": [capacity.spot_value]})
-    affinity: Manifest = {}
-    if terms:
-        affinity = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": terms}]
-                }
-            }
-        }
-    return affinity, tolerations
+    return podspec.affinity(terms), tolerations
 
 
-def _volumes(spec: TrainingJobSpec) -> tuple[list[Manifest], list[Manifest]]:
-    volumes = [v.model_dump(by_alias=True, exclude_none=True) for v in spec.volumes]
-    mounts = [m.model_dump(by_alias=True, exclude_none=True) for m in spec.volume_mounts]
+def _checkpoint_volume(spec: TrainingJobSpec) -> tuple[Manifest, Manifest]:
     checkpoint = spec.checkpoint
     if checkpoint and checkpoint.persistent_volume_claim:
         source: Manifest = {
@@ -168,37 +116,11 @@ def _volumes(spec: TrainingJobSpec) -> tuple[list[Manifest], list[Manifest]]:
     else:
         # Object storage (the program syncs it) or nothing: a scratch directory per pod.
         source = {"emptyDir": {}}
-    volumes.append({"name": CHECKPOINT_VOLUME, **source})
-    mounts.append(
-        {
-            "name": CHECKPOINT_VOLUME,
-            "mountPath": checkpoint.mount_path if checkpoint else "/checkpoints",
-        }
-    )
-    return volumes, mounts
-
-
-def merge_pod_spec(base: Manifest, override: Manifest) -> Manifest:
-    """The escape hatch: mappings merge recursively, containers merge by name (others are added
-    as sidecars), other lists are appended, scalars replace."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        current = merged.get(key)
-        if key in ("containers", "initContainers") and isinstance(value, list):
-            by_name = {c.get("name"): c for c in current or []}
-            for container in value:
-                name = container.get("name")
-                if name in by_name:
-                    by_name[name].update(merge_pod_spec(by_name[name], container))
-                else:
-                    merged.setdefault(key, []).append(copy.deepcopy(container))
-        elif isinstance(current, dict) and isinstance(value, dict):
-            merged[key] = merge_pod_spec(current, value)
-        elif isinstance(current, list) and isinstance(value, list):
-            merged[key] = current + copy.deepcopy(value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+    mount = {
+        "name": CHECKPOINT_VOLUME,
+        "mountPath": checkpoint.mount_path if checkpoint else "/checkpoints",
+    }
+    return {"name": CHECKPOINT_VOLUME, **source}, mount
 
 
 def build_job(
@@ -213,28 +135,16 @@ def build_job(
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     affinity, tolerations = _placement(spec, attempt, capacity)
-    volumes, mounts = _volumes(spec)
-    container: Manifest = {
-        "name": CONTAINER,
-        "image": spec.image,
-        "env": _env(owner, spec, attempt, master_port),
-        "resources": _resources(spec),
-        "volumeMounts": mounts,
-        "terminationMessagePolicy": "File",
-    }
-    if spec.command:
-        container["command"] = list(spec.command)
-    if spec.args:
-        container["args"] = list(spec.args)
-    if spec.env_from:
-        container["envFrom"] = [e.model_dump(by_alias=True) for e in spec.env_from]
-    if spec.working_dir:
-        container["workingDir"] = spec.working_dir
+    volume, mount = _checkpoint_volume(spec)
+    container = podspec.container(
+        CONTAINER, spec, _env(owner, spec, attempt, master_port), [mount], spec.resources
+    )
+    container["terminationMessagePolicy"] = "File"
     pod_spec: Manifest = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
         "containers": [container],
-        "volumes": volumes,
+        "volumes": podspec.volumes(spec, [volume]),
     }
     if affinity:
         pod_spec["affinity"] = affinity
@@ -244,13 +154,6 @@ def build_job(
         pod_spec["priorityClassName"] = spec.priority_class_name
     if spec.workers > 1:
         pod_spec["subdomain"] = service_name(owner.name)
-    pod_meta: Manifest = {"labels": dict(labels), "annotations": {}}
-    override = spec.pod_template
-    if override and override.metadata:
-        pod_meta["labels"] = {**override.metadata.labels, **labels}
-        pod_meta["annotations"].update(override.metadata.annotations)
-    if override and override.spec:
-        pod_spec = merge_pod_spec(pod_spec, override.spec)
 
     job_spec: Manifest = {
         "parallelism": spec.workers,
@@ -269,7 +172,7 @@ def build_job(
                 },
             ]
         },
-        "template": {"metadata": pod_meta, "spec": pod_spec},
+        "template": podspec.template(spec, labels, pod_spec),
     }
     if attempt.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = max(1, attempt.deadline_seconds)

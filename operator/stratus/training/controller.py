@@ -17,7 +17,8 @@ from stratus.api.common import API_VERSION
 from stratus.api.trainingjob import KIND, TrainingJobSpec
 from stratus.config import OperatorConfig
 from stratus.kube import ConflictError, Kube
-from stratus.training import builders, planner
+from stratus.podspec import Owner
+from stratus.training import planner
 from stratus.training.views import PodView
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class TrainingController:
             del dead[name]
         live = {p.name: p for p in self.pods(key)}
         observed = planner.Observed(
-            owner=builders.Owner(meta["name"], meta["namespace"], meta["uid"]),
+            owner=Owner(KIND, meta["name"], meta["namespace"], meta["uid"]),
             generation=int(meta.get("generation") or 0),
             spec=spec,
             spec_error=error,

@@ -14,6 +14,7 @@ from typing import Any
 
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.config import CapacityConvention
+from stratus.podspec import Manifest, Owner
 from stratus.training import builders
 from stratus.training.views import CheckpointReport, JobView, PodView
 
@@ -37,7 +38,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Observed:
-    owner: builders.Owner
+    owner: Owner
     generation: int
     spec: TrainingJobSpec | None
     spec_error: str | None
@@ -50,7 +51,7 @@ class Observed:
 @dataclass
 class Plan:
     status: Status
-    create: list[builders.Manifest] = field(default_factory=list)
+    create: list[Manifest] = field(default_factory=list)
     delete_jobs: list[str] = field(default_factory=list)
     delete_self: bool = False
     events: list[Event] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""The InferenceService controller: revisions, canary steps judged on Prometheus metrics."""
