@@ -283,6 +283,22 @@ class InferenceServiceStatus(ApiModel):
     url: str | None = Field(default=None, description="In-cluster address of the service.")
     last_analysis: AnalysisRecord | None = Field(default=None, description=AnalysisRecord.__doc__)
     message: str | None = Field(default=None, description="Latest notable event, for humans.")
+    step_started_at: str | None = Field(
+        default=None, description="When the current canary step began (RFC 3339)."
+    )
+    aborted_revision: str | None = Field(
+        default=None, description="Revision rolled back; not tried again until retried."
+    )
+    retiring_revision: str | None = Field(
+        default=None, description="The previous stable revision, deleted at retireAt."
+    )
+    retire_at: str | None = Field(
+        default=None, description="When the previous stable revision is deleted (RFC 3339)."
+    )
+    handled_commands: dict[str, str] = Field(
+        default_factory=dict,
+        description="The last value of each command annotation acted upon.",
+    )
     observed_generation: int | None = Field(
         default=None, description="The spec generation this status reflects."
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stratus.api.trainingjob import TrainingJobSpec
+from stratus.conditions import Event, parse_time, set_condition, timestamp
 from stratus.config import CapacityConvention
 from stratus.podspec import Manifest, Owner
 from stratus.training import builders
@@ -27,13 +28,6 @@ RESUMED = "Resumed"
 RESTARTED = "Restarted"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -59,42 +53,6 @@ class Plan:
     counts: list[str] = field(default_factory=list)
     gpu_seconds: int = 0
     requeue_after: float | None = None
-
-
-def timestamp(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def set_condition(
-    status: Status,
-    kind: str,
-    state: bool,
-    reason: str,
-    message: str,
-    now: dt.datetime,
-    generation: int,
-) -> None:
-    """Set one condition, keeping lastTransitionTime unless its status flips."""
-    conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
-    value = "True" if state else "False"
-    previous = next((c for c in conditions if c["type"] == kind), None)
-    since = previous["lastTransitionTime"] if previous and previous["status"] == value else None
-    entry = {
-        "type": kind,
-        "status": value,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since or timestamp(now),
-        "observedGeneration": generation,
-    }
-    status["conditions"] = [c for c in conditions if c["type"] != kind] + [entry]
-    status["conditions"].sort(key=lambda c: c["type"])
 
 
 def _newest_report(reports: list[CheckpointReport]) -> CheckpointReport | None:

@@ -1,0 +1,182 @@
+"""Pure builders for an InferenceService: a Deployment per revision (with the model staged by an
+init container), one Service across revisions, a PodDisruptionBudget and an HPA."""
+
+from __future__ import annotations
+
+from stratus import podspec
+from stratus.api.inferenceservice import InferenceServiceSpec
+from stratus.podspec import Manifest, Owner
+from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
+from stratus.training.labels import MANAGED_BY_LABEL, MANAGER
+
+SERVER = "server"
+MODEL_DIR = "/models"
+MODEL_VOLUME = "stratus-model"
+MODEL_SOURCE_VOLUME = "stratus-model-source"
+PVC_ROOT = "/mnt/model-source"
+
+
+def deployment_name(owner: Owner, revision: str) -> str:
+    return f"{owner.name}-{revision}"
+
+
+def service_url(owner: Owner) -> str:
+    return f"http://{owner.name}.{owner.namespace}.svc.cluster.local"
+
+
+def _labels(owner: Owner, revision: str | None = None) -> dict[str, str]:
+    labels = {INFERENCESERVICE_LABEL: owner.name, MANAGED_BY_LABEL: MANAGER}
+    if revision:
+        labels[REVISION_LABEL] = revision
+    return labels
+
+
+def _meta(owner: Owner, name: str, labels: dict[str, str]) -> Manifest:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, list[Manifest]]:
+    """The init container that stages the model, and the volumes it needs."""
+    args = [
+        "python",
+        "-m",
+        "stratus.storage",
+        "fetch",
+        "--uri",
+        spec.model.uri,
+        "--dest",
+        MODEL_DIR,
+    ]
+    if spec.model.sha256:
+        args += ["--sha256", spec.model.sha256]
+    mounts: list[Manifest] = [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}]
+    volumes: list[Manifest] = [{"name": MODEL_VOLUME, "emptyDir": {}}]
+    if spec.model.uri.startswith("pvc://"):
+        claim = spec.model.uri.removeprefix("pvc://").split("/", 1)[0]
+        volumes.append(
+            {
+                "name": MODEL_SOURCE_VOLUME,
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
+        )
+        mounts.append({"name": MODEL_SOURCE_VOLUME, "mountPath": PVC_ROOT, "readOnly": True})
+    init = {
+        "name": "stage-model",
+        "image": staging_image,
+        "command": args,
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "File",
+    }
+    return init, volumes
+
+
+def build_deployment(
+    owner: Owner, spec: InferenceServiceSpec, revision: str, replicas: int, staging_image: str
+) -> Manifest:
+    labels = _labels(owner, revision)
+    init, volumes = _staging(spec, staging_image)
+    env = [
+        {"name": "STRATUS_MODEL_DIR", "value": MODEL_DIR},
+        {"name": "PORT", "value": str(spec.port)},
+    ]
+    server = podspec.container(
+        SERVER,
+        spec,
+        env,
+        [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}],
+        spec.resources,
+    )
+    probe = {"httpGet": {"path": spec.readiness_path, "port": "http"}}
+    server["ports"] = [{"name": "http", "containerPort": spec.port}]
+    server["readinessProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 3}
+    server["livenessProbe"] = {
+        **probe,
+        "periodSeconds": 10,
+        "failureThreshold": 6,
+        "initialDelaySeconds": 30,
+    }
+    terms, tolerations = podspec.gpu_placement(spec.resources)
+    pod_spec: Manifest = {
+        "initContainers": [init],
+        "containers": [server],
+        "volumes": podspec.volumes(spec, volumes),
+    }
+    if terms:
+        pod_spec["affinity"] = podspec.affinity(terms)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, deployment_name(owner, revision), labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {
+                "matchLabels": {INFERENCESERVICE_LABEL: owner.name, REVISION_LABEL: revision}
+            },
+            "template": podspec.template(spec, labels, pod_spec),
+        },
+    }
+
+
+def build_service(owner: Owner) -> Manifest:
+    """One Service across every revision: traffic splits by ready replicas."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, owner.name, _labels(owner)),
+        "spec": {
+            "selector": {INFERENCESERVICE_LABEL: owner.name},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def build_pdb(owner: Owner) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(owner, owner.name, _labels(owner)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {INFERENCESERVICE_LABEL: owner.name}},
+        },
+    }
+
+
+def build_hpa(owner: Owner, spec: InferenceServiceSpec, revision: str) -> Manifest | None:
+    """An autoscaling/v2 HPA on the stable revision for cpu or memory; None otherwise."""
+    scaling = spec.autoscaling
+    if scaling is None or scaling.metric == "prometheus":
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(owner, owner.name, _labels(owner)),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(owner, revision),
+            },
+            "minReplicas": max(1, spec.replicas.min),
+            "maxReplicas": spec.replicas.max,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": scaling.metric,
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": int(scaling.target),
+                        },
+                    },
+                }
+            ],
+        },
+    }

@@ -1,0 +1,46 @@
+"""What the InferenceService controller reads of its Deployments and pods, pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stratus.serving.labels import REVISION_LABEL
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    name: str
+    revision: str
+    replicas: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class StagingFailure:
+    revision: str
+    message: str
+
+
+def deployment_view(obj: Obj) -> DeploymentView:
+    status = obj.get("status") or {}
+    return DeploymentView(
+        name=obj["metadata"]["name"],
+        revision=obj["metadata"].get("labels", {}).get(REVISION_LABEL, ""),
+        replicas=int((obj.get("spec") or {}).get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+    )
+
+
+def staging_failure(pod: Obj) -> StagingFailure | None:
+    """The model-staging init container's failure, if it failed."""
+    for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        state = init.get("state") or {}
+        ended = state.get("terminated") or (init.get("lastState") or {}).get("terminated")
+        if ended and ended.get("exitCode"):
+            message = ended.get("message") or f"exit code {ended['exitCode']}"
+            revision = pod["metadata"].get("labels", {}).get(REVISION_LABEL, "")
+            return StagingFailure(revision, message.strip())
+    return None
