@@ -120,8 +120,10 @@ class OperatorProcess:
             f"--kubeconfig={self.kubeconfig}",
             f"--metrics-port={self.metrics_port}",
         ]
+        # A replaced stable revision retires quickly, so rollout tests see it go.
+        env = {**os.environ, "STRATUS_RETIRE_AFTER_SECONDS": "2"}
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         wait_for("the operator's metrics endpoint", self._serving, timeout=30)
 
     def _serving(self) -> bool:

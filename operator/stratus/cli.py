@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stratus.devcluster.cluster import LocalCluster
@@ -96,6 +96,68 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _custom_api(args: argparse.Namespace) -> object:
+    from kubernetes import client, config  # noqa: PLC0415
+
+    api = config.new_client_from_config(
+        config_file=str(args.kubeconfig) if args.kubeconfig else None
+    )
+    return client.CustomObjectsApi(api)
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """Give a rollout a command through an annotation, as `kubectl annotate` would."""
+    import time  # noqa: PLC0415
+
+    from stratus.serving import labels  # noqa: PLC0415
+
+    annotation = {
+        "promote": labels.PROMOTE_FULL_ANNOTATION if args.full else labels.PROMOTE_ANNOTATION,
+        "abort": labels.ABORT_ANNOTATION,
+        "retry": labels.RETRY_ANNOTATION,
+    }[args.command]
+    api: Any = _custom_api(args)
+    api.patch_namespaced_custom_object(
+        "stratus.dev",
+        "v1alpha1",
+        args.namespace,
+        "inferenceservices",
+        args.name,
+        {"metadata": {"annotations": {annotation: str(time.time_ns())}}},
+    )
+    print(f"{args.command} requested for inferenceservice {args.namespace}/{args.name}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    api: Any = _custom_api(args)
+    obj = api.get_namespaced_custom_object(
+        "stratus.dev", "v1alpha1", args.namespace, "inferenceservices", args.name
+    )
+    status = obj.get("status") or {}
+    steps = obj["spec"].get("rollout", {}).get("steps") or [{"weight": 100}]
+    print(f"{args.namespace}/{args.name}: {status.get('phase', 'Pending')}")
+    print(f"  stable:  {status.get('stableRevision', '-')}")
+    print(f"  canary:  {status.get('canaryRevision', '-')} at {status.get('canaryWeight', 0)}%")
+    current = status.get("currentStep")
+    for index, step in enumerate(steps):
+        pause = step.get("pause")
+        hold = (
+            "until promoted"
+            if pause is not None and not pause.get("duration")
+            else (pause or {}).get("duration", "one analysis interval")
+        )
+        mark = "->" if index == current else "  "
+        print(f"  {mark} step {index + 1}: {step['weight']}%, hold {hold}")
+    for result in (status.get("lastAnalysis") or {}).get("results", []):
+        print(
+            f"  analysis {result['name']}: {result.get('value', 'no data')} ({result['verdict']})"
+        )
+    if status.get("message"):
+        print(f"  {status['message']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--verbose", action="store_true", help="debug logging")
     op.set_defaults(func=cmd_operator)
+
+    for name, text in (
+        ("promote", "advance a canary one step (--full: promote now)"),
+        ("abort", "roll a canary back"),
+        ("retry", "try a rolled-back revision again"),
+        ("status", "show where a rollout stands"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("name", help="InferenceService name")
+        command.add_argument("-n", "--namespace", default="default")
+        command.add_argument("--kubeconfig", type=Path, default=None)
+        if name == "promote":
+            command.add_argument("--full", action="store_true", help="skip remaining steps")
+        command.set_defaults(func=cmd_status if name == "status" else cmd_rollout, full=False)
 
     crds = sub.add_parser("crds", help="generate the CRDs from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="output directory")

@@ -45,6 +45,12 @@ class OperatorConfig:
     peering: str = ""
     # Port of the distributed-training rendezvous (torchrun's MASTER_PORT).
     master_port: int = 29500
+    # Prometheus that canary analysis queries, unless a resource names its own.
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # Image of the init container that stages models (it runs `python -m stratus.storage`).
+    staging_image: str = "ghcr.io/stratus-dev/stratus-operator:0.1.0"
+    # How long a replaced stable revision keeps serving after a promotion.
+    retire_after_seconds: float = 30.0
 
 
 class ConfigError(ValueError):
@@ -68,9 +74,17 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         metrics_port = int(env.get("STRATUS_METRICS_PORT", "8080"))
     except ValueError as exc:
         raise ConfigError("STRATUS_METRICS_PORT: not a port number") from exc
+    try:
+        retire_after = float(env.get("STRATUS_RETIRE_AFTER_SECONDS", "30"))
+    except ValueError as exc:
+        raise ConfigError("STRATUS_RETIRE_AFTER_SECONDS: not a number of seconds") from exc
+    defaults = OperatorConfig()
     return OperatorConfig(
         spot=spot,
         namespaces=namespaces,
         metrics_port=metrics_port,
         peering=env.get("STRATUS_PEERING", ""),
+        prometheus_url=env.get("STRATUS_PROMETHEUS_URL", defaults.prometheus_url),
+        staging_image=env.get("STRATUS_STAGING_IMAGE", defaults.staging_image),
+        retire_after_seconds=retire_after,
     )

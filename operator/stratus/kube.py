@@ -88,6 +88,16 @@ class Kube:
             raise
         return dict(result.to_dict())
 
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        resource = self._resource("apps/v1", "Deployment")
+        await self._run(
+            resource.patch,
+            body={"spec": {"replicas": replicas}},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         resource = self._resource(api_version, kind)
         try:

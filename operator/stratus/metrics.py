@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,6 +31,24 @@ RECONCILE_SECONDS = Histogram(
 )
 RECONCILE_ERRORS = Counter(
     f"{PREFIX}_reconcile_errors", "Reconciles that failed and will be retried.", ["kind"]
+)
+
+INFERENCESERVICES = f"{PREFIX}_inferenceservices"
+ROLLOUTS = Counter(
+    f"{PREFIX}_rollouts", "Canary rollouts finished, by outcome (promoted, aborted).", ["outcome"]
+)
+CANARY_WEIGHT = Gauge(
+    f"{PREFIX}_canary_weight", "Current canary traffic share, percent.", ["namespace", "name"]
+)
+ANALYSIS_VALUE = Gauge(
+    f"{PREFIX}_analysis_value",
+    "Last value of each canary analysis metric.",
+    ["namespace", "name", "metric"],
+)
+ANALYSIS_FAILURES = Counter(
+    f"{PREFIX}_analysis_failures",
+    "Analysis measurements outside their bounds.",
+    ["namespace", "name", "metric"],
 )
 
 TRAINING_COUNTS = {

@@ -13,6 +13,8 @@ from prometheus_client import start_http_server
 from stratus import config as config_module
 from stratus import kube, metrics
 from stratus.runner import KeyedRunner
+from stratus.serving import controller as serving_controller
+from stratus.serving import handlers as serving_handlers
 from stratus.training import controller as training_controller
 from stratus.training import handlers as training_handlers
 
@@ -24,6 +26,11 @@ class Options:
     """Set by `stratus operator` before kopf starts."""
 
     config = config_module.OperatorConfig()
+
+
+def _nothing(_key: object) -> tuple[()]:
+    """The caches before kopf hands over its indexes (at the first event)."""
+    return ()
 
 
 @kopf.on.startup()
@@ -58,15 +65,27 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     controller = training_controller.TrainingController(
         kube=writer,
         config=cfg,
-        trainingjobs=training_handlers._unbound,
-        jobs=training_handlers._unbound,
-        pods=training_handlers._unbound,
+        trainingjobs=_nothing,
+        jobs=_nothing,
+        pods=_nothing,
     )
     training_handlers.Wiring.controller = controller
     training_handlers.Wiring.runner = KeyedRunner(controller.reconcile)
+    serving = serving_controller.ServingController(
+        kube=writer,
+        config=cfg,
+        services=_nothing,
+        deployments=_nothing,
+        failures=_nothing,
+    )
+    serving_handlers.Wiring.controller = serving
+    serving_handlers.Wiring.runner = KeyedRunner(serving.reconcile)
     # Serve first: a busy port fails the start-up hook before anything is registered twice.
     start_http_server(cfg.metrics_port)
     metrics.register_phases(metrics.TRAININGJOBS, "TrainingJobs by phase.", controller.phases)
+    metrics.register_phases(
+        metrics.INFERENCESERVICES, "InferenceServices by phase.", serving.phases
+    )
     log.info(
         "metrics on :%d; spot capacity %s=%s", cfg.metrics_port, cfg.spot.label, cfg.spot.spot_value
     )

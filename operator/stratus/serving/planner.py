@@ -25,8 +25,6 @@ from stratus.serving.revision import revision_of
 from stratus.serving.views import DeploymentView, StagingFailure
 
 Status = dict[str, Any]
-# How long the previous stable revision keeps serving after a promotion.
-RETIRE_AFTER = dt.timedelta(seconds=30)
 COMMANDS = (PROMOTE_ANNOTATION, PROMOTE_FULL_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
 
 
@@ -68,6 +66,8 @@ class Observed:
     staging_failures: tuple[StagingFailure, ...]
     now: dt.datetime
     staging_image: str
+    # How long a replaced stable revision keeps serving after a promotion.
+    retire_after: dt.timedelta = dt.timedelta(seconds=30)
     # Results of the analysis the previous plan asked for; None when none was run.
     analysis: tuple[Measurement, ...] | None = None
 
@@ -286,8 +286,8 @@ class _Planner:
         self.status["stableRevision"] = canary
         if stable and stable != canary:
             self.status["retiringRevision"] = stable
-            self.status["retireAt"] = timestamp(self.obs.now + RETIRE_AFTER)
-            self.plan.later(RETIRE_AFTER.total_seconds())
+            self.status["retireAt"] = timestamp(self.obs.now + self.obs.retire_after)
+            self.plan.later(self.obs.retire_after.total_seconds())
         self.clear_canary()
         self.plan.outcomes.append("promoted")
         self.event("Promoted", f"revision {canary} promoted to stable")

@@ -1,0 +1,159 @@
+"""The InferenceService reconciler: reads the caches, asks the planner (measuring the canary in
+Prometheus when the planner says it is time), writes the plan."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from stratus import metrics
+from stratus.api.common import API_VERSION
+from stratus.api.inferenceservice import KIND, InferenceServiceSpec
+from stratus.conditions import set_condition
+from stratus.config import OperatorConfig
+from stratus.kube import ConflictError, Kube
+from stratus.podspec import Owner
+from stratus.serving import planner, prometheus
+from stratus.serving.views import DeploymentView, StagingFailure
+
+Key = tuple[str, str]
+Lookup = Callable[[Key], Iterable[Any]]
+CONFLICT_RETRY = 0.2
+
+
+@dataclass
+class ServingController:
+    kube: Kube
+    config: OperatorConfig
+    services: Lookup
+    deployments: Lookup
+    failures: Lookup
+    keys: Callable[[], Iterable[Key]] = lambda: ()
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    def phases(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for key in list(self.keys()):
+            for obj in self.services(key):
+                phase = (obj.get("status") or {}).get("phase") or "Pending"
+                counts[phase] = counts.get(phase, 0) + 1
+        return counts
+
+    async def reconcile(self, key: Hashable) -> float | None:
+        assert isinstance(key, tuple)
+        started = time.monotonic()
+        try:
+            return await self._reconcile(key)
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels(KIND).inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+
+    async def _reconcile(self, key: Key) -> float | None:
+        found = list(self.services(key))
+        if not found or found[0]["metadata"].get("deletionTimestamp"):
+            return None
+        obj: dict[str, Any] = found[0]
+        meta = obj["metadata"]
+        status = obj.get("status") or {}
+        owner = Owner(KIND, meta["name"], meta["namespace"], meta["uid"])
+        try:
+            spec = InferenceServiceSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as exc:
+            new = dict(status)
+            set_condition(
+                new,
+                "Healthy",
+                False,
+                "InvalidSpec",
+                str(exc.errors()[0]["msg"]),
+                self.clock(),
+                int(meta.get("generation") or 0),
+            )
+            return await self._write_status(meta, status, new)
+        observed = planner.Observed(
+            owner=owner,
+            generation=int(meta.get("generation") or 0),
+            spec=spec,
+            status=status,
+            annotations=dict(meta.get("annotations") or {}),
+            deployments=tuple(d for d in self.deployments(key) if isinstance(d, DeploymentView)),
+            staging_failures=tuple(f for f in self.failures(key) if isinstance(f, StagingFailure)),
+            now=self.clock(),
+            staging_image=self.config.staging_image,
+            retire_after=dt.timedelta(seconds=self.config.retire_after_seconds),
+        )
+        plan = planner.plan(observed)
+        if plan.analyze:
+            measured = await self._measure(spec, owner, plan.status)
+            plan = planner.plan(dataclasses.replace(observed, analysis=measured))
+        retry = await self._write_status(meta, status, plan.status)
+        if retry is not None:
+            return retry
+        for manifest in plan.apply:
+            await self.kube.apply(manifest)
+        for name, replicas in plan.scale:
+            await self.kube.scale(owner.namespace, name, replicas)
+        for name in plan.delete:
+            await self.kube.delete("apps/v1", "Deployment", owner.namespace, name)
+        for event in plan.events:
+            await self.kube.event(obj, event.type, event.reason, event.message)
+        for outcome in plan.outcomes:
+            metrics.ROLLOUTS.labels(outcome).inc()
+        metrics.CANARY_WEIGHT.labels(owner.namespace, owner.name).set(
+            plan.status.get("canaryWeight") or 0
+        )
+        return plan.requeue_after
+
+    async def _write_status(
+        self, meta: dict[str, Any], old: dict[str, Any], new: dict[str, Any]
+    ) -> float | None:
+        if new == old:
+            return None
+        try:
+            await self.kube.patch_status(
+                API_VERSION,
+                KIND,
+                meta["namespace"],
+                meta["name"],
+                meta["resourceVersion"],
+                old,
+                new,
+            )
+        except ConflictError:
+            return CONFLICT_RETRY
+        return None
+
+    async def _measure(
+        self, spec: InferenceServiceSpec, owner: Owner, status: dict[str, Any]
+    ) -> tuple[planner.Measurement, ...]:
+        settings = spec.rollout.analysis
+        address = settings.prometheus_address or self.config.prometheus_url
+        variables = {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "canary": status.get("canaryRevision") or "",
+            "stable": status.get("stableRevision") or "",
+        }
+        measured = await asyncio.gather(
+            *[
+                asyncio.to_thread(prometheus.measure, address, metric, variables)
+                for metric in settings.metrics
+            ]
+        )
+        for m in measured:
+            if m.value is not None:
+                metrics.ANALYSIS_VALUE.labels(owner.namespace, owner.name, m.metric.name).set(
+                    m.value
+                )
+            if m.verdict == "Failed":
+                metrics.ANALYSIS_FAILURES.labels(owner.namespace, owner.name, m.metric.name).inc()
+        return tuple(measured)

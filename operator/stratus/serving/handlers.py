@@ -1,0 +1,84 @@
+"""kopf wiring for InferenceServices: indexes of the resources, their Deployments and their
+pods' staging failures; any change queues the owning InferenceService."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kopf
+
+from stratus.api.common import GROUP, VERSION
+from stratus.api.inferenceservice import PLURAL
+from stratus.runner import KeyedRunner
+from stratus.serving.controller import Key, ServingController
+from stratus.serving.labels import INFERENCESERVICE_LABEL
+from stratus.serving.views import DeploymentView, StagingFailure, deployment_view, staging_failure
+
+OWNED = {INFERENCESERVICE_LABEL: kopf.PRESENT}
+
+
+class Wiring:
+    controller: ServingController | None = None
+    runner: KeyedRunner | None = None
+    bound = False
+
+    @classmethod
+    def queue(cls, key: Key, kwargs: dict[str, Any]) -> None:
+        controller, runner = cls.controller, cls.runner
+        if controller is None or runner is None:
+            raise RuntimeError("handlers ran before the operator's start-up hook")
+        if not cls.bound:
+            objs, deployments, failures = (
+                kwargs["inferenceservice_objects"],
+                kwargs["inferenceservice_deployments"],
+                kwargs["inferenceservice_staging_failures"],
+            )
+            controller.services = lambda k: objs.get(k, ())
+            controller.deployments = lambda k: deployments.get(k, ())
+            controller.failures = lambda k: failures.get(k, ())
+            controller.keys = lambda: list(objs.keys())
+            cls.bound = True
+        runner.trigger(key)
+
+
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    copied: dict[str, Any] = json.loads(json.dumps(dict(body)))
+    return copied
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def inferenceservice_objects(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[Key, dict[str, Any]]:
+    return {(namespace or "", name): _snapshot(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OWNED)
+def inferenceservice_deployments(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, DeploymentView]:
+    return {(namespace or "", labels[INFERENCESERVICE_LABEL]): deployment_view(_snapshot(body))}
+
+
+@kopf.index("", "v1", "pods", labels=OWNED)
+def inferenceservice_staging_failures(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, StagingFailure]:
+    failure = staging_failure(_snapshot(body))
+    return {(namespace or "", labels[INFERENCESERVICE_LABEL]): failure} if failure else {}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def inferenceservice_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
+    Wiring.queue((namespace or "", name), kwargs)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+async def deployment_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    Wiring.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)
+
+
+@kopf.on.event("", "v1", "pods", labels=OWNED)
+async def serving_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    Wiring.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)

@@ -1,0 +1,152 @@
+"""InferenceService end to end: revisions as Deployments, a canary walked by replica ratio,
+promoted and rolled back through the `stratus` commands, Recreate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from stratus.api.common import GROUP, VERSION
+from stratus.cli import main as stratus_main
+from tests.conftest import Cluster
+from tests.support import wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+Obj = dict[str, Any]
+
+
+def service(name: str, image: str = "serve:1", strategy: str = "Canary") -> Obj:
+    rollout: Obj = {"strategy": strategy, "analysis": {"interval": "1s"}}
+    if strategy == "Canary":
+        rollout["steps"] = [{"weight": 50, "pause": {}}, {"weight": 100}]
+    return {
+        "apiVersion": "stratus.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {
+            "image": image,
+            "model": {"uri": "https://models.example.com/m.bin"},
+            "replicas": {"min": 4, "max": 4},
+            "rollout": rollout,
+        },
+    }
+
+
+class Serving:
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster = cluster
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(cluster.api)
+        self.apps = client.AppsV1Api(cluster.api)
+
+    def create(self, obj: Obj) -> None:
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "inferenceservices", obj
+        )
+
+    def status(self, name: str) -> Obj:
+        obj = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "inferenceservices", name
+        )
+        status: Obj = obj.get("status") or {}
+        return status
+
+    def wait(self, name: str, what: str, check: Any, timeout: float = 60) -> Obj:
+        return wait_for(
+            f"{name}: {what}", lambda: s if check(s := self.status(name)) else None, timeout=timeout
+        )
+
+    def set_image(self, name: str, image: str) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "inferenceservices", name, {"spec": {"image": image}}
+        )
+
+    def replicas(self, name: str) -> dict[str, int]:
+        deployments = self.apps.list_namespaced_deployment(
+            self.ns, label_selector=f"stratus.dev/inferenceservice={name}"
+        ).items
+        return {d.metadata.labels["stratus.dev/revision"]: d.spec.replicas for d in deployments}
+
+    def command(self, *args: str) -> None:
+        assert (
+            stratus_main([*args, "-n", self.ns, "--kubeconfig", str(self.cluster.kubeconfig)]) == 0
+        )
+
+
+@pytest.fixture
+def serving(cluster: Cluster, namespace: str) -> Serving:
+    return Serving(cluster, namespace)
+
+
+def test_first_revision_goes_straight_to_stable(serving: Serving) -> None:
+    serving.create(service("web"))
+    status = serving.wait("web", "Healthy", lambda s: s.get("phase") == "Healthy")
+    assert status["readyReplicas"] == 4
+    assert status["url"] == f"http://web.{serving.ns}.svc.cluster.local"
+    assert serving.replicas("web") == {status["stableRevision"]: 4}
+    core = client.CoreV1Api(serving.cluster.api)
+    svc = core.read_namespaced_service("web", serving.ns)
+    assert svc.spec.selector == {"stratus.dev/inferenceservice": "web"}
+    pdb = client.PolicyV1Api(serving.cluster.api).read_namespaced_pod_disruption_budget(
+        "web", serving.ns
+    )
+    assert pdb.spec.max_unavailable == 1
+    (deployment,) = serving.apps.list_namespaced_deployment(serving.ns).items
+    pod = deployment.spec.template.spec
+    assert pod.init_containers[0].command[:4] == ["python", "-m", "stratus.storage", "fetch"]
+    assert pod.containers[0].readiness_probe.http_get.path == "/healthz"
+    assert pod.containers[0].resources.limits == {"nvidia.com/gpu": "1"}
+
+
+def test_canary_walks_its_steps_and_is_promoted(serving: Serving) -> None:
+    serving.create(service("web"))
+    stable = serving.wait("web", "Healthy", lambda s: s.get("phase") == "Healthy")["stableRevision"]
+    serving.set_image("web", "serve:2")
+    status = serving.wait("web", "paused at 50%", lambda s: s.get("phase") == "Paused")
+    canary = status["canaryRevision"]
+    assert status["canaryWeight"] == 50
+    assert serving.replicas("web") == {stable: 2, canary: 2}
+    serving.command("promote", "web")
+    status = serving.wait(
+        "web",
+        "promoted",
+        lambda s: s.get("stableRevision") == canary and s.get("phase") == "Healthy",
+    )
+    assert status["canaryWeight"] == 0
+    wait_for("the old stable retired", lambda: serving.replicas("web") == {canary: 4})
+
+
+def test_abort_rolls_back_and_retry_tries_again(serving: Serving) -> None:
+    serving.create(service("web"))
+    stable = serving.wait("web", "Healthy", lambda s: s.get("phase") == "Healthy")["stableRevision"]
+    serving.set_image("web", "serve:bad")
+    canary = serving.wait("web", "paused", lambda s: s.get("phase") == "Paused")["canaryRevision"]
+    serving.command("abort", "web")
+    status = serving.wait("web", "Degraded", lambda s: s.get("phase") == "Degraded")
+    assert status["stableRevision"] == stable
+    assert status["abortedRevision"] == canary
+    rolled_back = {c["type"]: c for c in status["conditions"]}["Healthy"]
+    assert rolled_back["reason"] == "RolledBack"
+    wait_for(
+        "stable at full size, canary scaled to zero",
+        lambda: serving.replicas("web") == {stable: 4, canary: 0},
+    )
+    serving.command("retry", "web")
+    serving.wait("web", "canary again", lambda s: s.get("canaryRevision") == canary)
+
+
+def test_recreate_replaces_without_a_canary(serving: Serving) -> None:
+    serving.create(service("batch", strategy="Recreate"))
+    first = serving.wait("batch", "Healthy", lambda s: s.get("phase") == "Healthy")[
+        "stableRevision"
+    ]
+    serving.set_image("batch", "serve:2")
+    status = serving.wait(
+        "batch",
+        "replaced",
+        lambda s: s.get("stableRevision") != first and s.get("phase") == "Healthy",
+    )
+    assert "canaryRevision" not in status
+    assert serving.replicas("batch") == {status["stableRevision"]: 4}
