@@ -12,11 +12,11 @@ from prometheus_client import start_http_server
 
 from stratus import config as config_module
 from stratus import kube, metrics
-from stratus.runner import KeyedRunner
 from stratus.serving import controller as serving_controller
 from stratus.serving import handlers as serving_handlers
 from stratus.training import controller as training_controller
 from stratus.training import handlers as training_handlers
+from stratus.wiring import nothing
 
 log = logging.getLogger("stratus")
 PREFIX = "stratus.dev"
@@ -26,11 +26,6 @@ class Options:
     """Set by `stratus operator` before kopf starts."""
 
     config = config_module.OperatorConfig()
-
-
-def _nothing(_key: object) -> tuple[()]:
-    """The caches before kopf hands over its indexes (at the first event)."""
-    return ()
 
 
 @kopf.on.startup()
@@ -65,21 +60,19 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     controller = training_controller.TrainingController(
         kube=writer,
         config=cfg,
-        trainingjobs=_nothing,
-        jobs=_nothing,
-        pods=_nothing,
+        trainingjobs=nothing,
+        jobs=nothing,
+        pods=nothing,
     )
-    training_handlers.Wiring.controller = controller
-    training_handlers.Wiring.runner = KeyedRunner(controller.reconcile)
+    training_handlers.WIRING.start(controller, controller.reconcile)
     serving = serving_controller.ServingController(
         kube=writer,
         config=cfg,
-        services=_nothing,
-        deployments=_nothing,
-        failures=_nothing,
+        services=nothing,
+        deployments=nothing,
+        failures=nothing,
     )
-    serving_handlers.Wiring.controller = serving
-    serving_handlers.Wiring.runner = KeyedRunner(serving.reconcile)
+    serving_handlers.WIRING.start(serving, serving.reconcile)
     # Serve first: a busy port fails the start-up hook before anything is registered twice.
     start_http_server(cfg.metrics_port)
     metrics.register_phases(metrics.TRAININGJOBS, "TrainingJobs by phase.", controller.phases)

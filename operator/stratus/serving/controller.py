@@ -6,26 +6,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from stratus import metrics
-from stratus.api.common import API_VERSION
+from stratus import metrics, reconciling
 from stratus.api.inferenceservice import KIND, InferenceServiceSpec
 from stratus.conditions import set_condition
 from stratus.config import OperatorConfig
-from stratus.kube import ConflictError, Kube
+from stratus.kube import Kube
 from stratus.podspec import Owner
 from stratus.serving import planner, prometheus
 from stratus.serving.views import DeploymentView, StagingFailure
 
 Key = tuple[str, str]
 Lookup = Callable[[Key], Iterable[Any]]
-CONFLICT_RETRY = 0.2
 
 
 @dataclass
@@ -39,23 +36,12 @@ class ServingController:
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
     def phases(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for key in list(self.keys()):
-            for obj in self.services(key):
-                phase = (obj.get("status") or {}).get("phase") or "Pending"
-                counts[phase] = counts.get(phase, 0) + 1
-        return counts
+        """InferenceServices by phase, for the metrics endpoint."""
+        return reconciling.count_phases(self.keys(), self.services)
 
     async def reconcile(self, key: Hashable) -> float | None:
         assert isinstance(key, tuple)
-        started = time.monotonic()
-        try:
-            return await self._reconcile(key)
-        except Exception:
-            metrics.RECONCILE_ERRORS.labels(KIND).inc()
-            raise
-        finally:
-            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+        return await reconciling.timed(KIND, self._reconcile(key))
 
     async def _reconcile(self, key: Key) -> float | None:
         found = list(self.services(key))
@@ -78,7 +64,7 @@ class ServingController:
                 self.clock(),
                 int(meta.get("generation") or 0),
             )
-            return await self._write_status(meta, status, new)
+            return await reconciling.write_status(self.kube, KIND, meta, status, new)
         observed = planner.Observed(
             owner=owner,
             generation=int(meta.get("generation") or 0),
@@ -95,7 +81,7 @@ class ServingController:
         if plan.analyze:
             measured = await self._measure(spec, owner, plan.status)
             plan = planner.plan(dataclasses.replace(observed, analysis=measured))
-        retry = await self._write_status(meta, status, plan.status)
+        retry = await reconciling.write_status(self.kube, KIND, meta, status, plan.status)
         if retry is not None:
             return retry
         for manifest in plan.apply:
@@ -112,25 +98,6 @@ class ServingController:
             plan.status.get("canaryWeight") or 0
         )
         return plan.requeue_after
-
-    async def _write_status(
-        self, meta: dict[str, Any], old: dict[str, Any], new: dict[str, Any]
-    ) -> float | None:
-        if new == old:
-            return None
-        try:
-            await self.kube.patch_status(
-                API_VERSION,
-                KIND,
-                meta["namespace"],
-                meta["name"],
-                meta["resourceVersion"],
-                old,
-                new,
-            )
-        except ConflictError:
-            return CONFLICT_RETRY
-        return None
 
     async def _measure(
         self, spec: InferenceServiceSpec, owner: Owner, status: dict[str, Any]

@@ -4,42 +4,34 @@ pods' staging failures; any change queues the owning InferenceService."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from stratus.api.common import GROUP, VERSION
 from stratus.api.inferenceservice import PLURAL
-from stratus.runner import KeyedRunner
 from stratus.serving.controller import Key, ServingController
 from stratus.serving.labels import INFERENCESERVICE_LABEL
 from stratus.serving.views import DeploymentView, StagingFailure, deployment_view, staging_failure
+from stratus.wiring import Wiring
 
 OWNED = {INFERENCESERVICE_LABEL: kopf.PRESENT}
 
 
-class Wiring:
-    controller: ServingController | None = None
-    runner: KeyedRunner | None = None
-    bound = False
+def _bind(controller: ServingController, indexes: Mapping[str, Any]) -> None:
+    objs, deployments, failures = (
+        indexes["inferenceservice_objects"],
+        indexes["inferenceservice_deployments"],
+        indexes["inferenceservice_staging_failures"],
+    )
+    controller.services = lambda k: objs.get(k, ())
+    controller.deployments = lambda k: deployments.get(k, ())
+    controller.failures = lambda k: failures.get(k, ())
+    controller.keys = lambda: list(objs.keys())
 
-    @classmethod
-    def queue(cls, key: Key, kwargs: dict[str, Any]) -> None:
-        controller, runner = cls.controller, cls.runner
-        if controller is None or runner is None:
-            raise RuntimeError("handlers ran before the operator's start-up hook")
-        if not cls.bound:
-            objs, deployments, failures = (
-                kwargs["inferenceservice_objects"],
-                kwargs["inferenceservice_deployments"],
-                kwargs["inferenceservice_staging_failures"],
-            )
-            controller.services = lambda k: objs.get(k, ())
-            controller.deployments = lambda k: deployments.get(k, ())
-            controller.failures = lambda k: failures.get(k, ())
-            controller.keys = lambda: list(objs.keys())
-            cls.bound = True
-        runner.trigger(key)
+
+WIRING: Wiring[ServingController] = Wiring(_bind)
 
 
 def _snapshot(body: kopf.Body) -> dict[str, Any]:
@@ -71,14 +63,14 @@ def inferenceservice_staging_failures(
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def inferenceservice_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
-    Wiring.queue((namespace or "", name), kwargs)
+    WIRING.queue((namespace or "", name), kwargs)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 async def deployment_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
-    Wiring.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)
+    WIRING.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def serving_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
-    Wiring.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)
+    WIRING.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)

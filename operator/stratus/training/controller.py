@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from stratus import metrics
+from stratus import metrics, reconciling
 from stratus.api.common import API_VERSION
 from stratus.api.trainingjob import KIND, TrainingJobSpec
 from stratus.config import OperatorConfig
-from stratus.kube import ConflictError, Kube
+from stratus.kube import Kube
 from stratus.podspec import Owner
 from stratus.training import planner
 from stratus.training.views import PodView
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 # Reads of the caches: key -> the values indexed under it.
 Lookup = Callable[[Key], Iterable[Any]]
-CONFLICT_RETRY = 0.2
 
 
 @dataclass
@@ -47,23 +45,11 @@ class TrainingController:
 
     def phases(self) -> dict[str, int]:
         """TrainingJobs by phase, for the metrics endpoint."""
-        counts: dict[str, int] = {}
-        for key in list(self.keys()):
-            for obj in self.trainingjobs(key):
-                phase = (obj.get("status") or {}).get("phase") or "Pending"
-                counts[phase] = counts.get(phase, 0) + 1
-        return counts
+        return reconciling.count_phases(self.keys(), self.trainingjobs)
 
     async def reconcile(self, key: Hashable) -> float | None:
         assert isinstance(key, tuple)
-        started = time.monotonic()
-        try:
-            return await self._reconcile(key)
-        except Exception:
-            metrics.RECONCILE_ERRORS.labels(KIND).inc()
-            raise
-        finally:
-            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+        return await reconciling.timed(KIND, self._reconcile(key))
 
     async def _reconcile(self, key: Key) -> float | None:
         found = list(self.trainingjobs(key))
@@ -91,20 +77,9 @@ class TrainingController:
             now=self.clock(),
         )
         plan = planner.plan(observed, self.config.spot, self.config.master_port)
-        if plan.status != status:
-            try:
-                await self.kube.patch_status(
-                    API_VERSION,
-                    KIND,
-                    meta["namespace"],
-                    meta["name"],
-                    meta["resourceVersion"],
-                    status,
-                    plan.status,
-                )
-            except ConflictError:
-                # Planned from a stale cache: plan again once it has caught up.
-                return CONFLICT_RETRY
+        retry = await reconciling.write_status(self.kube, KIND, meta, status, plan.status)
+        if retry is not None:
+            return retry
         for manifest in plan.create:
             await self.kube.apply(manifest)
         for job in plan.delete_jobs:

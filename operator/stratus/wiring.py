@@ -1,0 +1,37 @@
+"""Joins a controller to kopf: its work queue, and the kopf indexes it reads. kopf hands indexes
+only to handlers, so they are bound at the first event; nothing is queued before start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Generic, TypeVar
+
+from stratus.runner import KeyedRunner, Work
+
+C = TypeVar("C")
+
+
+class Wiring(Generic[C]):
+    def __init__(self, bind: Callable[[C, Mapping[str, Any]], None]) -> None:
+        self._bind = bind
+        self.controller: C | None = None
+        self._runner: KeyedRunner | None = None
+        self._bound = False
+
+    def start(self, controller: C, work: Work) -> None:
+        self.controller = controller
+        self._runner = KeyedRunner(work)
+        self._bound = False
+
+    def queue(self, key: Hashable, handler_kwargs: Mapping[str, Any]) -> None:
+        if self.controller is None or self._runner is None:
+            raise RuntimeError("handlers ran before the operator's start-up hook")
+        if not self._bound:
+            self._bind(self.controller, handler_kwargs)
+            self._bound = True
+        self._runner.trigger(key)
+
+
+def nothing(_key: object) -> tuple[()]:
+    """What a controller's caches hold until its indexes are bound."""
+    return ()
