@@ -10,7 +10,7 @@ STATE_DIR ?= .stratus
 # pytest's own arguments, e.g. make test PYTEST_ARGS='-k smoke -x'
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint unit e2e e2e-kind test dev dev-down crds
+.PHONY: help venv binaries deps lint unit e2e e2e-kind test dev dev-down crds
 
 help:
 	@echo "make dev    - start the local GPU cluster (and the operator) from a fresh checkout"
@@ -29,6 +29,9 @@ venv: $(VENV)/.installed
 binaries:
 	hack/build-binaries.sh
 
+deps:
+	hack/install-deps.sh
+
 lint: venv
 	$(BIN)/ruff check operator tests examples
 	$(BIN)/ruff format --check operator tests examples
@@ -38,13 +41,13 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-e2e: venv binaries
+e2e: venv binaries deps
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-e2e-kind: venv binaries
+e2e-kind: venv binaries deps
 	hack/e2e-kind.sh $(PYTEST_ARGS)
 
-test: lint binaries
+test: lint binaries deps
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 # The operator runs in the foreground (Ctrl-C stops it); the cluster keeps running until

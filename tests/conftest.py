@@ -102,7 +102,7 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
-        self.metrics_port = _free_port()
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -158,7 +158,7 @@ class OperatorProcess:
                 self.kill()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

@@ -54,9 +54,16 @@ class Serving:
         return status
 
     def wait(self, name: str, what: str, check: Any, timeout: float = 60) -> Obj:
-        return wait_for(
-            f"{name}: {what}", lambda: s if check(s := self.status(name)) else None, timeout=timeout
-        )
+        seen: list[Obj] = []
+
+        def probe() -> Obj | None:
+            seen[:] = [self.status(name)]
+            return seen[0] if check(seen[0]) else None
+
+        try:
+            return wait_for(f"{name}: {what}", probe, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; status: {seen[0] if seen else None}") from None
 
     def set_image(self, name: str, image: str) -> None:
         self.custom.patch_namespaced_custom_object(
