@@ -175,3 +175,14 @@ def operator(
         yield proc
     finally:
         proc.stop()
+
+
+def install_crds(cluster: Cluster, name: str) -> None:
+    """Install a third party's CRDs (see stratus.devcluster.thirdparty) and wait for them."""
+    from stratus.devcluster import thirdparty  # noqa: PLC0415
+
+    files = thirdparty.crd_files(name)
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", *[f"-f={f}" for f in files])
+    kubectl(
+        cluster, "wait", "--for=condition=Established", "--timeout=60s", *[f"-f={f}" for f in files]
+    )

@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 FIELD_MANAGER = "stratus"
 Obj = dict[str, Any]
@@ -87,6 +88,39 @@ class Kube:
                 raise ConflictError(str(exc.reason)) from exc
             raise
         return dict(result.to_dict())
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """The object, or None when it (or its kind) does not exist."""
+        try:
+            resource = self._resource(api_version, kind)
+            found = await self._run(resource.get, name=name, namespace=namespace)
+        except (ResourceNotFoundError, NotFoundError):
+            return None
+        return dict(found.to_dict())
+
+    async def has_kind(self, api_version: str, kind: str) -> bool:
+        """Whether the cluster serves this kind (a CRD may be installed at any time)."""
+        try:
+            self._resource(api_version, kind)
+        except ResourceNotFoundError:
+            self._dynamic.resources.invalidate_cache()
+            try:
+                self._resource(api_version, kind)
+            except ResourceNotFoundError:
+                return False
+        return True
+
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: Obj
+    ) -> None:
+        resource = self._resource(api_version, kind)
+        await self._run(
+            resource.patch,
+            body=patch,
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
         resource = self._resource("apps/v1", "Deployment")

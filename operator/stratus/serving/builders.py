@@ -180,3 +180,68 @@ def build_hpa(owner: Owner, spec: InferenceServiceSpec, revision: str) -> Manife
             ],
         },
     }
+
+
+def revision_service_name(owner: Owner, revision: str) -> str:
+    return deployment_name(owner, revision)
+
+
+def build_revision_service(owner: Owner, revision: str) -> Manifest:
+    """A Service per revision: the backends an HTTPRoute weighs against each other."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, revision_service_name(owner, revision), _labels(owner, revision)),
+        "spec": {
+            "selector": {INFERENCESERVICE_LABEL: owner.name, REVISION_LABEL: revision},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def weighted_rules(
+    rules: list[Manifest], owner: Owner, stable: str, canary: str | None, weight: int
+) -> list[Manifest]:
+    """The route's rules with their backends replaced by the stable and canary Services,
+    weighted; everything else in each rule (matches, filters) is kept."""
+    backends = [
+        {
+            "name": revision_service_name(owner, stable),
+            "port": 80,
+            "weight": 100 - weight if canary else 100,
+        }
+    ]
+    if canary:
+        backends.append(
+            {"name": revision_service_name(owner, canary), "port": 80, "weight": weight}
+        )
+    return [{**rule, "backendRefs": backends} for rule in rules or [{}]]
+
+
+def build_scaled_object(
+    owner: Owner, spec: InferenceServiceSpec, revision: str, prometheus_url: str
+) -> Manifest | None:
+    """A KEDA ScaledObject for a Prometheus-query target; None for cpu and memory."""
+    scaling = spec.autoscaling
+    if scaling is None or scaling.metric != "prometheus" or scaling.query is None:
+        return None
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _meta(owner, owner.name, _labels(owner)),
+        "spec": {
+            "scaleTargetRef": {"name": deployment_name(owner, revision)},
+            "minReplicaCount": spec.replicas.min,
+            "maxReplicaCount": spec.replicas.max,
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": scaling.query,
+                        "threshold": str(scaling.target),
+                    },
+                }
+            ],
+        },
+    }

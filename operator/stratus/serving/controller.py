@@ -19,9 +19,11 @@ from stratus.config import OperatorConfig
 from stratus.kube import Kube
 from stratus.podspec import Owner
 from stratus.serving import planner, prometheus
-from stratus.serving.views import DeploymentView, StagingFailure
+from stratus.serving.views import DeploymentView, RouteView, StagingFailure, route_view
 
 Key = tuple[str, str]
+HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+KEDA = ("keda.sh/v1alpha1", "ScaledObject")
 Lookup = Callable[[Key], Iterable[Any]]
 
 
@@ -76,6 +78,13 @@ class ServingController:
             now=self.clock(),
             staging_image=self.config.staging_image,
             retire_after=dt.timedelta(seconds=self.config.retire_after_seconds),
+            routes=await self._routes(spec, owner),
+            keda=bool(
+                spec.autoscaling
+                and spec.autoscaling.metric == "prometheus"
+                and await self.kube.has_kind(*KEDA)
+            ),
+            prometheus_url=self.config.prometheus_url,
         )
         plan = planner.plan(observed)
         if plan.analyze:
@@ -84,6 +93,12 @@ class ServingController:
         retry = await reconciling.write_status(self.kube, KIND, meta, status, plan.status)
         if retry is not None:
             return retry
+        if plan.route is not None:
+            # Before the status that records it: re-applying the same weights is harmless.
+            name, rules = plan.route
+            await self.kube.merge_patch(
+                *HTTPROUTE, owner.namespace, name, {"spec": {"rules": rules}}
+            )
         for manifest in plan.apply:
             await self.kube.apply(manifest)
         for name, replicas in plan.scale:
@@ -98,6 +113,13 @@ class ServingController:
             plan.status.get("canaryWeight") or 0
         )
         return plan.requeue_after
+
+    async def _routes(self, spec: InferenceServiceSpec, owner: Owner) -> tuple[RouteView, ...]:
+        ref = spec.rollout.traffic_routing.http_route
+        if ref is None:
+            return ()
+        found = await self.kube.get(*HTTPROUTE, owner.namespace, ref.name)
+        return (route_view(found),) if found else ()
 
     async def _measure(
         self, spec: InferenceServiceSpec, owner: Owner, status: dict[str, Any]

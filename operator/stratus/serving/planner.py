@@ -22,7 +22,7 @@ from stratus.serving.labels import (
     RETRY_ANNOTATION,
 )
 from stratus.serving.revision import revision_of
-from stratus.serving.views import DeploymentView, StagingFailure
+from stratus.serving.views import DeploymentView, RouteView, StagingFailure
 
 Status = dict[str, Any]
 COMMANDS = (PROMOTE_ANNOTATION, PROMOTE_FULL_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
@@ -68,6 +68,11 @@ class Observed:
     staging_image: str
     # How long a replaced stable revision keeps serving after a promotion.
     retire_after: dt.timedelta = dt.timedelta(seconds=30)
+    # HTTPRoutes in the namespace, by name (only those the spec may name matter).
+    routes: tuple[RouteView, ...] = ()
+    # Whether KEDA's ScaledObject resource exists in the cluster.
+    keda: bool = False
+    prometheus_url: str = ""
     # Results of the analysis the previous plan asked for; None when none was run.
     analysis: tuple[Measurement, ...] | None = None
 
@@ -79,6 +84,8 @@ class Plan:
     delete: list[str] = field(default_factory=list)
     # (Deployment name, replicas) for revisions whose full spec is no longer at hand.
     scale: list[tuple[str, int]] = field(default_factory=list)
+    # (HTTPRoute name, its new rules): the weights of the traffic split.
+    route: tuple[str, list[Manifest]] | None = None
     events: list[Event] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
     analyze: bool = False
@@ -139,6 +146,8 @@ class _Planner:
         if self.status.get("canaryRevision"):
             self.canary()
         self.replicas()
+        self.route()
+        self.autoscaling()
         self.summarize()
         return self.plan
 
@@ -186,6 +195,8 @@ class _Planner:
             return
         if self.status.get("phase") == "Paused" and PROMOTE_ANNOTATION not in self.commands:
             return
+        if self.route_missing():
+            return  # the split cannot be applied, so the canary does not advance
         if PROMOTE_ANNOTATION in self.commands or (ready and self.pause_over(analysis)):
             self.advance()
 
@@ -326,12 +337,77 @@ class _Planner:
 
     # -- desired objects -------------------------------------------------------------------
     def split(self) -> tuple[int, int]:
-        """(canary, stable) replicas for the canary's weight: traffic follows ready replicas."""
+        """(canary, stable) replicas for the canary's weight. By replica ratio, traffic follows
+        ready replicas; with an HTTPRoute the stable keeps its size and the route weighs."""
         total = max(1, self.spec.replicas.min)
         weight = self.status.get("canaryWeight") or 0
         canary = math.ceil(total * weight / 100) if weight else 0
+        if self.spec.rollout.traffic_routing.http_route is not None:
+            return canary, total
         stable = total - canary if weight >= 100 else max(1, total - canary)
         return canary, stable
+
+    def route_missing(self) -> bool:
+        ref = self.spec.rollout.traffic_routing.http_route
+        return ref is not None and not any(r.name == ref.name for r in self.obs.routes)
+
+    def route(self) -> None:
+        ref = self.spec.rollout.traffic_routing.http_route
+        if ref is None:
+            return
+        found = next((r for r in self.obs.routes if r.name == ref.name), None)
+        if found is None:
+            self.condition(
+                "TrafficRouted",
+                False,
+                "HTTPRouteNotFound",
+                f"HTTPRoute {ref.name} not found in {self.obs.owner.namespace}",
+            )
+            return
+        stable, canary = self.status["stableRevision"], self.status.get("canaryRevision")
+        for revision in filter(None, (stable, canary)):
+            if revision not in self.deployments:
+                self.plan.apply.append(builders.build_revision_service(self.obs.owner, revision))
+        rules = builders.weighted_rules(
+            list(found.rules), self.obs.owner, stable, canary, self.status.get("canaryWeight") or 0
+        )
+        if rules != list(found.rules):
+            self.plan.route = (ref.name, rules)
+        self.condition(
+            "TrafficRouted",
+            True,
+            "WeightsApplied",
+            f"HTTPRoute {ref.name}: canary {self.status.get('canaryWeight') or 0}%",
+        )
+
+    def autoscaling(self) -> None:
+        scaling = self.spec.autoscaling
+        if scaling is None or scaling.metric != "prometheus":
+            return
+        if not self.obs.keda:
+            self.condition(
+                "Autoscaling",
+                False,
+                "KEDANotInstalled",
+                "autoscaling on a Prometheus query needs KEDA (keda.sh ScaledObject); "
+                f"running {self.spec.replicas.min} replicas",
+            )
+            return
+        stable = self.status["stableRevision"]
+        if not self.status.get("canaryRevision") and (
+            self.obs.status.get("stableRevision") != stable
+            or not self.obs.deployments
+            or not any(
+                c.get("type") == "Autoscaling" and c.get("status") == "True"
+                for c in self.obs.status.get("conditions", [])
+            )
+        ):
+            scaled = builders.build_scaled_object(
+                self.obs.owner, self.spec, stable, self.obs.prometheus_url
+            )
+            if scaled is not None:
+                self.plan.apply.append(scaled)
+        self.condition("Autoscaling", True, "ScaledObject", "KEDA scales the stable revision")
 
     def replicas(self) -> None:
         owner, spec = self.obs.owner, self.spec

@@ -44,3 +44,13 @@ def staging_failure(pod: Obj) -> StagingFailure | None:
             revision = pod["metadata"].get("labels", {}).get(REVISION_LABEL, "")
             return StagingFailure(revision, message.strip())
     return None
+
+
+@dataclass(frozen=True)
+class RouteView:
+    name: str
+    rules: tuple[Obj, ...]
+
+
+def route_view(obj: Obj) -> RouteView:
+    return RouteView(obj["metadata"]["name"], tuple((obj.get("spec") or {}).get("rules") or []))
