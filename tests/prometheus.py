@@ -8,30 +8,49 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.support import wait_for
 
-METRIC = "stratus_test_error_ratio"
+REQUESTS = "http_requests_total"
+LATENCY = "http_request_duration_seconds"
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+RATE = 50.0  # requests per second each revision serves
+# The queries an InferenceService's analysis runs, as a user would write them.
+ERROR_RATE = (
+    f'sum(rate({REQUESTS}{{revision="{{{{canary}}}}",code=~"5.."}}[5s])) / '
+    f'sum(rate({REQUESTS}{{revision="{{{{canary}}}}"}}[5s]))'
+)
+P99_LATENCY = (
+    f"histogram_quantile(0.99, sum by (le) (rate({LATENCY}_bucket"
+    f'{{revision="{{{{canary}}}}"}}[5s])))'
+)
+
+
+@dataclass
+class Behaviour:
+    error_rate: float
+    latency: float
+    since: float
 
 
 class Exporter:
-    """Serves `stratus_test_error_ratio{revision=...}` with the values in `values`."""
+    """A model server's metrics as Prometheus would scrape them: per-revision request counters
+    (by status code) and latency histograms, growing at RATE requests a second with the error
+    rate and latency the test sets."""
 
     def __init__(self) -> None:
-        self.values: dict[str, float] = {}
+        self.revisions: dict[str, Behaviour] = {}
         exporter = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                lines = [f"# TYPE {METRIC} gauge"] + [
-                    f'{METRIC}{{revision="{rev}"}} {value}'
-                    for rev, value in sorted(exporter.values.items())
-                ]
-                body = ("\n".join(lines) + "\n").encode()
+                body = exporter.exposition().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.end_headers()
@@ -42,6 +61,24 @@ class Exporter:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def set(self, revision: str, error_rate: float = 0.0, latency: float = 0.08) -> None:
+        self.revisions[revision] = Behaviour(error_rate, latency, time.monotonic())
+
+    def exposition(self) -> str:
+        lines = [f"# TYPE {REQUESTS} counter", f"# TYPE {LATENCY} histogram"]
+        for revision, how in sorted(self.revisions.items()):
+            total = RATE * (time.monotonic() - how.since)
+            failed = total * how.error_rate
+            lines.append(f'{REQUESTS}{{revision="{revision}",code="500"}} {failed}')
+            lines.append(f'{REQUESTS}{{revision="{revision}",code="200"}} {total - failed}')
+            for bound in BUCKETS:
+                inside = total if how.latency <= bound else 0.0
+                lines.append(f'{LATENCY}_bucket{{revision="{revision}",le="{bound}"}} {inside}')
+            lines.append(f'{LATENCY}_bucket{{revision="{revision}",le="+Inf"}} {total}')
+            lines.append(f'{LATENCY}_sum{{revision="{revision}"}} {total * how.latency}')
+            lines.append(f'{LATENCY}_count{{revision="{revision}"}} {total}')
+        return "\n".join(lines) + "\n"
 
     @property
     def address(self) -> str:
