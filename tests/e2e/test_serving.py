@@ -10,7 +10,7 @@ from kubernetes import client
 
 from stratus.api.common import GROUP, VERSION
 from stratus.cli import main as stratus_main
-from tests.conftest import Cluster
+from tests.conftest import Cluster, OperatorProcess
 from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -157,3 +157,74 @@ def test_recreate_replaces_without_a_canary(serving: Serving) -> None:
     )
     assert "canaryRevision" not in status
     assert serving.replicas("batch") == {status["stableRevision"]: 4}
+
+
+def test_a_spec_change_mid_canary_supersedes_it(serving: Serving) -> None:
+    serving.create(service("web"))
+    stable = serving.wait("web", "Healthy", lambda s: s.get("phase") == "Healthy")["stableRevision"]
+    serving.set_image("web", "serve:2")
+    first = serving.wait("web", "paused", lambda s: s.get("phase") == "Paused")["canaryRevision"]
+    serving.set_image("web", "serve:3")
+    second = serving.wait(
+        "web",
+        "a new canary",
+        lambda s: s.get("canaryRevision") not in (None, first) and s.get("phase") == "Paused",
+    )["canaryRevision"]
+    wait_for(
+        "the superseded canary deleted", lambda: serving.replicas("web") == {stable: 2, second: 2}
+    )
+
+
+def test_operator_killed_mid_rollout_resumes_at_its_step(
+    serving: Serving, operator: OperatorProcess
+) -> None:
+    serving.create(service("web"))
+    stable = serving.wait("web", "Healthy", lambda s: s.get("phase") == "Healthy")["stableRevision"]
+    serving.set_image("web", "serve:2")
+    before = serving.wait("web", "paused", lambda s: s.get("phase") == "Paused")
+    operator.kill()
+    operator.start()
+    canary = before["canaryRevision"]
+    after = serving.wait(
+        "web",
+        "still paused at 50%",
+        lambda s: s.get("phase") == "Paused" and s.get("canaryWeight") == 50,
+    )
+    assert (after["currentStep"], after["canaryRevision"]) == (0, canary)
+    assert serving.replicas("web") == {stable: 2, canary: 2}
+    serving.command("promote", "web")
+    serving.wait("web", "promoted", lambda s: s.get("stableRevision") == canary)
+
+
+def test_deleting_the_inferenceservice_removes_every_child(serving: Serving) -> None:
+    obj = service("web")
+    obj["spec"]["autoscaling"] = {"metric": "cpu", "target": 70}
+    serving.create(obj)
+    serving.wait("web", "Healthy", lambda s: s.get("phase") == "Healthy")
+    hpa = client.AutoscalingV2Api(serving.cluster.api).read_namespaced_horizontal_pod_autoscaler(
+        "web", serving.ns
+    )
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (4, 4)
+    assert hpa.spec.metrics[0].resource.target.average_utilization == 70
+    serving.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, serving.ns, "inferenceservices", "web"
+    )
+    core = client.CoreV1Api(serving.cluster.api)
+    wait_for(
+        "Deployments, pods, Service, PDB and HPA collected",
+        lambda: (
+            not any(
+                (
+                    serving.replicas("web"),
+                    core.list_namespaced_pod(serving.ns).items,
+                    core.list_namespaced_service(serving.ns).items,
+                    client.PolicyV1Api(serving.cluster.api)
+                    .list_namespaced_pod_disruption_budget(serving.ns)
+                    .items,
+                    client.AutoscalingV2Api(serving.cluster.api)
+                    .list_namespaced_horizontal_pod_autoscaler(serving.ns)
+                    .items,
+                )
+            )
+        ),
+    )
