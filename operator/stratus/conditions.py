@@ -20,6 +20,11 @@ def timestamp(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def precise_timestamp(at: dt.datetime) -> str:
+    """Milliseconds kept: for times the operator computes holds from (pauses, intervals)."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def parse_time(value: str | None) -> dt.datetime | None:
     if not value:
         return None

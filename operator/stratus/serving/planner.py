@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stratus.api.inferenceservice import AnalysisMetric, InferenceServiceSpec, Step
-from stratus.conditions import Event, parse_time, set_condition, timestamp
+from stratus.conditions import Event, parse_time, precise_timestamp, set_condition
 from stratus.podspec import Manifest, Owner
 from stratus.serving import builders
 from stratus.serving.labels import (
@@ -172,7 +172,7 @@ class _Planner:
                 "canaryRevision": self.revision,
                 "currentStep": 0,
                 "canaryWeight": self.steps[0].weight,
-                "stepStartedAt": timestamp(self.obs.now),
+                "stepStartedAt": precise_timestamp(self.obs.now),
                 "lastAnalysis": {"failures": 0, "inconclusive": 0, "results": []},
             }
         )
@@ -219,7 +219,7 @@ class _Planner:
                 self.plan.later(interval - (self.obs.now - last).total_seconds())
             return True
         measured = self.obs.analysis
-        analysis["time"] = timestamp(self.obs.now)
+        analysis["time"] = precise_timestamp(self.obs.now)
         analysis["results"] = [
             {
                 "name": m.metric.name,
@@ -282,7 +282,7 @@ class _Planner:
             {
                 "currentStep": following,
                 "canaryWeight": weight,
-                "stepStartedAt": timestamp(self.obs.now),
+                "stepStartedAt": precise_timestamp(self.obs.now),
                 "phase": "Progressing",
             }
         )
@@ -297,7 +297,7 @@ class _Planner:
         self.status["stableRevision"] = canary
         if stable and stable != canary:
             self.status["retiringRevision"] = stable
-            self.status["retireAt"] = timestamp(self.obs.now + self.obs.retire_after)
+            self.status["retireAt"] = precise_timestamp(self.obs.now + self.obs.retire_after)
             self.plan.later(self.obs.retire_after.total_seconds())
         self.clear_canary()
         self.plan.outcomes.append("promoted")
