@@ -228,3 +228,31 @@ def test_deleting_the_inferenceservice_removes_every_child(serving: Serving) -> 
             )
         ),
     )
+
+
+def test_a_model_that_fails_staging_is_a_clear_condition(serving: Serving) -> None:
+    obj = service("broken")
+    reason = (
+        "model staging failed: https://models.example.com/m.bin: sha256 mismatch: "
+        f"expected {'a' * 64}, got {'b' * 64}"
+    )
+    obj["spec"]["podTemplate"] = {
+        "metadata": {
+            "annotations": {
+                "stratus.dev/sim-init-exit-code": "1",
+                "stratus.dev/sim-termination-message": reason,
+            }
+        }
+    }
+    serving.create(obj)
+    status = serving.wait(
+        "broken",
+        "ModelStaged=False",
+        lambda s: any(
+            c["type"] == "ModelStaged" and c["status"] == "False" for c in s.get("conditions", [])
+        ),
+    )
+    staged = {c["type"]: c for c in status["conditions"]}["ModelStaged"]
+    assert staged["reason"] == "StagingFailed"
+    assert "sha256 mismatch" in staged["message"]
+    assert status["phase"] == "Progressing"
