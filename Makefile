@@ -10,7 +10,7 @@ STATE_DIR ?= .stratus
 # pytest's own arguments, e.g. make test PYTEST_ARGS='-k smoke -x'
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries deps lint unit e2e e2e-kind test dev dev-down crds
+.PHONY: help venv binaries deps lint unit e2e e2e-kind test dev dev-down crds manifests
 
 help:
 	@echo "make dev    - start the local GPU cluster (and the operator) from a fresh checkout"
@@ -37,6 +37,7 @@ lint: venv
 	$(BIN)/ruff format --check operator tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile examples/train/Dockerfile
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -64,8 +65,14 @@ dev: venv binaries
 	@echo 'Starting the operator (metrics on :8080/metrics)...'
 	$(BIN)/stratus operator --kubeconfig $(STATE_DIR)/kubeconfig
 
+# One generator, two copies: crds/ for kubectl, the chart's crds/ for helm.
 crds: venv
 	$(BIN)/stratus crds --out crds
+	$(BIN)/stratus crds --out charts/stratus/crds
+
+# The plain-manifest install, rendered from the chart with its default values.
+manifests: venv binaries
+	$(BIN)/python -m stratus.devcluster.packaging render-manifests > manifests/install.yaml
 
 dev-down: venv
 	$(BIN)/stratus dev down --state-dir $(STATE_DIR)

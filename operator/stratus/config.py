@@ -51,6 +51,7 @@ class OperatorConfig:
     staging_image: str = "ghcr.io/stratus-dev/stratus-operator:0.1.0"
     # How long a replaced stable revision keeps serving after a promotion.
     retire_after_seconds: float = 30.0
+    log_format: str = "text"
 
 
 class ConfigError(ValueError):
@@ -87,4 +88,12 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         prometheus_url=env.get("STRATUS_PROMETHEUS_URL", defaults.prometheus_url),
         staging_image=env.get("STRATUS_STAGING_IMAGE", defaults.staging_image),
         retire_after_seconds=retire_after,
+        log_format=_choice(env, "STRATUS_LOG_FORMAT", ("text", "json")),
     )
+
+
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, allowed[0])
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    return value

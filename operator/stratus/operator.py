@@ -88,10 +88,9 @@ def run(cfg: config_module.OperatorConfig, verbose: bool) -> None:
     """Run until interrupted. The API server is found as kubectl finds it (KUBECONFIG, then
     ~/.kube/config) or from the pod's ServiceAccount in a cluster."""
     Options.config = cfg
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # JSON lines for log pipelines, or text for people; kopf formats both.
+    log_format = kopf.LogFormat.JSON if cfg.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=verbose, log_format=log_format)
     if not verbose:
         # kopf logs every handled event at INFO; the controllers log what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

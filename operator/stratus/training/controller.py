@@ -88,6 +88,14 @@ class TrainingController:
             await self.kube.delete(API_VERSION, KIND, meta["namespace"], meta["name"])
         for event in plan.events:
             await self.kube.event(obj, event.type, event.reason, event.message)
+            log.info(
+                "%s %s/%s: %s: %s",
+                KIND,
+                meta["namespace"],
+                meta["name"],
+                event.reason,
+                event.message,
+            )
         for name in plan.counts:
             metrics.TRAINING_COUNTS[name].inc()
         if plan.gpu_seconds and spec is not None:
