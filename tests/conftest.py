@@ -58,7 +58,7 @@ def crds(cluster: Cluster) -> list[str]:
     """The checked-in CRDs, applied server-side and Established."""
     paths = sorted(CRDS.glob("*.yaml"))
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", *[f"-f={p}" for p in paths])
-    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in paths]
+    names = [doc["metadata"]["name"] for p in paths for doc in yaml.safe_load_all(p.read_text())]
     kubectl(
         cluster,
         "wait",
@@ -99,16 +99,24 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 class OperatorProcess:
     """`stratus operator` run out of cluster against the test cluster, as a real process."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        name: str = "operator",
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
+        self.env = env or {}
+        self.name = name
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @property
     def log(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
+        return self.log_dir / f"{self.name}-{self.starts}.log"
 
     def start(self) -> None:
         self.starts += 1
@@ -121,7 +129,7 @@ class OperatorProcess:
             f"--metrics-port={self.metrics_port}",
         ]
         # A replaced stable revision retires quickly, so rollout tests see it go.
-        env = {**os.environ, "STRATUS_RETIRE_AFTER_SECONDS": "2"}
+        env = {**os.environ, "STRATUS_RETIRE_AFTER_SECONDS": "2", **self.env}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         wait_for("the operator's metrics endpoint", self._serving, timeout=30)

@@ -52,6 +52,8 @@ class OperatorConfig:
     # How long a replaced stable revision keeps serving after a promotion.
     retire_after_seconds: float = 30.0
     log_format: str = "text"
+    # Seconds a silent peer is still considered alive (kopf peering, with `peering`).
+    peering_lifetime: int = 60
 
 
 class ConfigError(ValueError):
@@ -89,7 +91,15 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         staging_image=env.get("STRATUS_STAGING_IMAGE", defaults.staging_image),
         retire_after_seconds=retire_after,
         log_format=_choice(env, "STRATUS_LOG_FORMAT", ("text", "json")),
+        peering_lifetime=_number(env, "STRATUS_PEERING_LIFETIME", 60),
     )
+
+
+def _number(env: dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, str(default)))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: not a whole number") from exc
 
 
 def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:

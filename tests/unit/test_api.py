@@ -87,3 +87,12 @@ def test_the_runnable_training_example_is_valid() -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "TrainingJob"]
     assert len(docs) == 1
     resources.validate(docs[0])
+
+
+def test_the_charts_crds_are_the_same_generated_files() -> None:
+    chart = REPO_CRDS.parent / "charts" / "stratus" / "crds"
+    names = sorted(p.name for p in REPO_CRDS.glob("*.yaml"))
+    assert names == sorted(p.name for p in chart.glob("*.yaml"))
+    for name in names:
+        assert (chart / name).read_text() == (REPO_CRDS / name).read_text(), name
+    assert (REPO_CRDS / crd.PEERING_FILE).read_text() == crd.render_peering()

@@ -154,6 +154,36 @@ def file_name(rtype: ResourceType) -> str:
     return f"{rtype.crd_name}.yaml"
 
 
+PEERING_FILE = "kopf-peerings.yaml"
+
+
+def peering_crds() -> list[Schema]:
+    """kopf's peering resources, where operator replicas elect the one that acts."""
+    crds = []
+    for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
+        plural = kind.lower() + "s"
+        crds.append({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.kopf.dev",
+                         "labels": {"app.kubernetes.io/part-of": "stratus"}},
+            "spec": {
+                "group": "kopf.dev",
+                "scope": scope,
+                "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                    "openAPIV3Schema": {"type": "object", "properties": {"status": {
+                        "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}],
+            },
+        })
+    return crds
+
+
+def render_peering() -> str:
+    header = "# kopf's peering CRDs (high availability), written by `make crds`. Do not edit.\n"
+    return header + yaml.safe_dump_all(peering_crds(), sort_keys=False, width=100)
+
+
 def write_all(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -161,4 +191,7 @@ def write_all(directory: Path) -> list[Path]:
         path = directory / file_name(rtype)
         path.write_text(render(rtype))
         written.append(path)
+    peering = directory / PEERING_FILE
+    peering.write_text(render_peering())
+    written.append(peering)
     return written

@@ -1,0 +1,82 @@
+"""Two operator replicas with kopf peering: exactly one acts, and the other takes over when the
+first is killed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubernetes import client
+
+from stratus.api.common import GROUP, VERSION
+from tests.builders import TrainingJobBuilder
+from tests.conftest import Cluster, OperatorProcess
+from tests.support import wait_for
+
+PEERING = "stratus-ha-test"
+
+
+def succeeded(custom: client.CustomObjectsApi, namespace: str, name: str) -> bool:
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", name)
+    return bool(obj.get("status", {}).get("phase") == "Succeeded")
+
+
+def test_one_replica_acts_and_the_other_takes_over(
+    cluster: Cluster,
+    crds: list[str],
+    operator: OperatorProcess,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    custom = client.CustomObjectsApi(cluster.api)
+    custom.create_cluster_custom_object(
+        "kopf.dev",
+        "v1",
+        "clusterkopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}},
+    )
+    env = {"STRATUS_PEERING": PEERING, "STRATUS_PEERING_LIFETIME": "5"}
+    replicas = [
+        OperatorProcess(cluster.kubeconfig, tmp_path, env, name=f"replica-{i}") for i in (1, 2)
+    ]
+    operator.stop()
+    try:
+        for replica in replicas:
+            replica.start()
+        standby = wait_for(
+            "one replica to stand by",
+            lambda: [r for r in replicas if "Pausing operations" in r.log.read_text()],
+            timeout=60,
+        )
+        assert len(standby) == 1
+        (active,) = [r for r in replicas if r is not standby[0]]
+
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "trainingjobs",
+            TrainingJobBuilder("ha-1").runs_for("200ms").build(),
+        )
+        wait_for("ha-1 to succeed", lambda: succeeded(custom, namespace, "ha-1"))
+        assert f"{namespace}/ha-1: AttemptStarted" in active.log.read_text()
+        assert "ha-1" not in standby[0].log.read_text()
+
+        active.kill()
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "trainingjobs",
+            TrainingJobBuilder("ha-2").runs_for("200ms").build(),
+        )
+        wait_for(
+            "ha-2 to succeed under the other replica",
+            lambda: succeeded(custom, namespace, "ha-2"),
+            timeout=90,
+        )
+        assert f"{namespace}/ha-2: AttemptStarted" in standby[0].log.read_text()
+    finally:
+        for replica in replicas:
+            replica.stop()
+        custom.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING)
+        operator.start()
