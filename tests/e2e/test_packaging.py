@@ -70,13 +70,16 @@ def test_non_default_values_render_namespaced_roles_and_monitoring() -> None:
     roles = {d["metadata"]["namespace"] for d in docs if d["kind"] == "Role"}
     assert roles == {"ml-training", "ml-serving"}
     cluster_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
-    assert {g for r in cluster_rules for g in r["apiGroups"]} == {
-        "apiextensions.k8s.io",
-        "kopf.dev",
+    # Cluster-wide, only reading CRDs; everything else, peering included, per namespace.
+    assert {g for r in cluster_rules for g in r["apiGroups"]} == {"apiextensions.k8s.io"}
+    role_resources = {
+        res for d in docs if d["kind"] == "Role" for r in d["rules"] for res in r["resources"]
     }
+    assert {"trainingjobs", "jobs", "deployments", "kopfpeerings"} <= role_resources
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "KopfPeering"} == roles
     assert {"ServiceMonitor", "PrometheusRule", "ConfigMap"} <= {d["kind"] for d in docs}
     env = {
-        e["name"]: e["value"]
+        e["name"]: e.get("value")
         for e in next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
             "containers"
         ][0]["env"]
