@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end tests against a kind cluster, for machines with a Docker engine: kind runs the
-# control plane in containers, and `stratus dev up --attach` adds kwok and the simulated GPU
-# node pools to it. The tests then use it through STRATUS_E2E_KUBECONFIG and start nothing.
+# control plane in containers, the operator image is built, loaded and installed with the chart,
+# and `stratus dev up --attach` adds kwok and the simulated GPU node pools. The tests then use
+# the cluster through STRATUS_E2E_KUBECONFIG and start no control plane of their own.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,5 +28,21 @@ cleanup() {
 trap cleanup EXIT
 "$kind" create cluster --name "$name" --image "$KIND_NODE_IMAGE" \
   --kubeconfig "$state/kubeconfig" --wait 180s
+export KUBECONFIG="$state/kubeconfig"
+kubectl="$cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
+helm="$cache/bin/helm-$HELM_VERSION/helm"
+
+# The image, built and loaded into the kind nodes, and the chart installed with it: the
+# operator must start for real in the cluster.
+image=stratus-operator:e2e
+docker build -t "$image" "$root"
+"$kind" load docker-image "$image" --name "$name"
+"$helm" install stratus "$root/charts/stratus" --namespace stratus-system --create-namespace \
+  --set image.repository=stratus-operator --set image.tag=e2e --set image.pullPolicy=Never --wait
+"$kubectl" -n stratus-system rollout status deployment/stratus-operator --timeout=120s
+# The suite runs its own operator process (it kills and restarts it), so the in-cluster one
+# stands down before the tests start.
+"$kubectl" -n stratus-system scale deployment/stratus-operator --replicas=0
+
 "$root/.venv/bin/stratus" dev up --attach "$state/kubeconfig" --state-dir "$state/kwok"
 STRATUS_E2E_KUBECONFIG="$state/kubeconfig" "$root/.venv/bin/pytest" "$root/tests/e2e" "$@"
