@@ -162,20 +162,39 @@ def peering_crds() -> list[Schema]:
     crds = []
     for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
         plural = kind.lower() + "s"
-        crds.append({
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.kopf.dev",
-                         "labels": {"app.kubernetes.io/part-of": "stratus"}},
-            "spec": {
-                "group": "kopf.dev",
-                "scope": scope,
-                "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-                "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
-                    "openAPIV3Schema": {"type": "object", "properties": {"status": {
-                        "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}],
-            },
-        })
+        crds.append(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {
+                    "name": f"{plural}.kopf.dev",
+                    "labels": {"app.kubernetes.io/part-of": "stratus"},
+                },
+                "spec": {
+                    "group": "kopf.dev",
+                    "scope": scope,
+                    "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                    "versions": [
+                        {
+                            "name": "v1",
+                            "served": True,
+                            "storage": True,
+                            "schema": {
+                                "openAPIV3Schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {
+                                            "type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True,
+                                        }
+                                    },
+                                }
+                            },
+                        }
+                    ],
+                },
+            }
+        )
     return crds
 
 
