@@ -17,6 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from tests.prometheus import Exporter, Prometheus
 from tests.support import api_client, wait_for
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
@@ -194,3 +195,21 @@ def install_crds(cluster: Cluster, name: str) -> None:
     kubectl(
         cluster, "wait", "--for=condition=Established", "--timeout=60s", *[f"-f={f}" for f in files]
     )
+
+
+@pytest.fixture(scope="session")
+def exporter() -> Iterator[Exporter]:
+    """Per-revision request counters and latency histograms, as model servers export them."""
+    served = Exporter()
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    exporter: Exporter, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    """A real Prometheus scraping the exporter every second."""
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), exporter.address, free_port())
+    yield server
+    server.stop()

@@ -3,7 +3,6 @@ rolled back with the metric, value and bound named, an empty result pauses for a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,28 +10,12 @@ from kubernetes import client
 
 from stratus.api.inferenceservice import InferenceServiceSpec
 from stratus.serving.revision import revision_of
-from tests.conftest import Cluster, free_port
+from tests.conftest import Cluster
 from tests.e2e.test_serving import Serving, service
 from tests.prometheus import ERROR_RATE, P99_LATENCY, Exporter, Prometheus
 from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[Exporter]:
-    served = Exporter()
-    yield served
-    served.stop()
-
-
-@pytest.fixture(scope="module")
-def prometheus(
-    exporter: Exporter, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Prometheus]:
-    server = Prometheus(tmp_path_factory.mktemp("prometheus"), exporter.address, free_port())
-    yield server
-    server.stop()
 
 
 def publish(
@@ -130,8 +113,16 @@ def test_a_canary_with_20_percent_errors_is_rolled_back_at_its_first_analysis(
     assert healthy["reason"] == "RolledBack"
     assert "error-rate = 0.2 (must be <= 0.05)" in healthy["message"]
     core = client.CoreV1Api(serving.cluster.api)
-    events = core.list_namespaced_event(serving.ns, field_selector="involvedObject.name=bad")
-    assert any(e.reason == "RolledBack" and "0.2" in e.message for e in events.items)
+    # Events follow the status write that they describe.
+    wait_for(
+        "the RolledBack event",
+        lambda: any(
+            e.reason == "RolledBack" and "0.2" in e.message
+            for e in core.list_namespaced_event(
+                serving.ns, field_selector="involvedObject.name=bad"
+            ).items
+        ),
+    )
     wait_for("canary scaled to zero", lambda: serving.replicas("bad") == {stable: 4, canary: 0})
 
 

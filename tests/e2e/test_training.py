@@ -123,8 +123,11 @@ def test_single_gpu_spot_job_succeeds_and_records_its_checkpoint(env: Env) -> No
     assert node.metadata.labels["karpenter.sh/capacity-type"] == "spot"
     assert env_of(job)["STRATUS_ATTEMPT"] == "1"
     assert "STRATUS_RESUME_FROM" not in env_of(job)
-    reasons = {e.reason for e in env.events("ok")}
-    assert {"AttemptStarted", "Succeeded"} <= reasons
+    # Events follow the status write that they describe.
+    wait_for(
+        "the AttemptStarted and Succeeded events",
+        lambda: {"AttemptStarted", "Succeeded"} <= {e.reason for e in env.events("ok")},
+    )
 
 
 def test_preemption_resumes_from_the_reported_checkpoint(env: Env) -> None:
@@ -194,8 +197,12 @@ def test_counted_failures_fail_with_the_exit_code_and_message(env: Env) -> None:
     assert failed["reason"] == "RestartLimitExceeded"
     assert "exit code 3" in failed["message"]
     assert "CUDA error: out of memory" in failed["message"]
-    warnings = [e.message for e in env.events("crash") if e.reason == "Failed"]
-    assert any("exit code 3" in m for m in warnings)
+    wait_for(
+        "a Failed event naming exit code 3",
+        lambda: any(
+            "exit code 3" in e.message for e in env.events("crash") if e.reason == "Failed"
+        ),
+    )
 
 
 def test_retryable_exit_codes_restart_without_counting(env: Env) -> None:

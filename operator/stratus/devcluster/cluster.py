@@ -41,6 +41,7 @@ class Process:
     pid: int
     port: int
     log: str
+    args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -418,7 +419,8 @@ class LocalCluster:
                 start_new_session=True,
                 cwd=self.layout.root,
             )
-        return Process(name=name, pid=proc.pid, port=port, log=str(log_path))
+        self._children[name] = proc
+        return Process(name=name, pid=proc.pid, port=port, log=str(log_path), args=args)
 
     def _first_dead(self) -> str | None:
         for name, proc in self._children.items():
@@ -460,6 +462,30 @@ class LocalCluster:
                 f"{p.name} x{p.count}" + (f" ({p.gpus} GPUs each)" if p.gpus else "")
                 for p in self.pools
             )
+        )
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Stop one component and start it again on the same port (a chaos test's API server
+        restart, say); returns once it is healthy again."""
+        state = self.state()
+        if state is None:
+            raise ClusterError("no cluster running")
+        index = next(i for i, p in enumerate(state.processes) if p.name == name)
+        old = state.processes[index]
+        _stop_pid(old.pid, self.layout.root)
+        child = self._children.pop(name, None)
+        if child is not None:
+            child.wait()
+        state.processes[index] = self._spawn(name, old.args, old.port)
+        state.save(self.layout.state_file)
+        ports = {p.name: p.port for p in state.processes}
+        ctx = _ssl_context(self.layout) if self.attach_to is None else ssl.create_default_context()
+        url = _health_url(name, ports)
+        _wait(
+            f"{name} to be healthy again ({url})",
+            lambda: probe(url, ctx),
+            time.monotonic() + timeout,
+            self._first_dead,
         )
 
     def down(self, log: Callable[[str], None] = print) -> None:

@@ -103,6 +103,14 @@ class ServingController:
             )
         for manifest in plan.apply:
             await self.kube.apply(manifest)
+        for name in plan.adopt:
+            await self.kube.merge_patch(
+                "apps/v1",
+                "Deployment",
+                owner.namespace,
+                name,
+                {"metadata": {"ownerReferences": [owner.reference()]}},
+            )
         for name, replicas in plan.scale:
             await self.kube.scale(owner.namespace, name, replicas)
         for name in plan.delete:

@@ -84,6 +84,8 @@ class Plan:
     delete: list[str] = field(default_factory=list)
     # (Deployment name, replicas) for revisions whose full spec is no longer at hand.
     scale: list[tuple[str, int]] = field(default_factory=list)
+    # Deployments whose owner reference a person removed: given back to the InferenceService.
+    adopt: list[str] = field(default_factory=list)
     # (HTTPRoute name, its new rules): the weights of the traffic split.
     route: tuple[str, list[Manifest]] | None = None
     events: list[Event] = field(default_factory=list)
@@ -129,6 +131,7 @@ class _Planner:
     def run(self) -> Plan:
         self.status["observedGeneration"] = self.obs.generation
         self.status["url"] = builders.service_url(self.obs.owner)
+        self.plan.adopt = [d.name for d in self.obs.deployments if not d.owned]
         self.retire()
         stable = self.status.get("stableRevision")
         if stable is None:

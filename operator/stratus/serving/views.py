@@ -16,6 +16,8 @@ class DeploymentView:
     revision: str
     replicas: int
     ready: int
+    # Whether the Deployment still points to its InferenceService.
+    owned: bool = True
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,10 @@ def deployment_view(obj: Obj) -> DeploymentView:
         revision=obj["metadata"].get("labels", {}).get(REVISION_LABEL, ""),
         replicas=int((obj.get("spec") or {}).get("replicas") or 0),
         ready=int(status.get("readyReplicas") or 0),
+        owned=any(
+            ref.get("kind") == "InferenceService" and ref.get("controller")
+            for ref in obj["metadata"].get("ownerReferences") or []
+        ),
     )
 
 

@@ -66,8 +66,9 @@ class TrainingController:
         for name in [n for n, p in dead.items() if p.attempt < attempt - 1]:
             del dead[name]
         live = {p.name: p for p in self.pods(key)}
+        owner = Owner(KIND, meta["name"], meta["namespace"], meta["uid"])
         observed = planner.Observed(
-            owner=Owner(KIND, meta["name"], meta["namespace"], meta["uid"]),
+            owner=owner,
             generation=int(meta.get("generation") or 0),
             spec=spec,
             spec_error=error,
@@ -82,6 +83,14 @@ class TrainingController:
             return retry
         for manifest in plan.create:
             await self.kube.apply(manifest)
+        for name in plan.adopt:
+            await self.kube.merge_patch(
+                "batch/v1",
+                "Job",
+                meta["namespace"],
+                name,
+                {"metadata": {"ownerReferences": [owner.reference()]}},
+            )
         for job in plan.delete_jobs:
             await self.kube.delete("batch/v1", "Job", meta["namespace"], job)
         if plan.delete_self:

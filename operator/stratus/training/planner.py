@@ -48,6 +48,8 @@ class Plan:
     create: list[Manifest] = field(default_factory=list)
     delete_jobs: list[str] = field(default_factory=list)
     delete_self: bool = False
+    # Children whose owner reference a person removed: given back to the TrainingJob.
+    adopt: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     # Counters to add to once the status is written: attempts, preemptions, restarts, resumes.
     counts: list[str] = field(default_factory=list)
@@ -131,6 +133,7 @@ class _Planner:
     # -- the machine ---------------------------------------------------------------------------
     def run(self) -> Plan:
         self.status["observedGeneration"] = self.obs.generation
+        self.plan.adopt = [j.name for j in self.obs.jobs if not j.owned]
         _record_checkpoint(self.status, self.obs.pods, self.obs.now)
         if self.status.get("phase") in ("Succeeded", "Failed"):
             self.after_finish()

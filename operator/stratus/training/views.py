@@ -34,6 +34,8 @@ class JobView:
     started_at: str | None
     active: int
     ready: int
+    # Whether the Job still points to its TrainingJob (a person may have removed the reference).
+    owned: bool = True
 
     @property
     def finished(self) -> bool:
@@ -104,6 +106,14 @@ def job_view(job: Obj) -> JobView:
         started_at=status.get("startTime"),
         active=int(status.get("active") or 0),
         ready=int(status.get("ready") or 0),
+        owned=_owned_by(job, "TrainingJob"),
+    )
+
+
+def _owned_by(obj: Obj, kind: str) -> bool:
+    return any(
+        ref.get("kind") == kind and ref.get("controller")
+        for ref in obj["metadata"].get("ownerReferences") or []
     )
 
 
