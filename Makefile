@@ -10,7 +10,7 @@ STATE_DIR ?= .stratus
 # pytest's own arguments, e.g. make test PYTEST_ARGS='-k smoke -x'
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries deps lint unit e2e e2e-kind test dev dev-down crds manifests
+.PHONY: help venv binaries deps lint unit e2e e2e-kind test bench dev dev-down crds manifests
 
 help:
 	@echo "make dev    - start the local GPU cluster (and the operator) from a fresh checkout"
@@ -33,8 +33,8 @@ deps:
 	hack/install-deps.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests examples
-	$(BIN)/ruff format --check operator tests examples
+	$(BIN)/ruff check operator tests examples bench
+	$(BIN)/ruff format --check operator tests examples bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile examples/train/Dockerfile
@@ -44,6 +44,10 @@ unit: venv
 
 e2e: venv binaries deps
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+# Benchmarks at full size on a cluster of their own; results in bench/results/full.json.
+bench: venv binaries deps
+	$(BIN)/python -m bench --size full
 
 e2e-kind: venv binaries deps
 	hack/e2e-kind.sh $(PYTEST_ARGS)

@@ -13,6 +13,8 @@ from stratus.kube import ConflictError, Kube
 
 # After a write conflict (planned from a stale cache), plan again this soon.
 CONFLICT_RETRY = 0.2
+# While the cache has not yet seen our own last status write, look again this late.
+STALE_RETRY = 2.0
 
 
 async def timed(kind: str, work: Awaitable[float | None]) -> float | None:
@@ -26,19 +28,48 @@ async def timed(kind: str, work: Awaitable[float | None]) -> float | None:
         metrics.RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)
 
 
-async def write_status(
-    kube: Kube, kind: str, meta: dict[str, Any], old: dict[str, Any], new: dict[str, Any]
-) -> float | None:
-    """Write `new` status if it differs; returns a retry delay when the object moved on."""
-    if new == old:
+class StatusWriter:
+    """Writes status only when it changed, only over the version it was planned from, and
+    remembers what it wrote: until the cache shows that write, a reconcile would plan from a
+    status already replaced and spend a request on a certain conflict."""
+
+    def __init__(self, kube: Kube, kind: str) -> None:
+        self._kube = kube
+        self._kind = kind
+        # key -> the resourceVersion our last write replaced
+        self._replaced: dict[Any, str] = {}
+
+    def stale(self, key: Any, meta: dict[str, Any]) -> bool:
+        """True while the cache still holds the version our last write replaced (the watch
+        event of that write will reconcile again)."""
+        replaced = self._replaced.get(key)
+        if replaced is None:
+            return False
+        if replaced == meta["resourceVersion"]:
+            return True
+        del self._replaced[key]
+        return False
+
+    async def write(
+        self, key: Any, meta: dict[str, Any], old: dict[str, Any], new: dict[str, Any]
+    ) -> float | None:
+        """Write `new` status if it differs; returns a retry delay if the object moved on."""
+        if new == old:
+            return None
+        try:
+            await self._kube.patch_status(
+                API_VERSION,
+                self._kind,
+                meta["namespace"],
+                meta["name"],
+                meta["resourceVersion"],
+                old,
+                new,
+            )
+        except ConflictError:
+            return CONFLICT_RETRY
+        self._replaced[key] = meta["resourceVersion"]
         return None
-    try:
-        await kube.patch_status(
-            API_VERSION, kind, meta["namespace"], meta["name"], meta["resourceVersion"], old, new
-        )
-    except ConflictError:
-        return CONFLICT_RETRY
-    return None
 
 
 def count_phases(keys: Iterable[Any], lookup: Callable[[Any], Iterable[Any]]) -> dict[str, int]:

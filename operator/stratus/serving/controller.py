@@ -8,7 +8,7 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,6 +38,10 @@ class ServingController:
     failures: Lookup
     keys: Callable[[], Iterable[Key]] = lambda: ()
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    status_writer: reconciling.StatusWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.status_writer = reconciling.StatusWriter(self.kube, KIND)
 
     def phases(self) -> dict[str, int]:
         """InferenceServices by phase, for the metrics endpoint."""
@@ -53,6 +57,9 @@ class ServingController:
             return None
         obj: dict[str, Any] = found[0]
         meta = obj["metadata"]
+        if self.status_writer.stale(key, meta):
+            # Our own write's event reconciles again; the timer is only a safety net.
+            return reconciling.STALE_RETRY
         status = obj.get("status") or {}
         owner = Owner(KIND, meta["name"], meta["namespace"], meta["uid"])
         try:
@@ -68,7 +75,7 @@ class ServingController:
                 self.clock(),
                 int(meta.get("generation") or 0),
             )
-            return await reconciling.write_status(self.kube, KIND, meta, status, new)
+            return await self.status_writer.write(key, meta, status, new)
         observed = planner.Observed(
             owner=owner,
             generation=int(meta.get("generation") or 0),
@@ -92,7 +99,7 @@ class ServingController:
         if plan.analyze:
             measured = await self._measure(spec, owner, plan.status)
             plan = planner.plan(dataclasses.replace(observed, analysis=measured))
-        retry = await reconciling.write_status(self.kube, KIND, meta, status, plan.status)
+        retry = await self.status_writer.write(key, meta, status, plan.status)
         if retry is not None:
             return retry
         if plan.route is not None:

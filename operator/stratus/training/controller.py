@@ -36,6 +36,11 @@ class TrainingController:
     # Every key the TrainingJob cache holds.
     keys: Callable[[], Iterable[Key]] = lambda: ()
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    status_writer: reconciling.StatusWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.status_writer = reconciling.StatusWriter(self.kube, KIND)
+
     # Final states of deleted pods, kept until their attempt is behind us: a preempted pod's
     # termination message (its last checkpoint) outlives the pod only here.
     tombstones: dict[Key, dict[str, PodView]] = field(default_factory=dict)
@@ -59,6 +64,9 @@ class TrainingController:
             return None
         obj: dict[str, Any] = found[0]
         meta = obj["metadata"]
+        if self.status_writer.stale(key, meta):
+            # Our own write's event reconciles again; the timer is only a safety net.
+            return reconciling.STALE_RETRY
         spec, error = _parse_spec(obj.get("spec") or {})
         status = obj.get("status") or {}
         attempt = int(status.get("attempt") or 0)
@@ -78,7 +86,7 @@ class TrainingController:
             now=self.clock(),
         )
         plan = planner.plan(observed, self.config.spot, self.config.master_port)
-        retry = await reconciling.write_status(self.kube, KIND, meta, status, plan.status)
+        retry = await self.status_writer.write(key, meta, status, plan.status)
         if retry is not None:
             return retry
         for manifest in plan.create:

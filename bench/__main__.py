@@ -1,0 +1,107 @@
+"""`python -m bench [--size tiny|full]`: every benchmark in one world, results to bench/results."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import benchmarks
+from bench.harness import world
+from stratus.devcluster.nodepools import NodePool
+
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "throughput": 10,
+        "preemptions": 2,
+        "services": 1,
+        "scale_tjs": 20,
+        "scale_infs": 4,
+        "nodes": 4,
+        "idle": 3.0,
+    },
+    "full": {
+        "throughput": 500,
+        "preemptions": 20,
+        "services": 3,
+        "scale_tjs": 2000,
+        "scale_infs": 200,
+        "nodes": 200,
+        "idle": 30.0,
+    },
+}
+
+
+def machine() -> dict[str, Any]:
+    memory = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory / 2**20, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def run(size: str, out: Path) -> dict[str, Any]:
+    s = SIZES[size]
+    pools = (
+        NodePool(name="gpu-spot", count=4, gpus=8, capacity_type="spot"),
+        NodePool(name="cpu", count=s["nodes"], cpu="64", memory="256Gi"),
+    )
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "size": size,
+        "machine": machine(),
+        "results": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp, world(Path(tmp), pools) as w:
+        steps: dict[str, Callable[[], dict[str, Any]]] = {
+            "throughput": lambda: benchmarks.throughput(w, s["throughput"]),
+            "api_economy": lambda: benchmarks.api_economy(w),
+            "preemption_recovery": lambda: benchmarks.preemption_recovery(w, s["preemptions"]),
+            "rollout_step_latency": lambda: benchmarks.rollout_step_latency(w, s["services"]),
+            "footprint": lambda: benchmarks.footprint(
+                w, s["scale_tjs"], s["scale_infs"], s["idle"]
+            ),
+        }
+        for name, step in steps.items():
+            started = time.monotonic()
+            print(f"[bench] {name} ...", flush=True)
+            report["results"][name] = step()
+            print(
+                f"[bench] {name}: {json.dumps(report['results'][name])} "
+                f"({time.monotonic() - started:.0f}s)",
+                flush=True,
+            )
+    report["results"]["peer_training_operator"] = {
+        "measured": False,
+        "why": "not run: building github.com/kubeflow/training-operator is not wired in yet",
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{size}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
+    args = parser.parse_args()
+    run(args.size, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

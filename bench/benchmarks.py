@@ -1,0 +1,462 @@
+"""The benchmarks. Each measures Stratus and, beside it in the same run on the same cluster, the
+limit it is judged against, and returns figures and ratios (never a pass/fail on time)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+from urllib3.exceptions import ProtocolError
+
+from bench.harness import OPERATOR_USER, World, namespace, wait
+from stratus.devcluster import kubeapi
+
+Result = dict[str, Any]
+SPOT = {
+    "key": "karpenter.sh/capacity-type",
+    "operator": "Equal",
+    "value": "spot",
+    "effect": "NoSchedule",
+}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def quantiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    if not ordered:
+        return {}
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))], 4)
+
+    return {
+        "n": len(ordered),
+        "p50": at(0.5),
+        "p95": at(0.95),
+        "max": round(ordered[-1], 4),
+        "mean": round(statistics.fmean(ordered), 4),
+    }
+
+
+def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
+    annotations = {"stratus.dev/sim-duration": spec.pop("duration", "10m")}
+    return {
+        "apiVersion": "stratus.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "bench:1",
+            "resources": {"gpu": spec.pop("gpu", 0)},
+            "terminationGracePeriodSeconds": 5,
+            "podTemplate": {"metadata": {"annotations": annotations}},
+            **spec,
+        },
+    }
+
+
+def plain_job(name: str, **pod: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {"stratus.dev/sim-duration": "10m"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    **pod,
+                    "containers": [{"name": "c", "image": "bench:1"}],
+                },
+            },
+        },
+    }
+
+
+class JobWatcher:
+    """When each Job in a namespace was first seen, by a watch started before the burst."""
+
+    def __init__(self, api: client.ApiClient, ns: str) -> None:
+        self.seen: dict[str, float] = {}
+        self._watch = watch.Watch()
+        batch = client.BatchV1Api(api)
+        self._thread = threading.Thread(target=self._run, args=(batch, ns), daemon=True)
+        self._thread.start()
+        time.sleep(0.5)
+
+    def _run(self, batch: client.BatchV1Api, ns: str) -> None:
+        try:
+            for event in self._watch.stream(batch.list_namespaced_job, ns, timeout_seconds=900):
+                self.seen.setdefault(event["object"].metadata.name, time.monotonic())
+        except ProtocolError:
+            return  # the server closed the stream after stop()
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+def throughput(world: World, count: int) -> Result:
+    """`count` TrainingJobs created at once: time until every one has its first Job and a
+    status; beside it, the same number of Jobs created directly by a tight client loop."""
+    custom = client.CustomObjectsApi(world.api)
+    batch = client.BatchV1Api(world.api)
+
+    ns = namespace(world, "bench-direct")
+    watcher = JobWatcher(world.api, ns)
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: batch.create_namespaced_job(ns, plain_job(f"j-{i}")), range(count)))
+    wait("every direct Job seen", lambda: len(watcher.seen) >= count)
+    direct = max(watcher.seen.values()) - start
+    watcher.stop()
+
+    ns = namespace(world, "bench-stratus")
+    watcher = JobWatcher(world.api, ns)
+    created: dict[str, float] = {}
+
+    def create(i: int) -> None:
+        created[f"tj-{i}-1"] = time.monotonic()
+        custom.create_namespaced_custom_object(
+            "stratus.dev", "v1alpha1", ns, "trainingjobs", trainingjob(f"tj-{i}")
+        )
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(count)))
+
+    def all_have_status() -> bool:
+        items = custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", ns, "trainingjobs")[
+            "items"
+        ]
+        return sum(1 for t in items if t.get("status", {}).get("phase")) >= count
+
+    wait("every TrainingJob's first Job", lambda: len(watcher.seen) >= count, timeout=900)
+    wait("every TrainingJob's status", all_have_status, timeout=900)
+    stratus = time.monotonic() - start
+    watcher.stop()
+    latencies = [watcher.seen[name] - at for name, at in created.items() if name in watcher.seen]
+    return {
+        "count": count,
+        "direct_jobs_seconds": round(direct, 3),
+        "stratus_seconds": round(stratus, 3),
+        "ratio": round(stratus / direct, 3),
+        "target_ratio": 1.5,
+        "create_to_job_seconds": quantiles(latencies),
+    }
+
+
+def audit_counts(world: World, ns: str) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for line in world.audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        ref = entry.get("objectRef") or {}
+        if entry["user"]["username"] != OPERATOR_USER or ref.get("namespace") != ns:
+            continue
+        resource = ref.get("resource", "") + (
+            f"/{ref['subresource']}" if ref.get("subresource") else ""
+        )
+        counts[f"{entry['verb']} {resource}"] += 1
+    return counts
+
+
+def writes(counts: Counter[str]) -> int:
+    return sum(
+        n
+        for key, n in counts.items()
+        if key.split()[0] in ("create", "update", "patch", "delete") and not key.endswith(" events")
+    )
+
+
+def api_economy(world: World) -> Result:
+    """API requests the operator makes, by verb and resource, over one TrainingJob's life and
+    one InferenceService's three-step canary, read from the API server's audit log."""
+    custom = client.CustomObjectsApi(world.api)
+    ns = namespace(world, "bench-economy-tj")
+    custom.create_namespaced_custom_object(
+        "stratus.dev", "v1alpha1", ns, "trainingjobs", trainingjob("one", duration="1s")
+    )
+    wait(
+        "the TrainingJob to succeed",
+        lambda: (
+            custom.get_namespaced_custom_object(
+                "stratus.dev", "v1alpha1", ns, "trainingjobs", "one"
+            )
+            .get("status", {})
+            .get("phase")
+            == "Succeeded"
+        ),
+        timeout=120,
+    )
+    time.sleep(2)  # anything the operator does after success counts too
+    training = audit_counts(world, ns)
+
+    ns = namespace(world, "bench-economy-infs")
+    steps = [
+        {"weight": 33, "pause": {"duration": "1s"}},
+        {"weight": 66, "pause": {"duration": "1s"}},
+        {"weight": 100},
+    ]
+    body = {
+        "apiVersion": "stratus.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "svc"},
+        "spec": {
+            "image": "serve:1",
+            "model": {"uri": "https://m/x"},
+            "resources": {"gpu": 0},
+            "replicas": {"min": 3, "max": 3},
+            "rollout": {"steps": steps, "analysis": {"interval": "1s"}},
+        },
+    }
+    custom.create_namespaced_custom_object("stratus.dev", "v1alpha1", ns, "inferenceservices", body)
+
+    def phase() -> dict[str, Any]:
+        status: dict[str, Any] = custom.get_namespaced_custom_object(
+            "stratus.dev", "v1alpha1", ns, "inferenceservices", "svc"
+        ).get("status", {})
+        return status
+
+    wait("the first revision", lambda: phase().get("phase") == "Healthy", timeout=120)
+    first = phase()["stableRevision"]
+    before = audit_counts(world, ns)
+    custom.patch_namespaced_custom_object(
+        "stratus.dev", "v1alpha1", ns, "inferenceservices", "svc", {"spec": {"image": "serve:2"}}
+    )
+    wait(
+        "the canary promoted",
+        lambda: (
+            phase().get("phase") == "Healthy"
+            and phase().get("stableRevision") != first
+            and not phase().get("canaryRevision")
+            and "retiringRevision" not in phase()
+        ),
+        timeout=120,
+    )
+    time.sleep(2)
+    rollout = audit_counts(world, ns) - before
+    return {
+        "trainingjob": {
+            "writes_excluding_events": writes(training),
+            "target_writes": 6,
+            "requests": dict(sorted(training.items())),
+        },
+        "canary_three_steps": {
+            "writes_excluding_events": writes(rollout),
+            "writes_per_step": round(writes(rollout) / len(steps), 2),
+            "requests": dict(sorted(rollout.items())),
+        },
+    }
+
+
+def preemption_recovery(world: World, samples: int) -> Result:
+    """Time from a spot node's reclaim to the next attempt's pod being scheduled; beside it, the
+    Job controller alone replacing a disrupted pod of a plain Job (the limit here)."""
+    core, custom = client.CoreV1Api(world.api), client.CustomObjectsApi(world.api)
+    batch = client.BatchV1Api(world.api)
+    nodes = kubeapi.connect(world.cluster.kubeconfig)
+
+    def scheduled(selector: str, exclude: set[str], ns: str) -> list[Any]:
+        return [
+            p
+            for p in core.list_namespaced_pod(ns, label_selector=selector).items
+            if p.spec.node_name and p.metadata.name not in exclude
+        ]
+
+    def reclaim_and_time(selector: str, ns: str) -> float:
+        wait(
+            "a running pod",
+            lambda: [
+                p
+                for p in core.list_namespaced_pod(ns, label_selector=selector).items
+                if p.status.phase == "Running"
+            ],
+            timeout=120,
+        )
+        (pod,) = [
+            p
+            for p in core.list_namespaced_pod(ns, label_selector=selector).items
+            if p.status.phase == "Running"
+        ]
+        start = time.monotonic()
+        threading.Thread(
+            target=nodes.preempt, args=(pod.spec.node_name,), kwargs={"replace": True}, daemon=True
+        ).start()
+        wait(
+            "the replacement scheduled",
+            lambda: scheduled(selector, {pod.metadata.name}, ns),
+            timeout=120,
+            interval=0.02,
+        )
+        return time.monotonic() - start
+
+    ns = namespace(world, "bench-preempt")
+    stratus: list[float] = []
+    for i in range(samples):
+        name = f"pre-{i}"
+        custom.create_namespaced_custom_object(
+            "stratus.dev",
+            "v1alpha1",
+            ns,
+            "trainingjobs",
+            trainingjob(name, gpu=1, spot={"enabled": True, "maxPreemptions": 5}),
+        )
+        stratus.append(reclaim_and_time(f"stratus.dev/trainingjob={name}", ns))
+        custom.delete_namespaced_custom_object("stratus.dev", "v1alpha1", ns, "trainingjobs", name)
+    limit: list[float] = []
+    for i in range(samples):
+        job = plain_job(
+            f"plain-{i}",
+            nodeSelector={"karpenter.sh/capacity-type": "spot"},
+            tolerations=[SPOT, GPU_TOLERATION],
+        )
+        job["spec"]["podFailurePolicy"] = {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+        }
+        batch.create_namespaced_job(ns, job)
+        limit.append(reclaim_and_time(f"job-name=plain-{i}", ns))
+        batch.delete_namespaced_job(f"plain-{i}", ns, propagation_policy="Background")
+    s, j = quantiles(stratus), quantiles(limit)
+    return {
+        "stratus_reclaim_to_next_attempt_scheduled": s,
+        "job_controller_reclaim_to_replacement_scheduled": j,
+        "ratio_p50": round(s["p50"] / j["p50"], 3) if j.get("p50") else None,
+    }
+
+
+def rollout_step_latency(world: World, services: int) -> Result:
+    """Delay between a pause's end and the next weight being applied (status polled at 10 ms)."""
+    custom = client.CustomObjectsApi(world.api)
+    ns = namespace(world, "bench-rollout")
+    pause = 1.0
+    delays: list[float] = []
+    for i in range(services):
+        name = f"steps-{i}"
+        steps = [{"weight": w, "pause": {"duration": "1s"}} for w in (25, 50, 75, 100)]
+        custom.create_namespaced_custom_object(
+            "stratus.dev",
+            "v1alpha1",
+            ns,
+            "inferenceservices",
+            {
+                "apiVersion": "stratus.dev/v1alpha1",
+                "kind": "InferenceService",
+                "metadata": {"name": name},
+                "spec": {
+                    "image": "serve:1",
+                    "model": {"uri": "https://m/x"},
+                    "resources": {"gpu": 0},
+                    "replicas": {"min": 4, "max": 4},
+                    "rollout": {"steps": steps, "analysis": {"interval": "1s"}},
+                },
+            },
+        )
+
+        def status(n: str = name) -> dict[str, Any]:
+            found: dict[str, Any] = custom.get_namespaced_custom_object(
+                "stratus.dev", "v1alpha1", ns, "inferenceservices", n
+            ).get("status", {})
+            return found
+
+        wait("the first revision", lambda: status().get("phase") == "Healthy", timeout=120)
+        custom.patch_namespaced_custom_object(
+            "stratus.dev", "v1alpha1", ns, "inferenceservices", name, {"spec": {"image": "serve:2"}}
+        )
+        changes: list[float] = []
+        last = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            current = status()
+            weight = current.get("canaryWeight")
+            if weight != last and weight:
+                changes.append(time.monotonic())
+            last = weight
+            if current.get("phase") == "Healthy" and not current.get("canaryRevision") and changes:
+                break
+            time.sleep(0.01)
+        delays += [b - a - pause for a, b in itertools.pairwise(changes)]
+    return {"pause_end_to_next_weight_seconds": quantiles(delays)}
+
+
+def _process(pid: int) -> tuple[float, float]:
+    """Resident MiB and CPU seconds (user + system) of a process."""
+    rss_kib = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return rss_kib / 1024, ticks / 100
+
+
+def footprint(world: World, trainingjobs: int, services: int, idle_seconds: float) -> Result:
+    """Operator memory and idle CPU with many resources on many nodes."""
+    custom = client.CustomObjectsApi(world.api)
+    ns = namespace(world, "bench-scale")
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: custom.create_namespaced_custom_object(
+                    "stratus.dev", "v1alpha1", ns, "trainingjobs", trainingjob(f"s-{i}")
+                ),
+                range(trainingjobs),
+            )
+        )
+        list(
+            pool.map(
+                lambda i: custom.create_namespaced_custom_object(
+                    "stratus.dev",
+                    "v1alpha1",
+                    ns,
+                    "inferenceservices",
+                    {
+                        "apiVersion": "stratus.dev/v1alpha1",
+                        "kind": "InferenceService",
+                        "metadata": {"name": f"s-{i}"},
+                        "spec": {
+                            "image": "serve:1",
+                            "model": {"uri": "https://m/x"},
+                            "resources": {"gpu": 0},
+                            "replicas": {"min": 1, "max": 1},
+                        },
+                    },
+                ),
+                range(services),
+            )
+        )
+
+    def settled() -> bool:
+        tjs = custom.list_namespaced_custom_object("stratus.dev", "v1alpha1", ns, "trainingjobs")[
+            "items"
+        ]
+        infs = custom.list_namespaced_custom_object(
+            "stratus.dev", "v1alpha1", ns, "inferenceservices"
+        )["items"]
+        return (
+            sum(1 for t in tjs if t.get("status", {}).get("attempt")) >= trainingjobs
+            and sum(1 for s in infs if s.get("status", {}).get("stableRevision")) >= services
+        )
+
+    wait("every resource reconciled", settled, timeout=1800, interval=2)
+    time.sleep(5)
+    pid = world.operator.pid
+    rss_before, cpu_before = _process(pid)
+    time.sleep(idle_seconds)
+    rss, cpu_after = _process(pid)
+    idle_cpu = (cpu_after - cpu_before) / idle_seconds
+    return {
+        "trainingjobs": trainingjobs,
+        "inferenceservices": services,
+        "resident_mib": round(max(rss, rss_before), 1),
+        "target_resident_mib": 200,
+        "idle_cpu_fraction_of_a_core": round(idle_cpu, 4),
+        "target_idle_cpu": 0.05,
+    }

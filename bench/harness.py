@@ -1,0 +1,172 @@
+"""A benchmark's world: its own local control plane with an audit log, the CRDs, the chart's
+RBAC, and the operator running under the chart's ServiceAccount, so its requests can be counted
+apart from everyone else's."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+
+from stratus.devcluster import binaries, packaging
+from stratus.devcluster.cluster import LocalCluster
+from stratus.devcluster.nodepools import NodePool
+
+REPO = Path(__file__).resolve().parents[1]
+OPERATOR_USER = "system:serviceaccount:stratus-system:stratus-operator"
+AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: ["{OPERATOR_USER}"]
+  - level: None
+"""
+
+
+@dataclass
+class World:
+    cluster: LocalCluster
+    api: client.ApiClient
+    audit_log: Path
+    operator: subprocess.Popen[bytes]
+    operator_log: Path
+    metrics_port: int
+
+    def kubectl(self, *args: str) -> str:
+        return subprocess.run(
+            [str(binaries.locate()["kubectl"]), f"--kubeconfig={self.cluster.kubeconfig}", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait(what: str, probe: object, timeout: float = 300.0, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _token_kubeconfig(cluster: LocalCluster, api: client.ApiClient, path: Path) -> Path:
+    token = (
+        client.CoreV1Api(api)
+        .create_namespaced_service_account_token(
+            "stratus-operator", "stratus-system", {"spec": {"expirationSeconds": 86400}}
+        )
+        .status.token
+    )
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": admin["clusters"],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "op",
+                        "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
+                    }
+                ],
+                "current-context": "op",
+            }
+        )
+    )
+    return path
+
+
+@contextlib.contextmanager
+def world(workdir: Path, pools: tuple[NodePool, ...]) -> Iterator[World]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    policy = workdir / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    audit_log = workdir / "audit.log"
+    audit_log.unlink(missing_ok=True)
+    cluster = LocalCluster(
+        workdir / "cluster",
+        pools,
+        extra_apiserver_args=(
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        ),
+    )
+    cluster.up(log=lambda _msg: None)
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        base = ["--kubeconfig", str(cluster.kubeconfig)]
+        # The chart's ServiceAccount and RBAC, without its in-cluster Deployment.
+        packaging.helm(
+            "install",
+            "stratus",
+            str(packaging.CHART),
+            "--namespace",
+            "stratus-system",
+            "--create-namespace",
+            "--set",
+            "replicas=0",
+            *base,
+        )
+        kubeconfig = _token_kubeconfig(cluster, api, workdir / "operator.kubeconfig")
+        port = free_port()
+        log = workdir / "operator.log"
+        with log.open("wb") as out:
+            operator = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "stratus.cli",
+                    "operator",
+                    f"--kubeconfig={kubeconfig}",
+                    f"--metrics-port={port}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "STRATUS_RETIRE_AFTER_SECONDS": "1"},
+            )
+        wait("the operator", lambda: _serving(port), timeout=60)
+        yield World(cluster, api, audit_log, operator, log, port)
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(timeout=30)
+        cluster.down(log=lambda _msg: None)
+
+
+def _serving(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def namespace(world: World, name: str) -> str:
+    core = client.CoreV1Api(world.api)
+    core.create_namespace({"metadata": {"name": name}})
+    wait(f"namespace {name}", lambda: core.list_namespaced_service_account(name).items)
+    return name
