@@ -250,3 +250,21 @@ def test_an_invalid_spec_is_a_condition_not_a_crash() -> None:
     ready = plan.status["conditions"][0]
     assert (ready["reason"], ready["status"]) == ("InvalidSpec", "False")
     assert not plan.create
+
+
+def test_a_job_created_a_moment_ago_is_not_created_again() -> None:
+    status = run(spec()).status
+    observed = planner.Observed(
+        owner=OWNER,
+        generation=3,
+        spec=spec(),
+        spec_error=None,
+        status=status,
+        jobs=(),
+        pods=(),
+        now=NOW,
+        pending_jobs=frozenset({"tj-1"}),
+    )
+    plan = planner.plan(observed, SPOT_PRESETS["karpenter"])
+    assert not plan.create
+    assert not plan.events

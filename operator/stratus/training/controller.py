@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from stratus.training import planner
 from stratus.training.views import PodView
 
 log = logging.getLogger(__name__)
+EXPECTATION_TTL = 30.0
 Key = tuple[str, str]
 # Reads of the caches: key -> the values indexed under it.
 Lookup = Callable[[Key], Iterable[Any]]
@@ -44,6 +46,9 @@ class TrainingController:
     # Final states of deleted pods, kept until their attempt is behind us: a preempted pod's
     # termination message (its last checkpoint) outlives the pod only here.
     tombstones: dict[Key, dict[str, PodView]] = field(default_factory=dict)
+    # Jobs created but not yet seen in the cache (controller-runtime calls these expectations),
+    # with when they were created: an expectation not met within EXPECTATION_TTL lapses.
+    expected: dict[Key, dict[str, float]] = field(default_factory=dict)
 
     def pod_deleted(self, key: Key, pod: PodView) -> None:
         self.tombstones.setdefault(key, {})[pod.name] = pod
@@ -61,6 +66,7 @@ class TrainingController:
         if not found or found[0]["metadata"].get("deletionTimestamp"):
             # Deleted: owner references let the garbage collector remove the children.
             self.tombstones.pop(key, None)
+            self.expected.pop(key, None)
             return None
         obj: dict[str, Any] = found[0]
         meta = obj["metadata"]
@@ -75,13 +81,23 @@ class TrainingController:
             del dead[name]
         live = {p.name: p for p in self.pods(key)}
         owner = Owner(KIND, meta["name"], meta["namespace"], meta["uid"])
+        jobs = tuple(self.jobs(key))
+        seen = {j.name for j in jobs}
+        now = time.monotonic()
+        expected = {
+            name: at
+            for name, at in self.expected.get(key, {}).items()
+            if name not in seen and now - at < EXPECTATION_TTL
+        }
+        self.expected[key] = expected
         observed = planner.Observed(
             owner=owner,
             generation=int(meta.get("generation") or 0),
             spec=spec,
             spec_error=error,
             status=status,
-            jobs=tuple(self.jobs(key)),
+            jobs=jobs,
+            pending_jobs=frozenset(expected),
             pods=tuple({**live, **dead}.values()),
             now=self.clock(),
         )
@@ -91,6 +107,8 @@ class TrainingController:
             return retry
         for manifest in plan.create:
             await self.kube.apply(manifest)
+            if manifest["kind"] == "Job":
+                expected[manifest["metadata"]["name"]] = time.monotonic()
         for name in plan.adopt:
             await self.kube.merge_patch(
                 "batch/v1",

@@ -40,6 +40,8 @@ class Observed:
     jobs: tuple[JobView, ...]
     pods: tuple[PodView, ...]
     now: dt.datetime
+    # Jobs this operator created that its cache has not shown yet: not to be created again.
+    pending_jobs: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -208,6 +210,8 @@ class _Planner:
         return False
 
     def start(self, attempt: int) -> None:
+        if builders.job_name(self.obs.owner.name, attempt) in self.obs.pending_jobs:
+            return  # created a moment ago; the cache will show it
         older_alive = [p for p in self.obs.pods if p.attempt < attempt and not p.terminal]
         if older_alive:
             # A new attempt starts only once the last one's pods have stopped (and saved).
