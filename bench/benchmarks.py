@@ -440,10 +440,10 @@ def footprint(world: World, trainingjobs: int, services: int, idle_seconds: floa
         infs = custom.list_namespaced_custom_object(
             "stratus.dev", "v1alpha1", ns, "inferenceservices"
         )["items"]
-        return (
-            sum(1 for t in tjs if t.get("status", {}).get("attempt")) >= trainingjobs
-            and sum(1 for s in infs if s.get("status", {}).get("stableRevision")) >= services
-        )
+        # Idle means nothing left to do: every attempt running, every service healthy.
+        running = sum(1 for t in tjs if t.get("status", {}).get("phase") == "Running")
+        healthy = sum(1 for s in infs if s.get("status", {}).get("phase") == "Healthy")
+        return running >= trainingjobs and healthy >= services
 
     wait("every resource reconciled", settled, timeout=1800, interval=2)
     time.sleep(5)
