@@ -62,6 +62,26 @@ def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def inference_service(
+    name: str, replicas: int, steps: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A CPU-only model server (GPU capacity is kept for the preemption benchmark)."""
+    spec: dict[str, Any] = {
+        "image": "serve:1",
+        "model": {"uri": "https://m/x"},
+        "resources": {"gpu": 0},
+        "replicas": {"min": replicas, "max": replicas},
+    }
+    if steps is not None:
+        spec["rollout"] = {"steps": steps, "analysis": {"interval": "1s"}}
+    return {
+        "apiVersion": "stratus.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
 def plain_job(name: str, **pod: Any) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
@@ -199,24 +219,14 @@ def api_economy(world: World) -> Result:
     training = audit_counts(world, ns)
 
     ns = namespace(world, "bench-economy-infs")
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"weight": 33, "pause": {"duration": "1s"}},
         {"weight": 66, "pause": {"duration": "1s"}},
         {"weight": 100},
     ]
-    body = {
-        "apiVersion": "stratus.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "svc"},
-        "spec": {
-            "image": "serve:1",
-            "model": {"uri": "https://m/x"},
-            "resources": {"gpu": 0},
-            "replicas": {"min": 3, "max": 3},
-            "rollout": {"steps": steps, "analysis": {"interval": "1s"}},
-        },
-    }
-    custom.create_namespaced_custom_object("stratus.dev", "v1alpha1", ns, "inferenceservices", body)
+    custom.create_namespaced_custom_object(
+        "stratus.dev", "v1alpha1", ns, "inferenceservices", inference_service("svc", 3, steps)
+    )
 
     def phase() -> dict[str, Any]:
         status: dict[str, Any] = custom.get_namespaced_custom_object(
@@ -345,18 +355,7 @@ def rollout_step_latency(world: World, services: int) -> Result:
             "v1alpha1",
             ns,
             "inferenceservices",
-            {
-                "apiVersion": "stratus.dev/v1alpha1",
-                "kind": "InferenceService",
-                "metadata": {"name": name},
-                "spec": {
-                    "image": "serve:1",
-                    "model": {"uri": "https://m/x"},
-                    "resources": {"gpu": 0},
-                    "replicas": {"min": 4, "max": 4},
-                    "rollout": {"steps": steps, "analysis": {"interval": "1s"}},
-                },
-            },
+            inference_service(name, 4, steps),
         )
 
         def status(n: str = name) -> dict[str, Any]:
@@ -417,17 +416,7 @@ def footprint(world: World, trainingjobs: int, services: int, idle_seconds: floa
                     "v1alpha1",
                     ns,
                     "inferenceservices",
-                    {
-                        "apiVersion": "stratus.dev/v1alpha1",
-                        "kind": "InferenceService",
-                        "metadata": {"name": f"s-{i}"},
-                        "spec": {
-                            "image": "serve:1",
-                            "model": {"uri": "https://m/x"},
-                            "resources": {"gpu": 0},
-                            "replicas": {"min": 1, "max": 1},
-                        },
-                    },
+                    inference_service(f"s-{i}", 1),
                 ),
                 range(services),
             )

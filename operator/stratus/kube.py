@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -16,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 FIELD_MANAGER = "stratus"
+ABSENT_RECHECK = 10.0
 Obj = dict[str, Any]
 
 
@@ -39,6 +41,8 @@ class Kube:
     def __init__(self, api: client.ApiClient, threads: int = 16) -> None:
         self._dynamic = dynamic.DynamicClient(api)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+        # (apiVersion, kind) -> when it was last found absent
+        self._absent: dict[tuple[str, str], float] = {}
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -99,15 +103,22 @@ class Kube:
         return dict(found.to_dict())
 
     async def has_kind(self, api_version: str, kind: str) -> bool:
-        """Whether the cluster serves this kind (a CRD may be installed at any time)."""
+        """Whether the cluster serves this kind. A CRD may be installed at any time, so an
+        absent kind is looked up again, but at most once per ABSENT_RECHECK seconds: a fresh
+        discovery on every reconcile would cost a dozen requests each time."""
         try:
             self._resource(api_version, kind)
         except ResourceNotFoundError:
+            checked = self._absent.get((api_version, kind))
+            if checked is not None and time.monotonic() - checked < ABSENT_RECHECK:
+                return False
             self._dynamic.resources.invalidate_cache()
             try:
                 self._resource(api_version, kind)
             except ResourceNotFoundError:
+                self._absent[(api_version, kind)] = time.monotonic()
                 return False
+        self._absent.pop((api_version, kind), None)
         return True
 
     async def merge_patch(

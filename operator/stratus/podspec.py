@@ -10,6 +10,9 @@ from typing import Any
 from stratus.api.common import API_VERSION, GpuResources, Workload
 
 Manifest = dict[str, Any]
+# Written on every child, by both controllers.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGER = "stratus"
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}

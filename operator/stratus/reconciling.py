@@ -72,6 +72,14 @@ class StatusWriter:
         return None
 
 
+def live(found: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cached object, unless it is gone or being deleted (owner references then let the
+    garbage collector remove its children)."""
+    for obj in found:
+        return None if obj["metadata"].get("deletionTimestamp") else obj
+    return None
+
+
 def count_phases(keys: Iterable[Any], lookup: Callable[[Any], Iterable[Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for key in list(keys):

@@ -3,6 +3,7 @@ only to handlers, so they are bound at the first event; nothing is queued before
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +31,12 @@ class Wiring(Generic[C]):
             self._bind(self.controller, handler_kwargs)
             self._bound = True
         self._runner.trigger(key)
+
+
+def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain, deep copy of a kopf body, safe to keep in an index."""
+    copied: dict[str, Any] = json.loads(json.dumps(dict(body)))
+    return copied
 
 
 def nothing(_key: object) -> tuple[()]:

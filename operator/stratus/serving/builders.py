@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from stratus import podspec
 from stratus.api.inferenceservice import InferenceServiceSpec
-from stratus.podspec import Manifest, Owner
+from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
 from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
-from stratus.training.labels import MANAGED_BY_LABEL, MANAGER
 
 SERVER = "server"
 MODEL_DIR = "/models"

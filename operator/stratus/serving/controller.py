@@ -52,10 +52,9 @@ class ServingController:
         return await reconciling.timed(KIND, self._reconcile(key))
 
     async def _reconcile(self, key: Key) -> float | None:
-        found = list(self.services(key))
-        if not found or found[0]["metadata"].get("deletionTimestamp"):
+        obj = reconciling.live(self.services(key))
+        if obj is None:
             return None
-        obj: dict[str, Any] = found[0]
         meta = obj["metadata"]
         if self.status_writer.stale(key, meta):
             # Our own write's event reconciles again; the timer is only a safety net.

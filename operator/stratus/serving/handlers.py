@@ -3,7 +3,6 @@ pods' staging failures; any change queues the owning InferenceService."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +13,7 @@ from stratus.api.inferenceservice import PLURAL
 from stratus.serving.controller import Key, ServingController
 from stratus.serving.labels import INFERENCESERVICE_LABEL
 from stratus.serving.views import DeploymentView, StagingFailure, deployment_view, staging_failure
-from stratus.wiring import Wiring
+from stratus.wiring import Wiring, snapshot
 
 OWNED = {INFERENCESERVICE_LABEL: kopf.PRESENT}
 
@@ -34,30 +33,25 @@ def _bind(controller: ServingController, indexes: Mapping[str, Any]) -> None:
 WIRING: Wiring[ServingController] = Wiring(_bind)
 
 
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    copied: dict[str, Any] = json.loads(json.dumps(dict(body)))
-    return copied
-
-
 @kopf.index(GROUP, VERSION, PLURAL)
 def inferenceservice_objects(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> dict[Key, dict[str, Any]]:
-    return {(namespace or "", name): _snapshot(body)}
+    return {(namespace or "", name): snapshot(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
 def inferenceservice_deployments(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, DeploymentView]:
-    return {(namespace or "", labels[INFERENCESERVICE_LABEL]): deployment_view(_snapshot(body))}
+    return {(namespace or "", labels[INFERENCESERVICE_LABEL]): deployment_view(snapshot(body))}
 
 
 @kopf.index("", "v1", "pods", labels=OWNED)
 def inferenceservice_staging_failures(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, StagingFailure]:
-    failure = staging_failure(_snapshot(body))
+    failure = staging_failure(snapshot(body))
     return {(namespace or "", labels[INFERENCESERVICE_LABEL]): failure} if failure else {}
 
 

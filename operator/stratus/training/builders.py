@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from stratus import podspec
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.config import CapacityConvention
-from stratus.podspec import Manifest, Owner
+from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
 from stratus.training.labels import (
     ATTEMPT_LABEL,
     COST_CENTER_LABEL,
     KUEUE_QUEUE_LABEL,
-    MANAGED_BY_LABEL,
-    MANAGER,
     TEAM_LABEL,
     TRAININGJOB_LABEL,
 )

@@ -62,13 +62,11 @@ class TrainingController:
         return await reconciling.timed(KIND, self._reconcile(key))
 
     async def _reconcile(self, key: Key) -> float | None:
-        found = list(self.trainingjobs(key))
-        if not found or found[0]["metadata"].get("deletionTimestamp"):
-            # Deleted: owner references let the garbage collector remove the children.
+        obj = reconciling.live(self.trainingjobs(key))
+        if obj is None:
             self.tombstones.pop(key, None)
             self.expected.pop(key, None)
             return None
-        obj: dict[str, Any] = found[0]
         meta = obj["metadata"]
         if self.status_writer.stale(key, meta):
             # Our own write's event reconciles again; the timer is only a safety net.

@@ -4,7 +4,6 @@ are stateless, so kopf writes nothing of its own onto any object."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ from stratus.api.trainingjob import PLURAL
 from stratus.training.controller import Key, TrainingController
 from stratus.training.labels import TRAININGJOB_LABEL
 from stratus.training.views import JobView, PodView, job_view, pod_view
-from stratus.wiring import Wiring
+from stratus.wiring import Wiring, snapshot
 
 OWNED = {TRAININGJOB_LABEL: kopf.PRESENT}
 
@@ -35,30 +34,25 @@ def _bind(controller: TrainingController, indexes: Mapping[str, Any]) -> None:
 WIRING: Wiring[TrainingController] = Wiring(_bind)
 
 
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    copied: dict[str, Any] = json.loads(json.dumps(dict(body)))
-    return copied
-
-
 @kopf.index(GROUP, VERSION, PLURAL)
 def trainingjob_objects(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> dict[Key, dict[str, Any]]:
-    return {(namespace or "", name): _snapshot(body)}
+    return {(namespace or "", name): snapshot(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
 def trainingjob_jobs(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, JobView]:
-    return {(namespace or "", labels[TRAININGJOB_LABEL]): job_view(_snapshot(body))}
+    return {(namespace or "", labels[TRAININGJOB_LABEL]): job_view(snapshot(body))}
 
 
 @kopf.index("", "v1", "pods", labels=OWNED)
 def trainingjob_pods(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, PodView]:
-    return {(namespace or "", labels[TRAININGJOB_LABEL]): pod_view(_snapshot(body))}
+    return {(namespace or "", labels[TRAININGJOB_LABEL]): pod_view(snapshot(body))}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -77,5 +71,5 @@ async def pod_changed(
 ) -> None:
     key = (namespace or "", labels[TRAININGJOB_LABEL])
     if kwargs.get("type") == "DELETED" and WIRING.controller is not None:
-        WIRING.controller.pod_deleted(key, pod_view(_snapshot(body), deleted=True))
+        WIRING.controller.pod_deleted(key, pod_view(snapshot(body), deleted=True))
     WIRING.queue(key, kwargs)
