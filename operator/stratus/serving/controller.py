@@ -54,6 +54,7 @@ class ServingController:
     async def _reconcile(self, key: Key) -> float | None:
         obj = reconciling.live(self.services(key))
         if obj is None:
+            self.status_writer.forget(key)
             return None
         meta = obj["metadata"]
         if self.status_writer.stale(key, meta):
@@ -122,7 +123,7 @@ class ServingController:
         for name in plan.delete:
             await self.kube.delete("apps/v1", "Deployment", owner.namespace, name)
         for event in plan.events:
-            await self.kube.event(obj, event.type, event.reason, event.message)
+            self.kube.event(obj, event.type, event.reason, event.message)
             log.info(
                 "%s %s/%s: %s: %s",
                 KIND,
