@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -23,6 +24,23 @@ log = logging.getLogger("stratus")
 PREFIX = "stratus.dev"
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a diff-base, a deep copy of the body, for every event it sees, for the sake
+    of on.create/update/resume handlers. Stratus has none (only indexes and on.event), so the
+    copies were never read: a sixth of the event loop's time under a burst."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 class Options:
     """Set by `stratus operator` before kopf starts."""
 
@@ -36,9 +54,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # prefix instead of kopf.zalando.org.
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Handler logs are not worth an Event each; the controllers post the ones that matter.
     settings.posting.enabled = False
     # Indexes must hold every object: a worker limit below their count deadlocks start-up.

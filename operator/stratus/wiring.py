@@ -24,13 +24,18 @@ class Wiring(Generic[C]):
         self._runner = KeyedRunner(work)
         self._bound = False
 
-    def queue(self, key: Hashable, handler_kwargs: Mapping[str, Any]) -> None:
+    def queue(self, key: Hashable, handler_kwargs: Mapping[str, Any], urgent: bool = False) -> None:
         if self.controller is None or self._runner is None:
             raise RuntimeError("handlers ran before the operator's start-up hook")
         if not self._bound:
             self._bind(self.controller, handler_kwargs)
             self._bound = True
-        self._runner.trigger(key)
+        self._runner.trigger(key, urgent)
+
+
+def unstarted(body: Mapping[str, Any]) -> bool:
+    """A resource that no reconcile has given a status yet: new work, queued as urgent."""
+    return not (body.get("status") or {}).get("phase")
 
 
 def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Hashable
 import pytest
 
 from stratus import config
+from stratus.kube import TokenBucket
 from stratus.runner import KeyedRunner
 
 
@@ -80,3 +81,46 @@ def test_a_bad_setting_names_the_variable() -> None:
         config.from_env({"STRATUS_SPOT_PRESET": "gcp"})
     with pytest.raises(config.ConfigError, match="STRATUS_METRICS_PORT"):
         config.from_env({"STRATUS_METRICS_PORT": "http"})
+
+
+def test_urgent_work_takes_the_next_free_slot_before_earlier_work() -> None:
+    order: list[str] = []
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        async def work(key: Hashable) -> None:
+            order.append(str(key))
+            if key == "busy":
+                await gate.wait()
+
+        runner = KeyedRunner(work, concurrency=1)
+        runner.trigger("busy")
+        await asyncio.sleep(0)
+        for key in ("old-1", "old-2"):
+            runner.trigger(key)
+        runner.trigger("new", urgent=True)
+        await asyncio.sleep(0)
+        gate.set()
+        await runner.idle()
+
+    asyncio.run(scenario())
+    assert order == ["busy", "new", "old-1", "old-2"]
+
+
+def test_event_rate_allows_a_burst_then_spaces_the_rest() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    bucket = TokenBucket(rate=10.0, burst=3, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        bucket.take()
+    assert slept == [0.1, 0.1]
+    now[0] += 10.0  # a long quiet spell refills the burst, and no more
+    for _ in range(4):
+        bucket.take()
+    assert slept == [0.1, 0.1, 0.1]

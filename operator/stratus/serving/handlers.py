@@ -13,7 +13,7 @@ from stratus.api.inferenceservice import PLURAL
 from stratus.serving.controller import Key, ServingController
 from stratus.serving.labels import INFERENCESERVICE_LABEL
 from stratus.serving.views import DeploymentView, StagingFailure, deployment_view, staging_failure
-from stratus.wiring import Wiring, snapshot
+from stratus.wiring import Wiring, snapshot, unstarted
 
 OWNED = {INFERENCESERVICE_LABEL: kopf.PRESENT}
 
@@ -44,20 +44,22 @@ def inferenceservice_objects(
 def inferenceservice_deployments(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, DeploymentView]:
-    return {(namespace or "", labels[INFERENCESERVICE_LABEL]): deployment_view(snapshot(body))}
+    return {(namespace or "", labels[INFERENCESERVICE_LABEL]): deployment_view(body)}
 
 
 @kopf.index("", "v1", "pods", labels=OWNED)
 def inferenceservice_staging_failures(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, StagingFailure]:
-    failure = staging_failure(snapshot(body))
+    failure = staging_failure(body)
     return {(namespace or "", labels[INFERENCESERVICE_LABEL]): failure} if failure else {}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def inferenceservice_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
-    WIRING.queue((namespace or "", name), kwargs)
+async def inferenceservice_changed(
+    namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
+) -> None:
+    WIRING.queue((namespace or "", name), kwargs, urgent=unstarted(body))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from stratus.serving.labels import REVISION_LABEL
 
-Obj = dict[str, Any]
+Obj = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ def staging_failure(pod: Obj) -> StagingFailure | None:
 @dataclass(frozen=True)
 class RouteView:
     name: str
-    rules: tuple[Obj, ...]
+    rules: tuple[dict[str, Any], ...]
 
 
 def route_view(obj: Obj) -> RouteView:
-    return RouteView(obj["metadata"]["name"], tuple((obj.get("spec") or {}).get("rules") or []))
+    rules = (obj.get("spec") or {}).get("rules") or []
+    return RouteView(obj["metadata"]["name"], tuple(dict(rule) for rule in rules))

@@ -14,7 +14,7 @@ from stratus.api.trainingjob import PLURAL
 from stratus.training.controller import Key, TrainingController
 from stratus.training.labels import TRAININGJOB_LABEL
 from stratus.training.views import JobView, PodView, job_view, pod_view
-from stratus.wiring import Wiring, snapshot
+from stratus.wiring import Wiring, snapshot, unstarted
 
 OWNED = {TRAININGJOB_LABEL: kopf.PRESENT}
 
@@ -45,19 +45,21 @@ def trainingjob_objects(
 def trainingjob_jobs(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, JobView]:
-    return {(namespace or "", labels[TRAININGJOB_LABEL]): job_view(snapshot(body))}
+    return {(namespace or "", labels[TRAININGJOB_LABEL]): job_view(body)}
 
 
 @kopf.index("", "v1", "pods", labels=OWNED)
 def trainingjob_pods(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, PodView]:
-    return {(namespace or "", labels[TRAININGJOB_LABEL]): pod_view(snapshot(body))}
+    return {(namespace or "", labels[TRAININGJOB_LABEL]): pod_view(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def trainingjob_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
-    WIRING.queue((namespace or "", name), kwargs)
+async def trainingjob_changed(
+    namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
+) -> None:
+    WIRING.queue((namespace or "", name), kwargs, urgent=unstarted(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
@@ -71,5 +73,5 @@ async def pod_changed(
 ) -> None:
     key = (namespace or "", labels[TRAININGJOB_LABEL])
     if kwargs.get("type") == "DELETED" and WIRING.controller is not None:
-        WIRING.controller.pod_deleted(key, pod_view(snapshot(body), deleted=True))
+        WIRING.controller.pod_deleted(key, pod_view(body, deleted=True))
     WIRING.queue(key, kwargs)
