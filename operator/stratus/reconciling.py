@@ -38,6 +38,21 @@ class StatusWriter:
         self._kind = kind
         # key -> the resourceVersion our last write replaced
         self._replaced: dict[Any, str] = {}
+        # key -> when our last write went out
+        self._written: dict[Any, float] = {}
+
+    def forget(self, key: Any) -> None:
+        self._replaced.pop(key, None)
+        self._written.pop(key, None)
+
+    def hold(self, key: Any, interval: float) -> float | None:
+        """Seconds until `interval` has passed since our last write for `key`, if it has not:
+        progress reported that soon after the last write can wait to be merged with the next."""
+        written = self._written.get(key)
+        if written is None:
+            return None
+        left = written + interval - time.monotonic()
+        return left if left > 0 else None
 
     def stale(self, key: Any, meta: dict[str, Any]) -> bool:
         """True while the cache still holds the version our last write replaced (the watch
@@ -69,6 +84,7 @@ class StatusWriter:
         except ConflictError:
             return CONFLICT_RETRY
         self._replaced[key] = meta["resourceVersion"]
+        self._written[key] = time.monotonic()
         return None
 
 

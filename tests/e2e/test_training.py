@@ -314,6 +314,31 @@ def test_too_many_gpus_reports_why_it_waits(env: Env) -> None:
     assert obj["status"]["phase"] == "Pending"
 
 
+def test_a_refused_job_is_reported_and_created_once_allowed(env: Env) -> None:
+    quota = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
+    env.core.create_namespaced_resource_quota(env.ns, quota)
+    wait_for(
+        "the quota to be in force",
+        lambda: env.core.read_namespaced_resource_quota("no-jobs", env.ns).status.hard or None,
+    )
+    env.create(TrainingJobBuilder("refused").runs_for("1s"))
+    obj = env.wait(
+        "refused",
+        "Ready=False CreateFailed",
+        lambda s: any(c["reason"] == "CreateFailed" for c in s.get("conditions", [])),
+    )
+    ready = {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
+    assert "Job refused-1" in ready["message"]
+    assert "exceeded quota: no-jobs" in ready["message"]
+    assert env.jobs("refused") == []
+    wait_for(
+        "a CreateFailed event", lambda: "CreateFailed" in {e.reason for e in env.events("refused")}
+    )
+    env.core.delete_namespaced_resource_quota("no-jobs", env.ns)
+    env.wait("refused", "Succeeded", lambda s: s.get("phase") == "Succeeded", timeout=90)
+    assert [j.metadata.name for j in env.jobs("refused")] == ["refused-1"]
+
+
 def test_metrics_count_what_happened(env: Env, operator: OperatorProcess) -> None:
     env.create(TrainingJobBuilder("m").runs_for("100ms"))
     env.wait("m", "Succeeded", lambda s: s.get("phase") == "Succeeded")

@@ -268,3 +268,42 @@ def test_a_job_created_a_moment_ago_is_not_created_again() -> None:
     plan = planner.plan(observed, SPOT_PRESETS["karpenter"])
     assert not plan.create
     assert not plan.events
+
+
+def test_a_job_whose_status_write_was_lost_is_recorded_not_created_again() -> None:
+    observed = planner.Observed(
+        owner=OWNER,
+        generation=3,
+        spec=spec(),
+        spec_error=None,
+        status={},
+        jobs=(),
+        pods=(),
+        now=NOW,
+        pending_jobs=frozenset({"tj-1"}),
+    )
+    plan = planner.plan(observed, SPOT_PRESETS["karpenter"])
+    assert not plan.create
+    assert (plan.status["attempt"], plan.status["activeJob"]) == (1, "tj-1")
+    assert [e.reason for e in plan.events] == ["AttemptStarted"]
+    assert plan.counts == ["attempts"]
+
+
+def test_a_refused_child_is_reported_in_the_ready_condition() -> None:
+    observed = planner.Observed(
+        owner=OWNER,
+        generation=3,
+        spec=spec(),
+        spec_error=None,
+        status={"phase": "Pending"},
+        jobs=(),
+        pods=(),
+        now=NOW,
+    )
+    status = planner.rejected(observed, "the API server rejected Job tj-1: exceeded quota")
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "CreateFailed")
+    assert (
+        status["message"] == ready["message"] == "the API server rejected Job tj-1: exceeded quota"
+    )
+    assert status["phase"] == "Pending"

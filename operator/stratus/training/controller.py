@@ -4,12 +4,14 @@ It holds no decisions of its own."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from stratus import metrics, reconciling
@@ -17,12 +19,16 @@ from stratus.api.common import API_VERSION
 from stratus.api.trainingjob import KIND, TrainingJobSpec
 from stratus.config import OperatorConfig
 from stratus.kube import Kube
-from stratus.podspec import Owner
+from stratus.podspec import Manifest, Owner
 from stratus.training import planner
 from stratus.training.views import PodView
 
 log = logging.getLogger(__name__)
 EXPECTATION_TTL = 30.0
+# Progress alone (Scheduled, Running, a checkpoint) is written at most this often per
+# TrainingJob: transitions that follow each other closely share one write. Decisions (a new
+# attempt, an outcome) are written at once.
+PROGRESS_INTERVAL = 1.0
 Key = tuple[str, str]
 # Reads of the caches: key -> the values indexed under it.
 Lookup = Callable[[Key], Iterable[Any]]
@@ -66,47 +72,37 @@ class TrainingController:
         if obj is None:
             self.tombstones.pop(key, None)
             self.expected.pop(key, None)
+            self.status_writer.forget(key)
             return None
         meta = obj["metadata"]
         if self.status_writer.stale(key, meta):
             # Our own write's event reconciles again; the timer is only a safety net.
             return reconciling.STALE_RETRY
-        spec, error = _parse_spec(obj.get("spec") or {})
-        status = obj.get("status") or {}
-        attempt = int(status.get("attempt") or 0)
-        dead = self.tombstones.get(key, {})
-        for name in [n for n, p in dead.items() if p.attempt < attempt - 1]:
-            del dead[name]
-        live = {p.name: p for p in self.pods(key)}
-        owner = Owner(KIND, meta["name"], meta["namespace"], meta["uid"])
-        jobs = tuple(self.jobs(key))
-        seen = {j.name for j in jobs}
-        now = time.monotonic()
-        expected = {
-            name: at
-            for name, at in self.expected.get(key, {}).items()
-            if name not in seen and now - at < EXPECTATION_TTL
-        }
-        self.expected[key] = expected
-        observed = planner.Observed(
-            owner=owner,
-            generation=int(meta.get("generation") or 0),
-            spec=spec,
-            spec_error=error,
-            status=status,
-            jobs=jobs,
-            pending_jobs=frozenset(expected),
-            pods=tuple({**live, **dead}.values()),
-            now=self.clock(),
-        )
+        observed = self._observe(key, obj)
+        status = observed.status
         plan = planner.plan(observed, self.config.spot, self.config.master_port)
+        if plan.progress_only and plan.status != status:
+            held = self.status_writer.hold(key, PROGRESS_INTERVAL)
+            if held is not None:
+                return held
+        # Children before the status that records them: an attempt's Job is named after the
+        # attempt, so creating it again is harmless, and one status write carries both the new
+        # attempt and its Job (a status naming a Job that is not there would be worse).
+        for manifest in plan.create:
+            await self._create(key, obj, observed, manifest)
+            if manifest["kind"] == "Job":
+                self.expected[key][manifest["metadata"]["name"]] = time.monotonic()
         retry = await self.status_writer.write(key, meta, status, plan.status)
         if retry is not None:
             return retry
-        for manifest in plan.create:
-            await self.kube.apply(manifest)
-            if manifest["kind"] == "Job":
-                expected[manifest["metadata"]["name"]] = time.monotonic()
+        await self._carry_out(obj, observed, plan)
+        return plan.requeue_after
+
+    async def _carry_out(
+        self, obj: dict[str, Any], observed: planner.Observed, plan: planner.Plan
+    ) -> None:
+        """What follows the status write: adoptions, deletions, Events and metrics."""
+        meta, owner, spec = obj["metadata"], observed.owner, observed.spec
         for name in plan.adopt:
             await self.kube.merge_patch(
                 "batch/v1",
@@ -120,7 +116,7 @@ class TrainingController:
         if plan.delete_self:
             await self.kube.delete(API_VERSION, KIND, meta["namespace"], meta["name"])
         for event in plan.events:
-            await self.kube.event(obj, event.type, event.reason, event.message)
+            self.kube.event(obj, event.type, event.reason, event.message)
             log.info(
                 "%s %s/%s: %s: %s",
                 KIND,
@@ -133,7 +129,62 @@ class TrainingController:
             metrics.TRAINING_COUNTS[name].inc()
         if plan.gpu_seconds and spec is not None:
             metrics.TRAINING_GPU_SECONDS.labels(spec.team or "").inc(plan.gpu_seconds)
-        return plan.requeue_after
+
+    def _observe(self, key: Key, obj: dict[str, Any]) -> planner.Observed:
+        """The TrainingJob with its Jobs and pods, from the caches and this process's memory
+        (pods deleted since, Jobs created but not yet seen)."""
+        meta = obj["metadata"]
+        spec, error = _parse_spec(obj.get("spec") or {})
+        status = obj.get("status") or {}
+        attempt = int(status.get("attempt") or 0)
+        dead = self.tombstones.get(key, {})
+        for name in [n for n, p in dead.items() if p.attempt < attempt - 1]:
+            del dead[name]
+        live = {p.name: p for p in self.pods(key)}
+        jobs = tuple(self.jobs(key))
+        seen = {j.name for j in jobs}
+        now = time.monotonic()
+        expected = {
+            name: at
+            for name, at in self.expected.get(key, {}).items()
+            if name not in seen and now - at < EXPECTATION_TTL
+        }
+        self.expected[key] = expected
+        return planner.Observed(
+            owner=Owner(KIND, meta["name"], meta["namespace"], meta["uid"]),
+            generation=int(meta.get("generation") or 0),
+            spec=spec,
+            spec_error=error,
+            status=status,
+            jobs=jobs,
+            pending_jobs=frozenset(expected),
+            pods=tuple({**live, **dead}.values()),
+            now=self.clock(),
+        )
+
+    async def _create(
+        self, key: Key, obj: dict[str, Any], observed: planner.Observed, manifest: Manifest
+    ) -> None:
+        """Create a child; a refusal that a retry will not fix soon is shown in the status."""
+        try:
+            await self.kube.create(manifest)
+        except ApiException as exc:
+            if exc.status not in (400, 403, 404, 422):
+                raise
+            why = f"the API server rejected {manifest['kind']} {manifest['metadata']['name']}"
+            why += f": {_reason(exc)}"
+            rejected = planner.rejected(observed, why)
+            await self.status_writer.write(key, obj["metadata"], observed.status, rejected)
+            self.kube.event(obj, "Warning", planner.CREATE_FAILED, why)
+            raise
+
+
+def _reason(exc: ApiException) -> str:
+    try:
+        message = str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        message = str(exc.reason)
+    return message[:512]
 
 
 def _parse_spec(raw: Mapping[str, Any]) -> tuple[TrainingJobSpec | None, str | None]:

@@ -28,6 +28,7 @@ RESUMED = "Resumed"
 RESTARTED = "Restarted"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
+CREATE_FAILED = "CreateFailed"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class Plan:
     counts: list[str] = field(default_factory=list)
     gpu_seconds: int = 0
     requeue_after: float | None = None
+
+    @property
+    def progress_only(self) -> bool:
+        """Nothing is decided here, only observed: no child to create or delete, no Event."""
+        return not (
+            self.create or self.delete_jobs or self.delete_self or self.adopt or self.events
+        )
 
 
 def _newest_report(reports: list[CheckpointReport]) -> CheckpointReport | None:
@@ -210,10 +218,14 @@ class _Planner:
         return False
 
     def start(self, attempt: int) -> None:
-        if builders.job_name(self.obs.owner.name, attempt) in self.obs.pending_jobs:
-            return  # created a moment ago; the cache will show it
+        name = builders.job_name(self.obs.owner.name, attempt)
+        # Created a moment ago, so not in the cache yet; recorded too, unless the status write
+        # after it lost a conflict.
+        created = name in self.obs.pending_jobs
+        if created and self.status.get("activeJob") == name:
+            return
         older_alive = [p for p in self.obs.pods if p.attempt < attempt and not p.terminal]
-        if older_alive:
+        if older_alive and not created:
             # A new attempt starts only once the last one's pods have stopped (and saved).
             self.phase(
                 "Restarting",
@@ -231,11 +243,12 @@ class _Planner:
             left = int((started - self.obs.now).total_seconds()) + self.spec.active_deadline_seconds
         plan = builders.AttemptPlan(attempt, resume, on_spot, left)
         job = builders.build_job(self.obs.owner, self.spec, plan, self.capacity, self.master_port)
-        if self.spec.workers > 1:
-            self.plan.create.append(
-                builders.build_service(self.obs.owner, self.spec, self.master_port)
-            )
-        self.plan.create.append(job)
+        if not created:
+            if self.spec.workers > 1:
+                self.plan.create.append(
+                    builders.build_service(self.obs.owner, self.spec, self.master_port)
+                )
+            self.plan.create.append(job)
         self.plan.delete_jobs += [j.name for j in self.obs.jobs if j.attempt < attempt]
         self.status["activeJob"] = job["metadata"]["name"]
         self.plan.counts.append("attempts")
@@ -325,6 +338,15 @@ class _Planner:
                 "AttemptPending",
                 self.status.get("message", ""),
             )
+
+
+def rejected(obs: Observed, why: str) -> Status:
+    """The status to show when the API server refuses a child the plan needs."""
+    status = copy.deepcopy(obs.status)
+    set_condition(status, "Ready", False, CREATE_FAILED, why, obs.now, obs.generation)
+    status["observedGeneration"] = obs.generation
+    status["message"] = why
+    return status
 
 
 def plan(obs: Observed, capacity: CapacityConvention, master_port: int = 29500) -> Plan:
