@@ -112,6 +112,8 @@ class OperatorProcess:
         self.env = env or {}
         self.name = name
         self.metrics_port = free_port()
+        # Its own free port: the metrics port + 1 may be any other process's.
+        self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -128,6 +130,7 @@ class OperatorProcess:
             "operator",
             f"--kubeconfig={self.kubeconfig}",
             f"--metrics-port={self.metrics_port}",
+            f"--health-port={self.health_port}",
         ]
         # A replaced stable revision retires quickly, so rollout tests see it go.
         env = {**os.environ, "STRATUS_RETIRE_AFTER_SECONDS": "2", **self.env}

@@ -92,6 +92,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, namespaces=tuple(args.namespace))
     if args.metrics_port is not None:
         cfg = dataclasses.replace(cfg, metrics_port=args.metrics_port)
+    if args.health_port is not None:
+        cfg = dataclasses.replace(cfg, health_port=args.health_port)
     operator.run(cfg, verbose=args.verbose)
     return 0
 
@@ -179,7 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         default=None,
-        help="port of /metrics (default 8080; liveness on the next port)",
+        help="port of /metrics (default 8080)",
+    )
+    op.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="port of /healthz, the liveness probe (default: the metrics port + 1)",
     )
     op.add_argument("--verbose", action="store_true", help="debug logging")
     op.set_defaults(func=cmd_operator)

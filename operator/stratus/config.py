@@ -41,6 +41,8 @@ class OperatorConfig:
     # Empty: every namespace (cluster-wide RBAC); otherwise only these.
     namespaces: tuple[str, ...] = ()
     metrics_port: int = 8080
+    # The liveness probe's port; None: the metrics port + 1.
+    health_port: int | None = None
     # kopf peering for high availability; empty disables it (a single replica).
     peering: str = ""
     # Port of the distributed-training rendezvous (torchrun's MASTER_PORT).
@@ -77,6 +79,9 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         metrics_port = int(env.get("STRATUS_METRICS_PORT", "8080"))
     except ValueError as exc:
         raise ConfigError("STRATUS_METRICS_PORT: not a port number") from exc
+    health_port = None
+    if "STRATUS_HEALTH_PORT" in env:
+        health_port = _number(env, "STRATUS_HEALTH_PORT", 0)
     try:
         retire_after = float(env.get("STRATUS_RETIRE_AFTER_SECONDS", "30"))
     except ValueError as exc:
@@ -86,6 +91,7 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         spot=spot,
         namespaces=namespaces,
         metrics_port=metrics_port,
+        health_port=health_port,
         peering=env.get("STRATUS_PEERING", ""),
         prometheus_url=env.get("STRATUS_PROMETHEUS_URL", defaults.prometheus_url),
         staging_image=env.get("STRATUS_STAGING_IMAGE", defaults.staging_image),

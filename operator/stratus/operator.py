@@ -114,11 +114,12 @@ def run(cfg: config_module.OperatorConfig, verbose: bool) -> None:
     if not verbose:
         # kopf logs every handled event at INFO; the controllers log what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    health = cfg.metrics_port + 1 if cfg.health_port is None else cfg.health_port
     asyncio.run(
         kopf.operator(
             clusterwide=not cfg.namespaces,
             namespaces=list(cfg.namespaces),
             standalone=not cfg.peering,
-            liveness_endpoint=f"http://0.0.0.0:{cfg.metrics_port + 1}/healthz",
+            liveness_endpoint=f"http://0.0.0.0:{health}/healthz",
         )
     )

@@ -81,6 +81,9 @@ def test_a_bad_setting_names_the_variable() -> None:
         config.from_env({"STRATUS_SPOT_PRESET": "gcp"})
     with pytest.raises(config.ConfigError, match="STRATUS_METRICS_PORT"):
         config.from_env({"STRATUS_METRICS_PORT": "http"})
+    with pytest.raises(config.ConfigError, match="STRATUS_HEALTH_PORT"):
+        config.from_env({"STRATUS_HEALTH_PORT": "next"})
+    assert config.from_env({"STRATUS_HEALTH_PORT": "9000"}).health_port == 9000
 
 
 def test_urgent_work_takes_the_next_free_slot_before_earlier_work() -> None:
