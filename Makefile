@@ -10,12 +10,12 @@ STATE_DIR ?= .stratus
 # pytest's own arguments, e.g. make test PYTEST_ARGS='-k smoke -x'
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries deps lint unit e2e e2e-kind test bench dev dev-down crds manifests
+.PHONY: help venv binaries peer deps lint unit e2e e2e-kind test bench dev dev-down crds manifests
 
 help:
 	@echo "make dev    - start the local GPU cluster (and the operator) from a fresh checkout"
 	@echo "make test   - lint, unit tests and end-to-end tests on a fresh local cluster"
-	@echo "make lint | unit | e2e | e2e-kind | binaries | crds | dev-down"
+	@echo "make lint | unit | e2e | e2e-kind | binaries | peer | crds | dev-down"
 
 # The virtualenv is rebuilt when the project's dependencies change; pip's cache lives outside.
 $(VENV)/.installed: pyproject.toml
@@ -28,6 +28,10 @@ venv: $(VENV)/.installed
 
 binaries:
 	hack/build-binaries.sh
+
+# The peer the benchmarks compare against: the Kubeflow training operator, from its Go module.
+peer:
+	hack/build-binaries.sh peer
 
 deps:
 	hack/install-deps.sh
@@ -42,17 +46,17 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-e2e: venv binaries deps
+e2e: venv binaries peer deps
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 # Benchmarks at full size on a cluster of their own; results in bench/results/full.json.
-bench: venv binaries deps
+bench: venv binaries peer deps
 	$(BIN)/python -m bench --size full
 
-e2e-kind: venv binaries deps
+e2e-kind: venv binaries peer deps
 	hack/e2e-kind.sh $(PYTEST_ARGS)
 
-test: lint binaries deps
+test: lint binaries peer deps
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 # The operator runs in the foreground (Ctrl-C stops it); the cluster keeps running until

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import benchmarks
+from bench import benchmarks, peer
 from bench.harness import world
 from stratus.devcluster.nodepools import NodePool
 
@@ -69,6 +69,9 @@ def run(size: str, out: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp, world(Path(tmp), pools) as w:
         steps: dict[str, Callable[[], dict[str, Any]]] = {
             "throughput": lambda: benchmarks.throughput(w, s["throughput"]),
+            "peer_training_operator": lambda: peer.training_operator(
+                w, s["throughput"], report["results"]["throughput"]
+            ),
             "api_economy": lambda: benchmarks.api_economy(w),
             "preemption_recovery": lambda: benchmarks.preemption_recovery(w, s["preemptions"]),
             "rollout_step_latency": lambda: benchmarks.rollout_step_latency(w, s["services"]),
@@ -85,10 +88,6 @@ def run(size: str, out: Path) -> dict[str, Any]:
                 f"({time.monotonic() - started:.0f}s)",
                 flush=True,
             )
-    report["results"]["peer_training_operator"] = {
-        "measured": False,
-        "why": "not run: building github.com/kubeflow/training-operator is not wired in yet",
-    }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{size}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

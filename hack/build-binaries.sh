@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from Go modules, once, into a cache outside the repo:
 #   ${STRATUS_CACHE:-$HOME/.cache/stratus}/bin/<component>-<version>/
+# `hack/build-binaries.sh peer` builds instead the Kubeflow training operator that the benchmarks
+# compare against, with the PyTorchJob CRD from the same module.
 # A later run finds them and builds nothing. Each binary is linked under a temporary name and
 # renamed into place only when complete, so an interrupted build never leaves one that looks done.
 set -euo pipefail
@@ -39,6 +41,16 @@ k8s_ldflags="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$k8s_minor \
  -X k8s.io/component-base/version.gitTreeState=clean \
  -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
+
+if [ "${1:-}" = peer ]; then
+  build training-operator "$TRAINING_OPERATOR_VERSION" "" \
+    github.com/kubeflow/training-operator/cmd/training-operator.v1
+  crd=$(cd "$here/tools/training-operator" && go list -m -f '{{.Dir}}' github.com/kubeflow/training-operator)
+  cp "$crd/manifests/base/crds/kubeflow.org_pytorchjobs.yaml" \
+    "$cache/bin/training-operator-$TRAINING_OPERATOR_VERSION/pytorchjobs-crd.yaml"
+  log "training operator ready (total $(( $(date +%s) - start ))s)"
+  exit 0
+fi
 
 build etcd "$ETCD_VERSION" "" stratus.dev/hack/tools/etcd
 build kwok "$KWOK_VERSION" "" sigs.k8s.io/kwok/cmd/kwok

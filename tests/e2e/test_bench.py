@@ -28,3 +28,7 @@ def test_every_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert results["preemption_recovery"]["stratus_reclaim_to_next_attempt_scheduled"]["n"] == 2
     assert results["rollout_step_latency"]["pause_end_to_next_weight_seconds"]["n"] == 3
     assert results["footprint"]["resident_mib"] > 0
+    peer = results["peer_training_operator"]
+    assert peer["measured"] is True
+    for variant in ("as_shipped", "controller_threads_16"):
+        assert peer[variant]["create_to_pod_seconds"]["n"] == 10

@@ -69,6 +69,7 @@ def test_pinned_versions_agree_with_the_go_wrapper_modules() -> None:
         "ETCD_VERSION": ("etcd", "go.etcd.io/etcd/server/v3"),
         "KWOK_VERSION": ("kwok", "sigs.k8s.io/kwok"),
         "HELM_VERSION": ("helm", "helm.sh/helm/v3"),
+        "TRAINING_OPERATOR_VERSION": ("training-operator", "github.com/kubeflow/training-operator"),
     }
     for key, (folder, module) in requires.items():
         go_mod = (REPO / "hack" / "tools" / folder / "go.mod").read_text()
