@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes import client
 
-from bench.benchmarks import FirstSeen, Result, process_usage, quantiles
+from bench.benchmarks import FirstSeen, Result, process_usage, quantiles, settle
 from bench.harness import World, free_port, namespace, wait
 from stratus.devcluster import binaries
 
@@ -193,6 +193,7 @@ def _burst(
     seconds = max(pods.seen.values()) - start
     pods.stop()
     resident, cpu_after = process_usage(process.pid)
+    settle(world, ns, count)
     latencies = [pods.seen[name] - at for name, at in created.items() if name in pods.seen]
     return {
         "all_pods_seconds": round(seconds, 3),
