@@ -1,5 +1,6 @@
 """The one module that writes to the API server: server-side apply with the `stratus` field
-manager, status patches guarded by resourceVersion, deletes, and Events. Calls are synchronous
+manager (a plain create for children that are never updated), status patches guarded by
+resourceVersion, deletes, and Events. Calls are synchronous
 (the kubernetes client) and run in a thread pool, off the event loop. Events go out through a
 pool of their own, without the reconcile waiting for them, as client-go's recorder does."""
 
@@ -19,6 +20,8 @@ from typing import Any
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from stratus import metrics
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "stratus"
@@ -272,9 +275,11 @@ class Kube:
         }
         with self._events_lock:
             if self._events_pending >= EVENT_BACKLOG:
+                metrics.EVENTS_DROPPED.inc()
                 log.warning("event dropped, %d already waiting: %s", EVENT_BACKLOG, reason)
                 return
             self._events_pending += 1
+            metrics.EVENTS_PENDING.set(self._events_pending)
         posted = self._events.submit(self._post_event, body)
         posted.add_done_callback(self._event_posted)
 
@@ -290,6 +295,7 @@ class Kube:
     def _event_posted(self, posted: Future[Any]) -> None:
         with self._events_lock:
             self._events_pending -= 1
+            metrics.EVENTS_PENDING.set(self._events_pending)
         error = posted.exception()
         if error is not None:
             log.warning("could not post an event: %s", error)

@@ -32,6 +32,12 @@ RECONCILE_SECONDS = Histogram(
 RECONCILE_ERRORS = Counter(
     f"{PREFIX}_reconcile_errors", "Reconciles that failed and will be retried.", ["kind"]
 )
+EVENTS_PENDING = Gauge(
+    f"{PREFIX}_events_pending", "Events waiting to be posted: after a burst they trail behind."
+)
+EVENTS_DROPPED = Counter(
+    f"{PREFIX}_events_dropped", "Events dropped because too many were waiting to be posted."
+)
 
 INFERENCESERVICES = f"{PREFIX}_inferenceservices"
 ROLLOUTS = Counter(
