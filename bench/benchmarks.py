@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import statistics
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,7 @@ from bench.harness import (
     namespace,
     wait,
 )
+from stratus import metrics
 from stratus.devcluster import kubeapi
 
 Result = dict[str, Any]
@@ -466,6 +469,18 @@ def process_usage(pid: int) -> tuple[float, float]:
     return rss_kib / 1024, ticks / 100
 
 
+def events_pending(world: World) -> float:
+    """The operator's Events not posted yet, from its metrics endpoint."""
+    (family,) = metrics.EVENTS_PENDING.describe()
+    name = family.name
+    with urllib.request.urlopen(f"http://127.0.0.1:{world.metrics_port}/metrics") as answer:
+        text = answer.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"the operator exports no {name}")
+    return float(found.group(1))
+
+
 def footprint(world: World, trainingjobs: int, services: int, idle_seconds: float) -> Result:
     """Operator memory and idle CPU with many resources on many nodes."""
     custom = client.CustomObjectsApi(world.api)
@@ -505,6 +520,8 @@ def footprint(world: World, trainingjobs: int, services: int, idle_seconds: floa
         return running >= trainingjobs and healthy >= services
 
     wait("every resource reconciled", settled, timeout=1800, interval=2)
+    # The Events of the burst trail behind at a bounded rate; idle means they are out too.
+    wait("every Event posted", lambda: events_pending(world) == 0, timeout=600, interval=1)
     time.sleep(5)
     pid = world.operator.pid
     rss_before, cpu_before = process_usage(pid)

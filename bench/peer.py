@@ -135,6 +135,7 @@ def _run(
 ) -> Result:
     probe = free_port()
     log = world.operator_log.with_name(f"training-operator-{variant}.log")
+    ns = namespace(world, f"bench-peer-{variant.replace('_', '-')}")
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -143,6 +144,9 @@ def _run(
                 "--metrics-bind-address=0",
                 f"--health-probe-bind-address=127.0.0.1:{probe}",
                 f"--webhook-server-port={free_port()}",
+                # Its own namespace only, so that one run does not inherit the PyTorchJobs of
+                # the one before. Stratus watches every namespace.
+                f"--namespace={ns}",
                 *flags,
             ],
             stdout=out,
@@ -155,7 +159,7 @@ def _run(
         )
     try:
         wait("the training operator", lambda: _ready(probe), timeout=120)
-        return _burst(world, f"bench-peer-{variant.replace('_', '-')}", count, stratus, process)
+        return _burst(world, ns, count, stratus, process)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -167,24 +171,24 @@ def _burst(
     custom = client.CustomObjectsApi(world.api)
     core = client.CoreV1Api(world.api)
 
-    def create(ns: str, name: str) -> None:
+    def create(name: str) -> None:
         custom.create_namespaced_custom_object(
             "kubeflow.org", "v1", ns, "pytorchjobs", pytorchjob(name)
         )
 
     # One first, so that its controllers are known to be running before the clock starts.
-    warmup = namespace(world, f"{ns}-warmup")
-    create(warmup, "warmup")
-    wait("the warm-up PyTorchJob's pod", lambda: core.list_namespaced_pod(warmup).items, 120)
+    create("warmup")
+    wait("the warm-up PyTorchJob's pod", lambda: core.list_namespaced_pod(ns).items, 120)
 
-    namespace(world, ns)
-    pods = FirstSeen(core.list_namespaced_pod, ns)
+    pods = FirstSeen(
+        core.list_namespaced_pod, ns, when=lambda pod: pod.metadata.name.startswith("pt-")
+    )
     created: dict[str, float] = {}
     _, cpu_before = process_usage(process.pid)
 
     def create_one(i: int) -> None:
         created[f"pt-{i}-master-0"] = time.monotonic()
-        create(ns, f"pt-{i}")
+        create(f"pt-{i}")
 
     start = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
@@ -193,7 +197,7 @@ def _burst(
     seconds = max(pods.seen.values()) - start
     pods.stop()
     resident, cpu_after = process_usage(process.pid)
-    settle(world, ns, count)
+    settle(world, ns, count + 1)
     latencies = [pods.seen[name] - at for name, at in created.items() if name in pods.seen]
     return {
         "all_pods_seconds": round(seconds, 3),
