@@ -62,13 +62,14 @@ def pod(
     )
 
 
-def run(
+def observe(
     s: TrainingJobSpec,
     status: dict[str, Any] | None = None,
     jobs: tuple[JobView, ...] = (),
     pods: tuple[PodView, ...] = (),
-) -> planner.Plan:
-    observed = planner.Observed(
+    pending: frozenset[str] = frozenset(),
+) -> planner.Observed:
+    return planner.Observed(
         owner=OWNER,
         generation=3,
         spec=s,
@@ -77,8 +78,18 @@ def run(
         jobs=jobs,
         pods=pods,
         now=NOW,
+        pending_jobs=pending,
     )
-    return planner.plan(observed, SPOT_PRESETS["karpenter"])
+
+
+def run(
+    s: TrainingJobSpec,
+    status: dict[str, Any] | None = None,
+    jobs: tuple[JobView, ...] = (),
+    pods: tuple[PodView, ...] = (),
+    pending: frozenset[str] = frozenset(),
+) -> planner.Plan:
+    return planner.plan(observe(s, status, jobs, pods, pending), SPOT_PRESETS["karpenter"])
 
 
 def test_a_new_trainingjob_starts_attempt_one_on_spot() -> None:
@@ -254,35 +265,13 @@ def test_an_invalid_spec_is_a_condition_not_a_crash() -> None:
 
 def test_a_job_created_a_moment_ago_is_not_created_again() -> None:
     status = run(spec()).status
-    observed = planner.Observed(
-        owner=OWNER,
-        generation=3,
-        spec=spec(),
-        spec_error=None,
-        status=status,
-        jobs=(),
-        pods=(),
-        now=NOW,
-        pending_jobs=frozenset({"tj-1"}),
-    )
-    plan = planner.plan(observed, SPOT_PRESETS["karpenter"])
+    plan = run(spec(), status, pending=frozenset({"tj-1"}))
     assert not plan.create
     assert not plan.events
 
 
 def test_a_job_whose_status_write_was_lost_is_recorded_not_created_again() -> None:
-    observed = planner.Observed(
-        owner=OWNER,
-        generation=3,
-        spec=spec(),
-        spec_error=None,
-        status={},
-        jobs=(),
-        pods=(),
-        now=NOW,
-        pending_jobs=frozenset({"tj-1"}),
-    )
-    plan = planner.plan(observed, SPOT_PRESETS["karpenter"])
+    plan = run(spec(), {}, pending=frozenset({"tj-1"}))
     assert not plan.create
     assert (plan.status["attempt"], plan.status["activeJob"]) == (1, "tj-1")
     assert [e.reason for e in plan.events] == ["AttemptStarted"]
@@ -290,17 +279,9 @@ def test_a_job_whose_status_write_was_lost_is_recorded_not_created_again() -> No
 
 
 def test_a_refused_child_is_reported_in_the_ready_condition() -> None:
-    observed = planner.Observed(
-        owner=OWNER,
-        generation=3,
-        spec=spec(),
-        spec_error=None,
-        status={"phase": "Pending"},
-        jobs=(),
-        pods=(),
-        now=NOW,
+    status = planner.rejected(
+        observe(spec(), {"phase": "Pending"}), "the API server rejected Job tj-1: exceeded quota"
     )
-    status = planner.rejected(observed, "the API server rejected Job tj-1: exceeded quota")
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "CreateFailed")
     assert (
