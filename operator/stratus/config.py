@@ -56,6 +56,9 @@ class OperatorConfig:
     log_format: str = "text"
     # Seconds a silent peer is still considered alive (kopf peering, with `peering`).
     peering_lifetime: int = 60
+    # This replica's peering priority: the live replica with the highest acts. None: a random
+    # one per process, so that replicas of one Deployment never tie (a tie pauses them all).
+    peering_priority: int | None = None
 
 
 class ConfigError(ValueError):
@@ -79,9 +82,6 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         metrics_port = int(env.get("STRATUS_METRICS_PORT", "8080"))
     except ValueError as exc:
         raise ConfigError("STRATUS_METRICS_PORT: not a port number") from exc
-    health_port = None
-    if "STRATUS_HEALTH_PORT" in env:
-        health_port = _number(env, "STRATUS_HEALTH_PORT", 0)
     try:
         retire_after = float(env.get("STRATUS_RETIRE_AFTER_SECONDS", "30"))
     except ValueError as exc:
@@ -91,13 +91,14 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         spot=spot,
         namespaces=namespaces,
         metrics_port=metrics_port,
-        health_port=health_port,
+        health_port=_optional_number(env, "STRATUS_HEALTH_PORT"),
         peering=env.get("STRATUS_PEERING", ""),
         prometheus_url=env.get("STRATUS_PROMETHEUS_URL", defaults.prometheus_url),
         staging_image=env.get("STRATUS_STAGING_IMAGE", defaults.staging_image),
         retire_after_seconds=retire_after,
         log_format=_choice(env, "STRATUS_LOG_FORMAT", ("text", "json")),
         peering_lifetime=_number(env, "STRATUS_PEERING_LIFETIME", 60),
+        peering_priority=_optional_number(env, "STRATUS_PEERING_PRIORITY"),
     )
 
 
@@ -106,6 +107,10 @@ def _number(env: dict[str, str], name: str, default: int) -> int:
         return int(env.get(name, str(default)))
     except ValueError as exc:
         raise ConfigError(f"{name}: not a whole number") from exc
+
+
+def _optional_number(env: dict[str, str], name: str) -> int | None:
+    return _number(env, name, 0) if name in env else None
 
 
 def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:

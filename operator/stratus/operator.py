@@ -65,10 +65,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     if cfg.peering:
-        # Replicas of equal priority would all pause; a random one per process elects one.
         settings.peering.name = cfg.peering
         settings.peering.mandatory = True
-        settings.peering.priority = secrets.randbelow(2**31) + 1
+        settings.peering.priority = (
+            secrets.randbelow(2**31) + 1 if cfg.peering_priority is None else cfg.peering_priority
+        )
         settings.peering.lifetime = cfg.peering_lifetime
 
     try:

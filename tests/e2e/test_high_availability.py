@@ -34,23 +34,31 @@ def test_one_replica_acts_and_the_other_takes_over(
         "clusterkopfpeerings",
         {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}},
     )
-    # Long enough that a busy machine's late keep-alive does not read as a dead peer (then both
-    # replicas would act), short enough for a quick takeover.
+    # A lifetime long enough that a busy machine's late keep-alive does not read as a dead peer
+    # (then both replicas would act), short enough for a quick takeover. Priorities are set, so
+    # that the first replica acts alone, then gives way to the second as it joins: both say so.
     env = {"STRATUS_PEERING": PEERING, "STRATUS_PEERING_LIFETIME": "20"}
     replicas = [
-        OperatorProcess(cluster.kubeconfig, tmp_path, env, name=f"replica-{i}") for i in (1, 2)
+        OperatorProcess(
+            cluster.kubeconfig,
+            tmp_path,
+            {**env, "STRATUS_PEERING_PRIORITY": str(100 * i)},
+            name=f"replica-{i}",
+        )
+        for i in (1, 2)
     ]
     operator.stop()
     try:
-        for replica in replicas:
-            replica.start()
-        standby = wait_for(
-            "one replica to stand by",
-            lambda: [r for r in replicas if "Pausing operations" in r.log.read_text()],
+        first, second = replicas
+        first.start()
+        wait_for("the first replica to act", lambda: "Resuming operations" in first.log.read_text())
+        second.start()
+        wait_for(
+            "the first replica to give way",
+            lambda: "Pausing operations" in first.log.read_text(),
             timeout=90,
         )
-        assert len(standby) == 1
-        (active,) = [r for r in replicas if r is not standby[0]]
+        wait_for("the second to act", lambda: "Resuming operations" in second.log.read_text())
 
         custom.create_namespaced_custom_object(
             GROUP,
@@ -60,10 +68,10 @@ def test_one_replica_acts_and_the_other_takes_over(
             TrainingJobBuilder("ha-1").runs_for("200ms").build(),
         )
         wait_for("ha-1 to succeed", lambda: succeeded(custom, namespace, "ha-1"))
-        assert f"{namespace}/ha-1: AttemptStarted" in active.log.read_text()
-        assert "ha-1" not in standby[0].log.read_text()
+        assert f"{namespace}/ha-1: AttemptStarted" in second.log.read_text()
+        assert "ha-1" not in first.log.read_text()
 
-        active.kill()
+        second.kill()
         custom.create_namespaced_custom_object(
             GROUP,
             VERSION,
@@ -76,7 +84,7 @@ def test_one_replica_acts_and_the_other_takes_over(
             lambda: succeeded(custom, namespace, "ha-2"),
             timeout=90,
         )
-        assert f"{namespace}/ha-2: AttemptStarted" in standby[0].log.read_text()
+        assert f"{namespace}/ha-2: AttemptStarted" in first.log.read_text()
     finally:
         for replica in replicas:
             replica.stop()

@@ -127,3 +127,10 @@ def test_event_rate_allows_a_burst_then_spaces_the_rest() -> None:
     for _ in range(4):
         bucket.take()
     assert slept == [0.1, 0.1, 0.1]
+
+
+def test_peering_priority_is_random_unless_set() -> None:
+    assert config.from_env({}).peering_priority is None
+    assert config.from_env({"STRATUS_PEERING_PRIORITY": "7"}).peering_priority == 7
+    with pytest.raises(config.ConfigError, match="STRATUS_PEERING_PRIORITY"):
+        config.from_env({"STRATUS_PEERING_PRIORITY": "high"})
