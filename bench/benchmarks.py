@@ -37,6 +37,9 @@ SPOT = {
     "value": "spot",
     "effect": "NoSchedule",
 }
+# How long a benchmark's workloads run: past the end of the whole run, so that no burst's pods
+# finish (and keep the operator busy) while a later benchmark measures.
+RUNS_THROUGH = "6h"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -58,7 +61,7 @@ def quantiles(samples: list[float]) -> dict[str, float]:
 
 
 def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
-    annotations = {"stratus.dev/sim-duration": spec.pop("duration", "10m")}
+    annotations = {"stratus.dev/sim-duration": spec.pop("duration", RUNS_THROUGH)}
     return {
         "apiVersion": "stratus.dev/v1alpha1",
         "kind": "TrainingJob",
@@ -101,7 +104,7 @@ def plain_job(name: str, **pod: Any) -> dict[str, Any]:
         "spec": {
             "backoffLimit": 0,
             "template": {
-                "metadata": {"annotations": {"stratus.dev/sim-duration": "10m"}},
+                "metadata": {"annotations": {"stratus.dev/sim-duration": RUNS_THROUGH}},
                 "spec": {
                     "restartPolicy": "Never",
                     **pod,

@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes import client
 
-from bench.benchmarks import FirstSeen, Result, process_usage, quantiles, settle
+from bench.benchmarks import RUNS_THROUGH, FirstSeen, Result, process_usage, quantiles, settle
 from bench.harness import World, free_port, namespace, wait
 from stratus.devcluster import binaries
 
@@ -62,7 +62,7 @@ def pytorchjob(name: str) -> dict[str, Any]:
                     "replicas": 1,
                     "restartPolicy": "OnFailure",
                     "template": {
-                        "metadata": {"annotations": {"stratus.dev/sim-duration": "10m"}},
+                        "metadata": {"annotations": {"stratus.dev/sim-duration": RUNS_THROUGH}},
                         "spec": {
                             "terminationGracePeriodSeconds": 5,
                             "containers": [{"name": "pytorch", "image": "bench:1"}],
