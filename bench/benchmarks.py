@@ -141,6 +141,9 @@ class FirstSeen:
         while not self._stopped:
             try:
                 for event in self._watch.stream(list_call, *args, timeout_seconds=900):
+                    # The client yields None for a keep-alive line; errors carry no object.
+                    if not event or event["type"] not in ("ADDED", "MODIFIED"):
+                        continue
                     obj = event["object"]
                     name = obj["metadata"]["name"] if isinstance(obj, dict) else obj.metadata.name
                     if name not in self.seen and when(obj):
