@@ -3,13 +3,17 @@ when it changed and only over the version it was planned from, count resources b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from stratus import metrics
 from stratus.api.common import API_VERSION
+from stratus.conditions import Event
 from stratus.kube import ConflictError, Kube
+
+log = logging.getLogger(__name__)
 
 # After a write conflict (planned from a stale cache), plan again this soon.
 CONFLICT_RETRY = 0.2
@@ -86,6 +90,21 @@ class StatusWriter:
         self._replaced[key] = meta["resourceVersion"]
         self._written[key] = time.monotonic()
         return None
+
+
+def record(kube: Kube, obj: dict[str, Any], events: Iterable[Event]) -> None:
+    """Post each Event about `obj` and log it too: people read one or the other."""
+    meta = obj["metadata"]
+    for event in events:
+        kube.event(obj, event.type, event.reason, event.message)
+        log.info(
+            "%s %s/%s: %s: %s",
+            obj["kind"],
+            meta["namespace"],
+            meta["name"],
+            event.reason,
+            event.message,
+        )
 
 
 def live(found: Iterable[dict[str, Any]]) -> dict[str, Any] | None:

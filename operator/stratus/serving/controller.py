@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import logging
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,6 @@ from stratus.podspec import Owner
 from stratus.serving import planner, prometheus
 from stratus.serving.views import DeploymentView, RouteView, StagingFailure, route_view
 
-log = logging.getLogger(__name__)
 Key = tuple[str, str]
 HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 KEDA = ("keda.sh/v1alpha1", "ScaledObject")
@@ -122,16 +120,7 @@ class ServingController:
             await self.kube.scale(owner.namespace, name, replicas)
         for name in plan.delete:
             await self.kube.delete("apps/v1", "Deployment", owner.namespace, name)
-        for event in plan.events:
-            self.kube.event(obj, event.type, event.reason, event.message)
-            log.info(
-                "%s %s/%s: %s: %s",
-                KIND,
-                meta["namespace"],
-                meta["name"],
-                event.reason,
-                event.message,
-            )
+        reconciling.record(self.kube, obj, plan.events)
         for outcome in plan.outcomes:
             metrics.ROLLOUTS.labels(outcome).inc()
         metrics.CANARY_WEIGHT.labels(owner.namespace, owner.name).set(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,13 +16,13 @@ from pydantic import ValidationError
 from stratus import metrics, reconciling
 from stratus.api.common import API_VERSION
 from stratus.api.trainingjob import KIND, TrainingJobSpec
+from stratus.conditions import Event
 from stratus.config import OperatorConfig
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
 from stratus.training import planner
 from stratus.training.views import PodView
 
-log = logging.getLogger(__name__)
 EXPECTATION_TTL = 30.0
 # Progress alone (Scheduled, Running, a checkpoint) is written at most this often per
 # TrainingJob: transitions that follow each other closely share one write. Decisions (a new
@@ -115,16 +114,7 @@ class TrainingController:
             await self.kube.delete("batch/v1", "Job", meta["namespace"], job)
         if plan.delete_self:
             await self.kube.delete(API_VERSION, KIND, meta["namespace"], meta["name"])
-        for event in plan.events:
-            self.kube.event(obj, event.type, event.reason, event.message)
-            log.info(
-                "%s %s/%s: %s: %s",
-                KIND,
-                meta["namespace"],
-                meta["name"],
-                event.reason,
-                event.message,
-            )
+        reconciling.record(self.kube, obj, plan.events)
         for name in plan.counts:
             metrics.TRAINING_COUNTS[name].inc()
         if plan.gpu_seconds and spec is not None:
@@ -175,7 +165,7 @@ class TrainingController:
             why += f": {_reason(exc)}"
             rejected = planner.rejected(observed, why)
             await self.status_writer.write(key, obj["metadata"], observed.status, rejected)
-            self.kube.event(obj, "Warning", planner.CREATE_FAILED, why)
+            reconciling.record(self.kube, obj, [Event("Warning", planner.CREATE_FAILED, why)])
             raise
 
 
