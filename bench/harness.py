@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from kubernetes import client, config
 
-from stratus.devcluster import binaries, packaging
+from stratus.devcluster import binaries, kubeapi, packaging
 from stratus.devcluster.cluster import LocalCluster
 from stratus.devcluster.nodepools import NodePool
 
@@ -73,35 +72,6 @@ def wait(what: str, probe: object, timeout: float = 300.0, interval: float = 0.1
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def _token_kubeconfig(cluster: LocalCluster, api: client.ApiClient, path: Path) -> Path:
-    token = (
-        client.CoreV1Api(api)
-        .create_namespaced_service_account_token(
-            "stratus-operator", "stratus-system", {"spec": {"expirationSeconds": 86400}}
-        )
-        .status.token
-    )
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": admin["clusters"],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "op",
-                        "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
-                    }
-                ],
-                "current-context": "op",
-            }
-        )
-    )
-    return path
-
-
 @contextlib.contextmanager
 def world(workdir: Path, pools: tuple[NodePool, ...]) -> Iterator[World]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +106,13 @@ def world(workdir: Path, pools: tuple[NodePool, ...]) -> Iterator[World]:
             "replicas=0",
             *base,
         )
-        kubeconfig = _token_kubeconfig(cluster, api, workdir / "operator.kubeconfig")
+        kubeconfig = kubeapi.service_account_kubeconfig(
+            cluster.kubeconfig,
+            "stratus-system",
+            "stratus-operator",
+            workdir / "operator.kubeconfig",
+            seconds=86400,
+        )
         port = free_port()
         log = workdir / "operator.log"
         with log.open("wb") as out:

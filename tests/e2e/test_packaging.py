@@ -15,11 +15,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stratus.api.common import GROUP, VERSION
-from stratus.devcluster import packaging
+from stratus.devcluster import kubeapi, packaging
 from tests.builders import TrainingJobBuilder
 from tests.conftest import Cluster, OperatorProcess
 from tests.e2e.test_serving import Serving, service
-from tests.support import token_client, wait_for
+from tests.support import api_client, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -149,36 +149,6 @@ def installed(cluster: Cluster) -> Iterator[str]:
     packaging.helm("uninstall", "stratus", "--namespace", namespace, *base)
 
 
-def token_kubeconfig(cluster: Cluster, namespace: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as the chart's ServiceAccount, through TokenRequest."""
-    core = client.CoreV1Api(cluster.api)
-    token = core.create_namespaced_service_account_token(
-        "stratus-operator", namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": admin["clusters"],
-                "users": [{"name": "stratus-operator", "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "sa",
-                        "context": {
-                            "cluster": admin["clusters"][0]["name"],
-                            "user": "stratus-operator",
-                        },
-                    }
-                ],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
-
-
 def test_the_charts_rbac_is_enough_and_no_more(
     cluster: Cluster,
     installed: str,
@@ -186,9 +156,10 @@ def test_the_charts_rbac_is_enough_and_no_more(
     namespace: str,
     tmp_path: Path,
 ) -> None:
-    kubeconfig = token_kubeconfig(cluster, installed, tmp_path / "sa.kubeconfig")
-    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
-    as_operator = token_client(cluster.api, token)
+    kubeconfig = kubeapi.service_account_kubeconfig(
+        cluster.kubeconfig, installed, "stratus-operator", tmp_path / "sa.kubeconfig"
+    )
+    as_operator = api_client(kubeconfig)
     with pytest.raises(ApiException) as refused:
         client.CoreV1Api(as_operator).list_namespaced_secret(namespace)
     assert refused.value.status == 403

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -123,3 +124,31 @@ def _replacement(node: Any, pool_name: str | None, existing: set[str]) -> dict[s
 def connect(kubeconfig: Path) -> NodeApi:
     api_client = config.new_client_from_config(config_file=str(kubeconfig))
     return NodeApi(client.CoreV1Api(api_client))
+
+
+def service_account_kubeconfig(
+    admin_kubeconfig: Path, namespace: str, account: str, path: Path, seconds: int = 3600
+) -> Path:
+    """Write a kubeconfig for the same cluster that authenticates as a ServiceAccount, with a
+    token from the TokenRequest API: how the operator runs under the chart's identity out of
+    cluster, so that its RBAC is what is tested and its requests can be told apart."""
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(admin_kubeconfig)))
+    token = core.create_namespaced_service_account_token(
+        account, namespace, {"spec": {"expirationSeconds": seconds}}
+    ).status.token
+    cluster = admin["clusters"][0]
+    context = {"cluster": cluster["name"], "user": account}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": account, "context": context}],
+                "current-context": account,
+            }
+        )
+    )
+    return path
