@@ -130,7 +130,7 @@ def world(workdir: Path, pools: tuple[NodePool, ...]) -> Iterator[World]:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "STRATUS_RETIRE_AFTER_SECONDS": "1"},
             )
-        wait("the operator", lambda: _serving(port), timeout=60)
+        wait("the operator", lambda: answers(port, "/metrics"), timeout=60)
         yield World(cluster, api, audit_log, operator, log, port)
     finally:
         if operator is not None:
@@ -139,9 +139,10 @@ def world(workdir: Path, pools: tuple[NodePool, ...]) -> Iterator[World]:
         cluster.down(log=lambda _msg: None)
 
 
-def _serving(port: int) -> bool:
+def answers(port: int, path: str) -> bool:
+    """Whether a local endpoint answers with a success (urllib raises on errors and refusals)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1):
             return True
     except OSError:
         return False

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from kubernetes import client
 
 from bench.benchmarks import RUNS_THROUGH, FirstSeen, Result, process_usage, quantiles, settle
-from bench.harness import World, free_port, namespace, wait
+from bench.harness import World, answers, free_port, namespace, wait
 from stratus.devcluster import binaries
 
 BINARY = "training-operator.v1"
@@ -72,14 +71,6 @@ def pytorchjob(name: str) -> dict[str, Any]:
             }
         },
     }
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
 
 
 # Run as its Deployment in manifests/base runs it (one worker thread, the client's default rate
@@ -158,7 +149,11 @@ def _run(
             },
         )
     try:
-        wait("the training operator", lambda: _ready(probe), timeout=120)
+        wait(
+            "the training operator",
+            lambda: answers(probe, "/readyz"),
+            timeout=120,
+        )
         return _burst(world, ns, count, stratus, process)
     finally:
         process.terminate()
