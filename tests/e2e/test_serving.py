@@ -65,6 +65,19 @@ class Serving:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; status: {seen[0] if seen else None}") from None
 
+    def wait_condition(self, name: str, kind: str, value: str) -> tuple[Obj, Obj]:
+        """Wait until the condition `kind` has status `value`: the status, and the condition."""
+
+        def conditions(status: Obj) -> dict[str, Obj]:
+            return {c["type"]: c for c in status.get("conditions", [])}
+
+        status = self.wait(
+            name,
+            f"{kind}={value}",
+            lambda s: conditions(s).get(kind, {}).get("status") == value,
+        )
+        return status, conditions(status)[kind]
+
     def set_image(self, name: str, image: str) -> None:
         self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, self.ns, "inferenceservices", name, {"spec": {"image": image}}
@@ -245,14 +258,7 @@ def test_a_model_that_fails_staging_is_a_clear_condition(serving: Serving) -> No
         }
     }
     serving.create(obj)
-    status = serving.wait(
-        "broken",
-        "ModelStaged=False",
-        lambda s: any(
-            c["type"] == "ModelStaged" and c["status"] == "False" for c in s.get("conditions", [])
-        ),
-    )
-    staged = {c["type"]: c for c in status["conditions"]}["ModelStaged"]
+    status, staged = serving.wait_condition("broken", "ModelStaged", "False")
     assert staged["reason"] == "StagingFailed"
     assert "sha256 mismatch" in staged["message"]
     assert status["phase"] == "Progressing"

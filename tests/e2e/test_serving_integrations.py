@@ -83,14 +83,7 @@ def test_a_missing_httproute_is_a_condition(serving: Serving) -> None:
     obj = service("lost")
     obj["spec"]["rollout"]["trafficRouting"] = {"httpRoute": {"name": "nope"}}
     serving.create(obj)
-    status = serving.wait(
-        "lost",
-        "TrafficRouted=False",
-        lambda s: any(
-            c["type"] == "TrafficRouted" and c["status"] == "False" for c in s.get("conditions", [])
-        ),
-    )
-    routed = {c["type"]: c for c in status["conditions"]}["TrafficRouted"]
+    _, routed = serving.wait_condition("lost", "TrafficRouted", "False")
     assert routed["reason"] == "HTTPRouteNotFound"
 
 
