@@ -94,6 +94,21 @@ def load_client() -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def api_unanswered(api: client.ApiClient, timeout: float = 2.0) -> str | None:
+    """None when the API server says it is ready to this client, else why not in one line."""
+    try:
+        api.call_api(
+            "/readyz",
+            "GET",
+            auth_settings=["BearerToken"],
+            response_type="str",
+            _request_timeout=timeout,
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure is the reason, never a crash
+        return f"the API server does not answer: {type(exc).__name__}: {exc}"[:300]
+    return None
+
+
 class Kube:
     """Writes for the controllers. One instance per operator process."""
 

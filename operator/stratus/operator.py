@@ -10,10 +10,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
 from stratus import config as config_module
-from stratus import kube, metrics
+from stratus import health, kube, metrics
 from stratus.serving import controller as serving_controller
 from stratus.serving import handlers as serving_handlers
 from stratus.training import controller as training_controller
@@ -45,6 +44,7 @@ class Options:
     """Set by `stratus operator` before kopf starts."""
 
     config = config_module.OperatorConfig()
+    readiness: health.Readiness | None = None
 
 
 @kopf.on.startup()
@@ -95,13 +95,18 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     serving_handlers.WIRING.start(serving, serving.reconcile)
     # Serve first: a busy port fails the start-up hook before anything is registered twice.
-    start_http_server(cfg.metrics_port)
+    Options.readiness = health.Readiness(lambda: kube.api_unanswered(api))
+    health.serve(cfg.metrics_port, Options.readiness)
     metrics.register_phases(metrics.TRAININGJOBS, "TrainingJobs by phase.", controller.phases)
     metrics.register_phases(
         metrics.INFERENCESERVICES, "InferenceServices by phase.", serving.phases
     )
+    Options.readiness.started = True
     log.info(
-        "metrics on :%d; spot capacity %s=%s", cfg.metrics_port, cfg.spot.label, cfg.spot.spot_value
+        "metrics and /readyz on :%d; spot capacity %s=%s",
+        cfg.metrics_port,
+        cfg.spot.label,
+        cfg.spot.spot_value,
     )
 
 
