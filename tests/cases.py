@@ -119,6 +119,18 @@ INVALID = (
     Invalid("infs-model-ftp", INFS, (("spec.model.uri", "ftp://host/m"),), "spec.model.uri"),
     Invalid("infs-bad-sha", INFS, (("spec.model.sha256", "abc"),), "spec.model.sha256"),
     Invalid(
+        "infs-ca-config-map-bad-name",
+        INFS,
+        (("spec.model.caConfigMap", "Model_CA"),),
+        "spec.model.caConfigMap",
+    ),
+    Invalid(
+        "infs-ca-config-map-not-https",
+        INFS,
+        (("spec.model.uri", "pvc://models/m"), ("spec.model.caConfigMap", "model-ca")),
+        "spec.model.caConfigMap",
+    ),
+    Invalid(
         "infs-max-below-min",
         INFS,
         (("spec.replicas.min", 5), ("spec.replicas.max", 2)),

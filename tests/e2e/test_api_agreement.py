@@ -82,7 +82,10 @@ inference_specs = st.fixed_dictionaries(
         "image": st.just("serve:1"),
         "model": st.fixed_dictionaries(
             {"uri": st.sampled_from(["s3://m/model", "https://x/m", "pvc://claim/m", "ftp://m"])},
-            optional={"sha256": st.sampled_from(["a" * 64, "abc", "A" * 64])},
+            optional={
+                "sha256": st.sampled_from(["a" * 64, "abc", "A" * 64]),
+                "caConfigMap": st.sampled_from(["model-ca", "Bad_Name"]),
+            },
         ),
     },
     optional={

@@ -15,6 +15,7 @@ import pytest
 from stratus.devcluster import pki
 from stratus.storage import StagingError, fetch
 from stratus.storage.__main__ import main
+from tests import tls
 
 MODEL = b"\x00model-weights\x01" * 4096
 DIGEST = hashlib.sha256(MODEL).hexdigest()
@@ -76,6 +77,55 @@ def test_cli_exit_code_and_termination_message(https_base: str, tmp_path: Path) 
     assert main([*args, "--sha256", DIGEST]) == 0
     assert main([*args, "--sha256", "f" * 64]) == 1
     assert "sha256 mismatch" in log.read_text()
+
+
+@pytest.fixture
+def private_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """A server whose CA only the returned ca.crt names: the process's default trust (the
+    image's public CAs) does not know it."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    issued = tls.issue(tmp_path / "private-ca", "127.0.0.1")
+    server = tls.serve_https("127.0.0.1", Handler, issued)
+    yield f"https://127.0.0.1:{server.server_address[1]}", issued.ca
+    server.shutdown()
+
+
+def test_a_private_ca_is_trusted_through_ca_file(
+    private_ca: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, ca = private_ca
+    uri = f"{base}/models/v7/model.safetensors"
+    staged = fetch(uri, tmp_path / "m", DIGEST, ca_file=ca)
+    assert staged.read_bytes() == MODEL
+    args = ["fetch", "--uri", uri, "--dest", str(tmp_path / "n"), "--sha256", DIGEST]
+    assert main([*args, "--ca-file", str(ca), "--termination-log", str(tmp_path / "log")]) == 0
+    assert (tmp_path / "n" / "model.safetensors").read_bytes() == MODEL
+
+
+def test_a_private_ca_is_refused_without_its_ca_file(
+    private_ca: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, _ = private_ca
+    with pytest.raises(StagingError, match=r"cannot download .*: .*CERTIFICATE_VERIFY_FAILED"):
+        fetch(f"{base}/models/v7/model.safetensors", tmp_path / "m", DIGEST)
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_a_ca_file_is_the_only_trust(private_ca: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = private_ca
+    other = tls.issue(tmp_path / "other-ca", "127.0.0.1").ca
+    with pytest.raises(StagingError, match="CERTIFICATE_VERIFY_FAILED"):
+        fetch(f"{base}/models/v7/model.safetensors", tmp_path / "m", DIGEST, ca_file=other)
+    not_pem = tmp_path / "not-a-ca.crt"
+    not_pem.write_text("hello")
+    log = tmp_path / "termination-log"
+    uri = f"{base}/models/v7/model.safetensors"
+    args = ["fetch", "--uri", uri, "--dest", str(tmp_path / "n"), "--ca-file", str(not_pem)]
+    assert main([*args, "--termination-log", str(log)]) == 1
+    assert log.read_text().startswith(
+        f"model staging failed: cannot load CA certificates from {not_pem}"
+    )
 
 
 def test_pvc_models_are_copied_from_the_mounted_claim(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from stratus.api.common import (
     CONDITIONS_LIST,
     DEFAULTED,
     DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
     ApiModel,
     Condition,
     Duration,
@@ -31,6 +32,15 @@ METRICS_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-ma
 class ModelSource(ApiModel):
     """The model the server loads, staged into the pod by an init container."""
 
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.caConfigMap) || self.uri.startsWith('https://')",
+            message="caConfigMap applies to https:// models only",
+            field_path=".caConfigMap",
+            check=lambda m: m.ca_config_map is None or m.uri.startswith("https://"),
+        ),
+    )
+
     uri: str = Field(
         max_length=2048,
         pattern=r"^(s3|gs|https|pvc)://.+",
@@ -40,6 +50,15 @@ class ModelSource(ApiModel):
         default=None,
         pattern=r"^[a-f0-9]{64}$",
         description="Expected SHA-256 of the model file; a mismatch fails staging.",
+    )
+    ca_config_map: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="A ConfigMap in the same namespace whose key ca.crt holds the PEM CA "
+        "certificates an https:// model server's certificate must chain to (a private CA). "
+        "Staging then trusts only these, instead of the staging image's public CAs. It is "
+        "mounted into the staging init container only.",
     )
 
 

@@ -13,6 +13,9 @@ MODEL_DIR = "/models"
 MODEL_VOLUME = "stratus-model"
 MODEL_SOURCE_VOLUME = "stratus-model-source"
 PVC_ROOT = "/mnt/model-source"
+MODEL_CA_VOLUME = "stratus-model-ca"
+MODEL_CA_DIR = "/etc/stratus/model-ca"
+MODEL_CA_KEY = "ca.crt"
 
 
 def deployment_name(owner: Owner, revision: str) -> str:
@@ -64,6 +67,19 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
             }
         )
         mounts.append({"name": MODEL_SOURCE_VOLUME, "mountPath": PVC_ROOT, "readOnly": True})
+    if spec.model.ca_config_map:
+        # The tenant's own CA, for the download only: the server container never sees it.
+        volumes.append(
+            {
+                "name": MODEL_CA_VOLUME,
+                "configMap": {
+                    "name": spec.model.ca_config_map,
+                    "items": [{"key": MODEL_CA_KEY, "path": MODEL_CA_KEY}],
+                },
+            }
+        )
+        mounts.append({"name": MODEL_CA_VOLUME, "mountPath": MODEL_CA_DIR, "readOnly": True})
+        args += ["--ca-file", f"{MODEL_CA_DIR}/{MODEL_CA_KEY}"]
     init = {
         "name": "stage-model",
         "image": staging_image,

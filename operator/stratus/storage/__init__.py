@@ -1,12 +1,13 @@
 """Model staging: fetch a model from its URI into a local directory, verify its sha256, and fail
 with a message that says what went wrong. The InferenceService's init container runs it as
-`python -m stratus.storage fetch --uri URI --dest DIR [--sha256 HEX]`."""
+`python -m stratus.storage fetch --uri URI --dest DIR [--sha256 HEX] [--ca-file PEM]`."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import ssl
 import tempfile
 import urllib.parse
 import urllib.request
@@ -30,10 +31,25 @@ def _sha256_of(path: Path) -> str:
     return sha.hexdigest()
 
 
-def _download_https(uri: str, target: Path) -> None:
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    """With `ca_file`, a context that trusts only its CAs (a private model server); else None,
+    urllib's default: the image's public CAs."""
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except OSError as exc:  # ssl.SSLError too: a file that holds no certificate
+        raise StagingError(f"cannot load CA certificates from {ca_file}: {exc}") from exc
+
+
+def _download_https(uri: str, target: Path, ca_file: Path | None = None) -> None:
+    context = _tls_context(ca_file)
     request = urllib.request.Request(uri, headers={"User-Agent": "stratus-storage"})  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=60) as resp, target.open("wb") as out:  # noqa: S310
+        with (
+            urllib.request.urlopen(request, timeout=60, context=context) as resp,  # noqa: S310
+            target.open("wb") as out,
+        ):
             shutil.copyfileobj(resp, out, CHUNK)
     except OSError as exc:
         raise StagingError(f"cannot download {uri}: {exc}") from exc
@@ -69,13 +85,20 @@ def _object_store(uri: str, target: Path) -> None:
         ) from exc
 
 
-def fetch(uri: str, dest: Path, sha256: str | None = None, pvc_root: Path = PVC_ROOT) -> Path:
+def fetch(
+    uri: str,
+    dest: Path,
+    sha256: str | None = None,
+    pvc_root: Path = PVC_ROOT,
+    ca_file: Path | None = None,
+) -> Path:
     """Stage `uri` into `dest` (a directory); return the staged path. Nothing is left at the
-    final path unless the whole model arrived and, when `sha256` is given, matched it."""
+    final path unless the whole model arrived and, when `sha256` is given, matched it. With
+    `ca_file`, an https:// server must present a certificate from one of its CAs."""
     parsed = urllib.parse.urlparse(uri)
     name = Path(parsed.path).name or "model"
     fetchers: dict[str, Callable[[], None]] = {
-        "https": lambda: _download_https(uri, staging),
+        "https": lambda: _download_https(uri, staging, ca_file),
         "pvc": lambda: _copy_pvc(uri, staging, pvc_root),
         "s3": lambda: _object_store(uri, staging),
         "gs": lambda: _object_store(uri, staging),

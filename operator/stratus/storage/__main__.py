@@ -1,4 +1,4 @@
-"""`python -m stratus.storage fetch --uri URI --dest DIR [--sha256 HEX]`."""
+"""`python -m stratus.storage fetch --uri URI --dest DIR [--sha256 HEX] [--ca-file PEM]`."""
 
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     get.add_argument("--dest", type=Path, required=True)
     get.add_argument("--sha256", default=None)
     get.add_argument("--pvc-root", type=Path, default=PVC_ROOT)
+    get.add_argument(
+        "--ca-file", type=Path, default=None, help="PEM CAs an https:// server must chain to"
+    )
     get.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"))
     args = parser.parse_args(argv)
     try:
-        staged = fetch(args.uri, args.dest, args.sha256, args.pvc_root)
+        staged = fetch(args.uri, args.dest, args.sha256, args.pvc_root, args.ca_file)
     except StagingError as exc:
         print(f"model staging failed: {exc}", file=sys.stderr)
         # The pod's status carries the reason; the InferenceService's condition quotes it.

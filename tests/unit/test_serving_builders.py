@@ -1,0 +1,44 @@
+"""The model-staging init container: a private CA reaches the download, and only the download."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stratus.api.inferenceservice import InferenceServiceSpec
+from stratus.podspec import Owner
+from stratus.serving import builders
+
+OWNER = Owner("InferenceService", "web", "ns", "uid")
+URI = "https://10.244.1.1:8443/model.json"
+
+
+def pod_spec(**model: Any) -> dict[str, Any]:
+    spec = InferenceServiceSpec.model_validate({"image": "serve:1", "model": {"uri": URI, **model}})
+    built: dict[str, Any] = builders.build_deployment(OWNER, spec, "abc", 1, "stage:1")
+    return dict(built["spec"]["template"]["spec"])
+
+
+def test_a_ca_config_map_is_mounted_into_the_staging_container_only() -> None:
+    pod = pod_spec(caConfigMap="model-ca")
+    (init,) = pod["initContainers"]
+    assert init["command"][-2:] == ["--ca-file", "/etc/stratus/model-ca/ca.crt"]
+    assert {
+        "name": "stratus-model-ca",
+        "mountPath": "/etc/stratus/model-ca",
+        "readOnly": True,
+    } in init["volumeMounts"]
+    assert {
+        "name": "stratus-model-ca",
+        "configMap": {"name": "model-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+    } in pod["volumes"]
+    (server,) = pod["containers"]
+    assert [m["name"] for m in server["volumeMounts"]] == ["stratus-model"]
+
+
+def test_without_a_ca_config_map_staging_trusts_the_image_defaults() -> None:
+    pod = pod_spec(sha256="a" * 64)
+    (init,) = pod["initContainers"]
+    assert "--ca-file" not in init["command"]
+    assert init["command"][-2:] == ["--sha256", "a" * 64]
+    assert [v["name"] for v in pod["volumes"]] == ["stratus-model"]
+    assert [m["name"] for m in init["volumeMounts"]] == ["stratus-model"]
