@@ -13,10 +13,18 @@ if TYPE_CHECKING:
 
 def _dev_cluster(args: argparse.Namespace) -> LocalCluster:
     # Imported here: the operator's image does not ship the local cluster's dependencies.
-    from stratus.devcluster import cluster, nodepools  # noqa: PLC0415
+    from stratus.devcluster import cluster, nodepools, realnode  # noqa: PLC0415
 
     pools = nodepools.load_pools(getattr(args, "pools", None))
-    return cluster.LocalCluster(args.state_dir, pools, attach_to=getattr(args, "attach", None))
+    attach = getattr(args, "attach", None)
+    node = None
+    if getattr(args, "real_node", False) and attach is None:
+        reason = realnode.unavailable()
+        if reason:
+            print(f"no real node: {reason}", file=sys.stderr)
+        else:
+            node = realnode.RealNode()
+    return cluster.LocalCluster(args.state_dir, pools, attach_to=attach, real_node=node)
 
 
 def cmd_dev_up(args: argparse.Namespace) -> int:
@@ -63,6 +71,9 @@ def cmd_dev_preempt(args: argparse.Namespace) -> int:
     kubeconfig = args.kubeconfig or _dev_cluster(args).kubeconfig
     api = kubeapi.connect(kubeconfig)
     replacement = api.preempt(args.node, delete=not args.keep_node, replace=args.replace)
+    if replacement == args.node:
+        print(f"node {args.node} reclaimed; it is back as new capacity")
+        return 0
     print(
         f"node {args.node} reclaimed"
         + (f"; replacement {replacement} joined" if replacement else "")
@@ -237,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KUBECONFIG",
         help="add only kwok and the node pools to this existing cluster (kind)",
     )
-    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    up.add_argument(
+        "--no-real-node",
+        dest="real_node",
+        action="store_false",
+        help="simulated nodes only (by default, on Linux as root, a real kubelet joins too)",
+    )
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_dev_up)
     dev_command("down", "stop every process of the cluster").set_defaults(func=cmd_dev_down)
     dev_command("status", "say what runs").set_defaults(func=cmd_dev_status)

@@ -16,7 +16,14 @@ COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "helm": ("HELM_VERSION", ("helm",)),
     "kubernetes": (
         "KUBERNETES_VERSION",
-        ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
+        (
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubectl",
+            "kubelet",
+            "kube-proxy",
+        ),
     ),
 }
 

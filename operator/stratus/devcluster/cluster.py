@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from stratus.devcluster import binaries, nodepools, pki
+from stratus.devcluster import binaries, nodepools, pki, realnode
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -29,6 +29,9 @@ STAGES_FILE = Path(__file__).with_name("stages.yaml")
 DEFAULT_STATE_DIR = Path(".stratus")
 # Order of start; stopped in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+# Ports that are not a component's own.
+EXTRA_PORTS = ("etcd-peer", "kubelet-healthz", "kube-proxy-metrics")
 
 
 class ClusterError(RuntimeError):
@@ -92,6 +95,10 @@ class Layout:
     def component_kubeconfig(self, identity: pki.Identity) -> Path:
         return self.root / f"{identity.file_stem}.kubeconfig"
 
+    @property
+    def node(self) -> realnode.NodeLayout:
+        return realnode.NodeLayout(self.root / "node")
+
     def cert(self, stem: str) -> Path:
         return self.pki_dir / f"{stem}.crt"
 
@@ -141,9 +148,12 @@ def component_args(
     ports: dict[str, int],
     bins: binaries.Binaries,
     kwok_kubeconfig: Path,
+    node: tuple[realnode.RealNode, realnode.NodeNetwork] | None = None,
 ) -> list[str]:
     """The command line of one component. Every one names a path under the state directory, which
-    is how `down` recognises its own processes."""
+    is how `down` recognises its own processes. With a real `node`, the API server also listens
+    on the node's bridge (pods reach it through the `kubernetes` Service) and dials the kubelet
+    by its InternalIP, so no host name is ever looked up."""
     p = layout.pki_dir
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
@@ -165,8 +175,7 @@ def component_args(
         return [
             str(bins["kube-apiserver"]),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *_apiserver_network_args(layout, node),
             f"--secure-port={ports['kube-apiserver']}",
             f"--cert-dir={p}",
             f"--tls-cert-file={layout.cert('apiserver')}",
@@ -177,8 +186,6 @@ def component_args(
             f"--service-account-key-file={layout.key('sa')}",
             f"--service-account-signing-key-file={layout.key('sa')}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Loopback is not a valid Endpoints address; nothing in-cluster dials the API anyway.
-            "--endpoint-reconciler-type=none",
             # As on GKE: a pod that requests nvidia.com/gpu tolerates the GPU nodes' taint.
             "--enable-admission-plugins=ExtendedResourceToleration",
             "--allow-privileged=true",
@@ -224,7 +231,46 @@ def component_args(
             "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{ports['kwok']}",
         ]
+    if node is not None and name in NODE_COMPONENTS:
+        return _node_args(layout, name, bins, *node)
     raise ValueError(f"unknown component {name}")
+
+
+def _node_args(
+    layout: Layout,
+    name: str,
+    bins: binaries.Binaries,
+    spec: realnode.RealNode,
+    net: realnode.NodeNetwork,
+) -> list[str]:
+    if name == "containerd":
+        return realnode.containerd_args(layout.node)
+    if name == "kubelet":
+        kubeconfig = layout.component_kubeconfig(pki.node_identity(spec.name))
+        return realnode.kubelet_args(bins, layout.node, spec, net, kubeconfig)
+    return realnode.kube_proxy_args(bins, layout.node)
+
+
+def _apiserver_network_args(
+    layout: Layout, node: tuple[realnode.RealNode, realnode.NodeNetwork] | None
+) -> list[str]:
+    if node is None:
+        return [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            # Loopback is not a valid Endpoints address, and no pod runs that could dial it.
+            "--endpoint-reconciler-type=none",
+        ]
+    _, net = node
+    return [
+        # Loopback for clients on this machine, the bridge address for pods.
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={net.node_ip}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={layout.cert(pki.KUBELET_CLIENT.file_stem)}",
+        f"--kubelet-client-key={layout.key(pki.KUBELET_CLIENT.file_stem)}",
+        f"--kubelet-certificate-authority={layout.cert('ca')}",
+    ]
 
 
 def _health_url(name: str, ports: dict[str, int]) -> str:
@@ -232,6 +278,10 @@ def _health_url(name: str, ports: dict[str, int]) -> str:
         return f"http://127.0.0.1:{ports['etcd']}/health"
     if name == "kwok":
         return f"http://127.0.0.1:{ports['kwok']}/healthz"
+    if name == "kubelet":
+        return f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"
+    if name == "kube-proxy":
+        return f"http://127.0.0.1:{ports['kube-proxy']}/livez"
     path = "/readyz" if name == "kube-apiserver" else "/healthz"
     return f"https://127.0.0.1:{ports[name]}{path}"
 
@@ -310,15 +360,24 @@ class LocalCluster:
         pools: tuple[nodepools.NodePool, ...] = nodepools.DEFAULT_POOLS,
         extra_apiserver_args: tuple[str, ...] = (),
         attach_to: Path | None = None,
+        real_node: realnode.RealNode | None = None,
     ) -> None:
         """With `attach_to` (a kubeconfig), only kwok and the node pools are added to that
-        existing cluster (kind, say). Without pools, no kwok runs: nothing to simulate."""
+        existing cluster (kind, say). Without pools, no kwok runs: nothing to simulate. With
+        `real_node`, a kubelet on this machine joins too (Linux and root only)."""
         self.layout = Layout(state_dir.resolve())
         self.pools = pools
         self.extra_apiserver_args = extra_apiserver_args
         self.attach_to = attach_to.resolve() if attach_to else None
+        if real_node is not None and attach_to is not None:
+            raise ClusterError("a real node joins only a local control plane, not --attach")
+        self.real_node = real_node
         control_plane = () if attach_to else COMPONENTS[:-1]
-        self.components: tuple[str, ...] = (*control_plane, *(("kwok",) if pools else ()))
+        self.components: tuple[str, ...] = (
+            *control_plane,
+            *(("kwok",) if pools else ()),
+            *(NODE_COMPONENTS if real_node else ()),
+        )
         # Children started by this object; polled directly, since a just-forked child does not
         # show its own command line yet.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -355,10 +414,16 @@ class LocalCluster:
             shutil.rmtree(sub, ignore_errors=True)
         self.layout.logs.mkdir(parents=True)
         shutil.copyfile(STAGES_FILE, root / "kwok-stages.yaml")
-        ports = {name: free_port() for name in (*COMPONENTS, "etcd-peer")}
+        ports = {name: free_port() for name in (*COMPONENTS, *NODE_COMPONENTS, *EXTRA_PORTS)}
+        ports["containerd"] = 0
+        try:
+            node = self._prepare_real_node(ports) if self.real_node else None
+        except Exception:
+            self.down(log=lambda _msg: None)
+            raise
         if self.attach_to is None:
             server = f"https://127.0.0.1:{ports['kube-apiserver']}"
-            self._write_credentials(server)
+            self._write_credentials(server, node[1] if node else None)
             kwok_kubeconfig = self.layout.component_kubeconfig(pki.KWOK)
             ctx = _ssl_context(self.layout)
         else:
@@ -376,18 +441,14 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         try:
             for name in self.components:
-                args = component_args(self.layout, name, ports, bins, kwok_kubeconfig)
+                args = component_args(self.layout, name, ports, bins, kwok_kubeconfig, node)
                 if name == "kube-apiserver":
                     args += list(self.extra_apiserver_args)
+                if name == "kubelet":
+                    self._load_images(log, started)
                 state.processes.append(self._spawn(name, args, ports[name]))
                 state.save(self.layout.state_file)
-                url = _health_url(name, ports)
-                _wait(
-                    f"{name} to be healthy ({url})",
-                    lambda u=url: probe(u, ctx),  # type: ignore[misc]
-                    deadline,
-                    self._first_dead,
-                )
+                self._wait_healthy(name, ports, ctx, deadline)
                 log(f"{name} ready ({time.monotonic() - started:.1f}s)")
             self._add_nodes(deadline, log)
         except Exception as exc:
@@ -398,12 +459,67 @@ class LocalCluster:
         log(f"cluster ready in {elapsed:.1f}s; export KUBECONFIG={self.kubeconfig}")
         return state
 
-    def _write_credentials(self, server: str) -> None:
-        pki.write_pki(self.layout.pki_dir, SERVICE_IP)
+    def _prepare_real_node(
+        self, ports: dict[str, int]
+    ) -> tuple[realnode.RealNode, realnode.NodeNetwork]:
+        """Check the host, then make the node's bridge and write its configs; the API server
+        listens on the bridge, so this comes before any process starts."""
+        assert self.real_node is not None
+        reason = realnode.unavailable()
+        if reason:
+            raise ClusterError(f"{reason}; start without it with --no-real-node")
+        other = realnode.running_elsewhere()
+        if other:
+            raise ClusterError(
+                f"a real node already runs on this machine (bridge {other}); one runs at a time: "
+                "stop the other cluster with `stratus dev down`, or start this one with "
+                "--no-real-node"
+            )
+        node_layout = self.layout.node
+        shutil.rmtree(node_layout.root, ignore_errors=True)
+        node_layout.root.mkdir(parents=True)
+        realnode.images_index()
+        net = realnode.choose_network(realnode.host_routes())
+        realnode.save_sysctls(node_layout)
+        realnode.write_configs(
+            node_layout,
+            net,
+            self.real_node,
+            self.layout.pki_dir,
+            ports,
+            self.layout.component_kubeconfig(pki.KUBE_PROXY),
+        )
+        realnode.setup_network(net)
+        return self.real_node, net
+
+    def _load_images(self, log: Callable[[str], None], started: float) -> None:
+        images = realnode.images_index()
+        realnode.import_images(self.layout.node, images)
+        log(f"{len(images)} images loaded into the real node ({time.monotonic() - started:.1f}s)")
+
+    def _wait_healthy(
+        self, name: str, ports: dict[str, int], ctx: ssl.SSLContext, deadline: float
+    ) -> None:
+        if name == "containerd":
+            what = f"containerd to answer on {self.layout.node.socket}"
+            _wait(
+                what,
+                lambda: realnode.containerd_ready(self.layout.node),
+                deadline,
+                self._first_dead,
+            )
+            return
+        url = _health_url(name, ports)
+        _wait(f"{name} to be healthy ({url})", lambda: probe(url, ctx), deadline, self._first_dead)
+
+    def _write_credentials(self, server: str, net: realnode.NodeNetwork | None = None) -> None:
+        node = self.real_node.name if self.real_node and net else None
+        pki.write_pki(self.layout.pki_dir, SERVICE_IP, node, net.node_ip if net else None)
         self.layout.kubeconfig.write_text(
             yaml.safe_dump(kubeconfig_for(self.layout, server, pki.ADMIN))
         )
-        for identity in pki.CLIENT_IDENTITIES:
+        identities = pki.CLIENT_IDENTITIES + ((pki.node_identity(node),) if node else ())
+        for identity in identities:
             self.layout.component_kubeconfig(identity).write_text(
                 yaml.safe_dump(kubeconfig_for(self.layout, server, identity))
             )
@@ -439,16 +555,20 @@ class LocalCluster:
         from stratus.devcluster import kubeapi  # noqa: PLC0415 - needs the API server up first
 
         api = kubeapi.connect(self.kubeconfig)
-        manifests = nodepools.node_manifests(self.pools)
+        manifests = nodepools.node_manifests(self.pools, beside_real=self.real_node is not None)
         for manifest in manifests:
             api.create_node(manifest)
         names = {m["metadata"]["name"] for m in manifests}
+        if self.real_node:
+            names.add(self.real_node.name)
         _wait(
             f"{len(names)} nodes to be Ready",
             lambda: api.ready_nodes() >= names,
             deadline,
             self._first_dead,
         )
+        if self.real_node and self.real_node.gpus:
+            api.patch_node_status(self.real_node.name, self.real_node.status_patch())
         # Pods need their namespace's default ServiceAccount, which the controller manager makes.
         _wait(
             "the default ServiceAccount",
@@ -456,13 +576,13 @@ class LocalCluster:
             deadline,
             self._first_dead,
         )
-        log(
-            f"{len(names)} nodes Ready: "
-            + ", ".join(
-                f"{p.name} x{p.count}" + (f" ({p.gpus} GPUs each)" if p.gpus else "")
-                for p in self.pools
-            )
-        )
+        described = [
+            f"{p.name} x{p.count}" + (f" ({p.gpus} GPUs each)" if p.gpus else "")
+            for p in self.pools
+        ]
+        if self.real_node:
+            described.append(f"{self.real_node.name} (real kubelet, {self.real_node.gpus} GPUs)")
+        log(f"{len(names)} nodes Ready: " + ", ".join(described))
 
     def restart(self, name: str, timeout: float = 60.0) -> None:
         """Stop one component and start it again on the same port (a chaos test's API server
@@ -488,11 +608,20 @@ class LocalCluster:
             self._first_dead,
         )
 
+    def _stop(self, processes: list[Process]) -> None:
+        for proc in reversed(processes):
+            _stop_pid(proc.pid, self.layout.root)
+            child = self._children.pop(proc.name, None)
+            if child is not None:
+                child.wait()
+
     def down(self, log: Callable[[str], None] = print) -> None:
         """Stop every process this cluster started; the state directory keeps only its logs. An
         attached cluster also loses the simulated nodes that were added to it."""
         state = self.state()
         if state is None:
+            if self.layout.node.root.exists():
+                realnode.teardown(self.layout.node, lambda: None, log)
             log("no cluster running")
             return
         if self.attach_to is not None:
@@ -501,11 +630,10 @@ class LocalCluster:
             kubeapi.connect(self.attach_to).delete_nodes(
                 [m["metadata"]["name"] for m in nodepools.node_manifests(self.pools)]
             )
-        for proc in reversed(state.processes):
-            _stop_pid(proc.pid, self.layout.root)
-            child = self._children.pop(proc.name, None)
-            if child is not None:
-                child.wait()
+        node_procs = [p for p in state.processes if p.name in NODE_COMPONENTS]
+        if node_procs or self.layout.node.root.exists():
+            realnode.teardown(self.layout.node, lambda: self._stop(node_procs), log)
+        self._stop([p for p in state.processes if p.name not in NODE_COMPONENTS])
         self.layout.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
         log(f"stopped {len(state.processes)} processes")

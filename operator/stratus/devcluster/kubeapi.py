@@ -55,6 +55,9 @@ class NodeApi:
             raise
         return True
 
+    def patch_node_status(self, node: str, patch: dict[str, Any]) -> None:
+        self.core.patch_node_status(node, patch)
+
     def pods_on(self, node: str) -> list[Any]:
         pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
         return [p for p in pods if not _is_daemon(p)]
@@ -64,7 +67,11 @@ class NodeApi:
     ) -> str | None:
         """Reclaim `node`: taint it NoExecute, wait for its pods to go, then delete it. With
         `replace`, a new node of the same pool joins (as an autoscaler would bring one up).
-        Returns the replacement's name."""
+        Returns the replacement's name.
+
+        The real node is a machine, not a Node object to recreate: it keeps its Node, stays
+        tainted (its capacity is gone), and with `replace` comes back as the new capacity once
+        its pods have stopped."""
         current = self.core.read_node(node)
         taints = _taints(current)
         if not any(t["key"] == RECLAIM_TAINT["key"] for t in taints):
@@ -73,6 +80,12 @@ class NodeApi:
         deadline = time.monotonic() + drain_timeout
         while self.pods_on(node) and time.monotonic() < deadline:
             time.sleep(0.2)
+        if _is_real(current):
+            if not replace:
+                return None
+            kept = [t for t in taints if t["key"] != RECLAIM_TAINT["key"]]
+            self.core.patch_node(node, {"spec": {"taints": kept or None}})
+            return node
         if not delete:
             return None
         self.core.delete_node(node)
@@ -90,6 +103,10 @@ def _taints(node: Any) -> list[dict[str, str]]:
     return [
         {"key": t.key, "value": t.value or "", "effect": t.effect} for t in node.spec.taints or []
     ]
+
+
+def _is_real(node: Any) -> bool:
+    return nodepools.KWOK_NODE_ANNOTATION not in (node.metadata.annotations or {})
 
 
 def _is_daemon(pod: Any) -> bool:

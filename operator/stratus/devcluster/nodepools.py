@@ -17,6 +17,10 @@ POOL_LABEL = "stratus.dev/pool"
 # kwok manages exactly the nodes carrying this annotation.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_VALUE = "fake"
+# When a real node is in the cluster, simulated nodes carry kwok's own taint, so that a workload
+# lands on a simulated node only when it says so (SIMULATED_TOLERATION) and never by accident.
+SIMULATED_TAINT = {"key": KWOK_NODE_ANNOTATION, "value": KWOK_NODE_VALUE, "effect": "NoSchedule"}
+SIMULATED_TOLERATION = {"key": KWOK_NODE_ANNOTATION, "operator": "Exists", "effect": "NoSchedule"}
 
 Manifest = dict[str, Any]
 
@@ -69,8 +73,10 @@ def node_name(pool: NodePool, index: int) -> str:
     return f"{pool.name}-{index}"
 
 
-def _taints(pool: NodePool) -> list[Manifest]:
+def _taints(pool: NodePool, beside_real: bool) -> list[Manifest]:
     taints = [t.model_dump() for t in pool.taints]
+    if beside_real:
+        taints.append(dict(SIMULATED_TAINT))
     if pool.gpus:
         # As GKE and AKS do: GPU nodes repel pods that do not ask for a GPU.
         taints.append({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"})
@@ -79,7 +85,7 @@ def _taints(pool: NodePool) -> list[Manifest]:
     return taints
 
 
-def node_manifest(pool: NodePool, index: int) -> Manifest:
+def node_manifest(pool: NodePool, index: int, beside_real: bool = False) -> Manifest:
     name = node_name(pool, index)
     labels = {
         "kubernetes.io/hostname": name,
@@ -104,10 +110,10 @@ def node_manifest(pool: NodePool, index: int) -> Manifest:
             "labels": labels,
             "annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE},
         },
-        "spec": {"taints": _taints(pool)},
+        "spec": {"taints": _taints(pool, beside_real)},
         "status": {"capacity": capacity, "allocatable": dict(capacity)},
     }
 
 
-def node_manifests(pools: tuple[NodePool, ...]) -> list[Manifest]:
-    return [node_manifest(pool, i) for pool in pools for i in range(pool.count)]
+def node_manifests(pools: tuple[NodePool, ...], beside_real: bool = False) -> list[Manifest]:
+    return [node_manifest(pool, i, beside_real) for pool in pools for i in range(pool.count)]

@@ -31,7 +31,16 @@ ADMIN = Identity("admin", "stratus-admin", ("system:masters",))
 CONTROLLER_MANAGER = Identity("kube-controller-manager", "system:kube-controller-manager")
 SCHEDULER = Identity("kube-scheduler", "system:kube-scheduler")
 KWOK = Identity("kwok", "stratus-kwok", ("system:masters",))
-CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+# The real node's identities: the bootstrap policy binds system:kube-proxy to what kube-proxy
+# needs, and the Node authorizer gives system:node:<name> its own node's objects.
+KUBE_PROXY = Identity("kube-proxy", "system:kube-proxy")
+# How the API server authenticates to kubelets (logs, exec, port-forward).
+KUBELET_CLIENT = Identity("apiserver-kubelet-client", "stratus-apiserver", ("system:masters",))
+CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, KUBE_PROXY, KUBELET_CLIENT)
+
+
+def node_identity(node: str) -> Identity:
+    return Identity(f"node-{node}", f"system:node:{node}", ("system:nodes",))
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
@@ -71,8 +80,12 @@ def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
     return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def write_pki(directory: Path, service_ip: str) -> None:
-    """Write every certificate and key the control plane needs into `directory`."""
+def write_pki(
+    directory: Path, service_ip: str, node: str | None = None, node_ip: str | None = None
+) -> None:
+    """Write every certificate and key the control plane needs into `directory`; with `node`,
+    also the real node's kubelet client and serving pairs (the kubelet is reached at
+    `node_ip`)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("stratus-dev-ca")
@@ -125,9 +138,19 @@ def write_pki(directory: Path, service_ip: str) -> None:
             x509.DNSName("kubernetes.default.svc.cluster.local"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address(service_ip)),
+            *([x509.IPAddress(ipaddress.ip_address(node_ip))] if node_ip else []),
         ],
     )
-    for identity in CLIENT_IDENTITIES:
+    identities: tuple[Identity, ...] = CLIENT_IDENTITIES
+    if node and node_ip:
+        identities = (*identities, node_identity(node))
+        issue(
+            "kubelet-serving",
+            _name(f"system:node:{node}", ("system:nodes",)),
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            [x509.DNSName(node), x509.IPAddress(ipaddress.ip_address(node_ip))],
+        )
+    for identity in identities:
         issue(
             identity.file_stem,
             _name(identity.user, identity.groups),
