@@ -1,16 +1,19 @@
 """A real Prometheus server for the analysis tests, scraping an exporter on loopback whose
-values the test sets: the operator's PromQL is evaluated by Prometheus itself."""
+values the test sets, or real model servers that the test lists in a file as their pods come and
+go: the operator's PromQL is evaluated by Prometheus itself."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,15 +91,46 @@ class Exporter:
         self.server.shutdown()
 
 
+def write_targets(path: Path, targets: Iterable[tuple[str, dict[str, str]]]) -> None:
+    """Replace a file_sd file with `targets` (address, labels) at once: written beside it and
+    renamed, so Prometheus never reads half a file."""
+    groups = [{"targets": [address], "labels": labels} for address, labels in targets]
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(groups))
+    os.replace(partial, path)
+
+
 class Prometheus:
-    def __init__(self, workdir: Path, target: str, port: int) -> None:
+    """Scrapes `target` every second as job "test"; with `file_sd`, also the targets that file
+    lists (see write_targets) as job "pods"."""
+
+    def __init__(
+        self, workdir: Path, target: str | None, port: int, file_sd: Path | None = None
+    ) -> None:
         binary = shutil.which("prometheus")
         assert binary, "prometheus is not installed: run hack/install-deps.sh (make deps)"
+        self.file_sd = file_sd
+        jobs: list[dict[str, Any]] = []
+        if target:
+            jobs.append({"job_name": "test", "static_configs": [{"targets": [target]}]})
+        if file_sd:
+            if not file_sd.exists():
+                write_targets(file_sd, [])
+            jobs.append(
+                {
+                    "job_name": "pods",
+                    "file_sd_configs": [{"files": [str(file_sd)], "refresh_interval": "1s"}],
+                }
+            )
         config = workdir / "prometheus.yml"
+        # JSON is YAML.
         config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: test\n    static_configs: [{{targets: ['{target}']}}]\n"
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": jobs,
+                }
+            )
         )
         self.url = f"http://127.0.0.1:{port}"
         self.log = workdir / "prometheus.log"
@@ -112,8 +146,9 @@ class Prometheus:
                 stderr=subprocess.STDOUT,
             )
         wait_for("Prometheus ready", self._ready, timeout=60)
-        # Target discovery takes a few seconds; the tests start once the exporter is scraped.
-        wait_for("the exporter scraped", lambda: self.query('up{job="test"} == 1'), timeout=60)
+        if target:
+            # Target discovery takes a few seconds; the tests start once the exporter is scraped.
+            wait_for("the exporter scraped", lambda: self.query('up{job="test"} == 1'), timeout=60)
 
     def query(self, promql: str) -> list[Any]:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
