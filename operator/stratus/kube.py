@@ -95,15 +95,10 @@ def load_client() -> client.ApiClient:
 
 
 def api_unanswered(api: client.ApiClient, timeout: float = 2.0) -> str | None:
-    """None when the API server says it is ready to this client, else why not in one line."""
+    """None when the API server answers this client (GET /version, which every identity may
+    read), else why not in one line."""
     try:
-        api.call_api(
-            "/readyz",
-            "GET",
-            auth_settings=["BearerToken"],
-            response_type="str",
-            _request_timeout=timeout,
-        )
+        client.VersionApi(api).get_code(_request_timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - any failure is the reason, never a crash
         return f"the API server does not answer: {type(exc).__name__}: {exc}"[:300]
     return None
