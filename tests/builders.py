@@ -7,6 +7,7 @@ import json
 from typing import Any, Self
 
 from stratus.api.common import API_VERSION
+from stratus.devcluster.nodepools import SIMULATED_TOLERATION
 
 
 class TrainingJobBuilder:
@@ -19,6 +20,8 @@ class TrainingJobBuilder:
                 "image": "example.com/train:1",
                 "resources": {"gpu": 1},
                 "terminationGracePeriodSeconds": 5,
+                # Simulated: kwok plays the kubelet, even beside a real node.
+                "podTemplate": {"spec": {"tolerations": [SIMULATED_TOLERATION]}},
             },
         }
 

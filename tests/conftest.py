@@ -29,29 +29,75 @@ class Cluster:
     api: client.ApiClient
     # The state directory of a local control plane this session started, else None.
     state_dir: Path | None
+    # The node that runs real containers (the local real node, or any node of a real cluster);
+    # None with the reason in `no_real_node` when there is none.
+    real_node: str | None = None
+    no_real_node: str = ""
+
+
+def _local_real_node() -> tuple[object | None, str]:
+    """The real node to start beside the kwok pools, or the reason there is none. CI always
+    has one: there, a missing prerequisite fails the run instead of skipping tests."""
+    from stratus.devcluster import realnode  # noqa: PLC0415
+
+    reason = realnode.unavailable()
+    if reason is None:
+        return realnode.RealNode(), ""
+    if os.environ.get("CI"):
+        raise RuntimeError(f"CI needs the real node: {reason}")
+    return None, reason
+
+
+def _external_real_node(api: client.ApiClient) -> str | None:
+    """In a real cluster (kind, a cloud), any Ready node that kwok does not play."""
+    for node in client.CoreV1Api(api).list_node().items:
+        if "kwok.x-k8s.io/node" not in (node.metadata.annotations or {}):
+            return str(node.metadata.name)
+    return None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
+    # Tests that need the machine to themselves run before the session's cluster starts.
+    items.sort(key=lambda item: item.get_closest_marker("before_cluster") is None)
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     external = os.environ.get("STRATUS_E2E_KUBECONFIG")
     if external:
-        yield Cluster(Path(external), api_client(Path(external)), None)
+        api = api_client(Path(external))
+        node = _external_real_node(api)
+        yield Cluster(Path(external), api, None, node, "" if node else "no real node")
         return
     from stratus.devcluster.cluster import LocalCluster  # noqa: PLC0415
+    from stratus.devcluster.realnode import RealNode  # noqa: PLC0415
 
     state_dir = tmp_path_factory.mktemp("cluster")
-    local = LocalCluster(state_dir)
+    real, reason = _local_real_node()
+    assert real is None or isinstance(real, RealNode)
+    local = LocalCluster(state_dir, real_node=real)
     local.up()
     try:
-        yield Cluster(local.kubeconfig, api_client(local.kubeconfig), state_dir)
+        yield Cluster(
+            local.kubeconfig,
+            api_client(local.kubeconfig),
+            state_dir,
+            real.name if real else None,
+            reason,
+        )
     finally:
         local.down()
+
+
+@pytest.fixture
+def real_node(cluster: Cluster) -> str:
+    """The name of the node that runs real containers; skips (never in CI) when there is none."""
+    if cluster.real_node is None:
+        pytest.skip(f"no real node: {cluster.no_real_node}")
+    return cluster.real_node
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,9 @@ from kubernetes.client.exceptions import ApiException
 from stratus.api.common import GROUP, VERSION
 from stratus.devcluster import kubeapi, packaging
 from tests.builders import TrainingJobBuilder
-from tests.conftest import Cluster, OperatorProcess
+from tests.conftest import Cluster, OperatorProcess, free_port
 from tests.e2e.test_serving import Serving, service
+from tests.prometheus import Prometheus
 from tests.support import api_client, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,13 +212,23 @@ def test_the_charts_rbac_is_enough_and_no_more(
         operator.start()
 
 
-def test_the_operator_pod_is_admitted_under_the_restricted_profile(cluster: Cluster) -> None:
+def test_the_chart_as_written_runs_the_operator_on_the_real_node_under_restricted(
+    cluster: Cluster,
+    real_node: str,
+    namespace: str,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """The README's install command, with the chart's default values and the image `make images`
+    built: the pod is admitted under `restricted`, runs on the real node (never a simulated one),
+    becomes Ready through /readyz, reconciles a TrainingJob, and Prometheus scrapes it through
+    the pod network."""
     core = client.CoreV1Api(cluster.api)
-    namespace = "stratus-restricted"
+    system = "stratus-restricted"
     core.create_namespace(
         {
             "metadata": {
-                "name": namespace,
+                "name": system,
                 "labels": {
                     "pod-security.kubernetes.io/enforce": "restricted",
                     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -225,33 +236,65 @@ def test_the_operator_pod_is_admitted_under_the_restricted_profile(cluster: Clus
             }
         }
     )
-    base = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace]
+    base = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", system]
+    operator.stop()  # one operator at a time acts on the cluster's TrainingJobs
+    prometheus: Prometheus | None = None
     try:
         wait_for(
             "the namespace's ServiceAccount",
-            lambda: core.list_namespaced_service_account(namespace).items,
+            lambda: core.list_namespaced_service_account(system).items,
         )
         with pytest.raises(ApiException) as refused:  # the profile is really enforced
             core.create_namespaced_pod(
-                namespace,
+                system,
                 {
                     "metadata": {"name": "loose"},
                     "spec": {"containers": [{"name": "c", "image": "busybox"}]},
                 },
             )
         assert "violates PodSecurity" in refused.value.body
-        packaging.helm("install", "stratus-psa", str(packaging.CHART), "--wait=false", *base)
-        pods = wait_for(
-            "the operator pod admitted",
-            lambda: (
-                core.list_namespaced_pod(
-                    namespace, label_selector="app.kubernetes.io/instance=stratus-psa"
-                ).items
-            ),
-        )
-        assert pods[0].spec.containers[0].security_context.read_only_root_filesystem
-        events = core.list_namespaced_event(namespace).items
+        packaging.helm("install", "stratus", str(packaging.CHART), "--wait=false", *base)
+
+        def ready_pod() -> Any:
+            pods = core.list_namespaced_pod(
+                system, label_selector="app.kubernetes.io/instance=stratus"
+            ).items
+            return next(
+                (
+                    p
+                    for p in pods
+                    for c in p.status.conditions or []
+                    if c.type == "Ready" and c.status == "True"
+                ),
+                None,
+            )
+
+        pod = wait_for("the operator pod Ready", ready_pod, timeout=120)
+        assert pod.spec.node_name == real_node
+        assert pod.spec.containers[0].security_context.read_only_root_filesystem
+        assert pod.spec.containers[0].readiness_probe.http_get.path == "/readyz"
+        events = core.list_namespaced_event(system).items
         assert not [e for e in events if e.reason == "FailedCreate"]
+
+        custom = client.CustomObjectsApi(cluster.api)
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "trainingjobs", TrainingJobBuilder("in-cluster").build()
+        )
+        batch = client.BatchV1Api(cluster.api)
+        wait_for(
+            "the in-cluster operator to create the attempt's Job",
+            lambda: batch.list_namespaced_job(namespace).items,
+            timeout=60,
+        )
+
+        server = prometheus = Prometheus(tmp_path, f"{pod.status.pod_ip}:8080", free_port())
+        query = "stratus_reconcile_duration_seconds_count > 0"
+        assert wait_for(
+            "Prometheus to scrape the operator's reconciles", lambda: server.query(query)
+        )
     finally:
-        packaging.helm("uninstall", "stratus-psa", *base)
-        core.delete_namespace(namespace)
+        if prometheus is not None:
+            prometheus.stop()
+        packaging.helm("uninstall", "stratus", "--wait", *base)
+        core.delete_namespace(system)
+        operator.start()

@@ -10,6 +10,7 @@ from kubernetes import client
 
 from stratus.api.common import GROUP, VERSION
 from stratus.cli import main as stratus_main
+from stratus.devcluster.nodepools import SIMULATED_TOLERATION
 from tests.conftest import Cluster, OperatorProcess
 from tests.support import wait_for
 
@@ -30,6 +31,8 @@ def service(name: str, image: str = "serve:1", strategy: str = "Canary") -> Obj:
             "model": {"uri": "https://models.example.com/m.bin"},
             "replicas": {"min": 4, "max": 4},
             "rollout": rollout,
+            # Simulated: kwok plays the kubelet, even beside a real node.
+            "podTemplate": {"spec": {"tolerations": [SIMULATED_TOLERATION]}},
         },
     }
 
@@ -249,12 +252,10 @@ def test_a_model_that_fails_staging_is_a_clear_condition(serving: Serving) -> No
         "model staging failed: https://models.example.com/m.bin: sha256 mismatch: "
         f"expected {'a' * 64}, got {'b' * 64}"
     )
-    obj["spec"]["podTemplate"] = {
-        "metadata": {
-            "annotations": {
-                "stratus.dev/sim-init-exit-code": "1",
-                "stratus.dev/sim-termination-message": reason,
-            }
+    obj["spec"]["podTemplate"]["metadata"] = {
+        "annotations": {
+            "stratus.dev/sim-init-exit-code": "1",
+            "stratus.dev/sim-termination-message": reason,
         }
     }
     serving.create(obj)

@@ -10,6 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stratus.cli import main as stratus_main
+from stratus.devcluster.nodepools import SIMULATED_TOLERATION
 from tests.conftest import Cluster
 from tests.support import Recorder, token_client, wait_for
 
@@ -37,7 +38,7 @@ def gpu_job(
             "spec": {
                 "restartPolicy": "Never",
                 "nodeSelector": SPOT_SELECTOR,
-                "tolerations": [SPOT_TOLERATION, GPU_TOLERATION],
+                "tolerations": [SPOT_TOLERATION, GPU_TOLERATION, SIMULATED_TOLERATION],
                 "containers": [
                     {
                         "name": "train",
@@ -95,7 +96,7 @@ def test_pod_asking_for_more_gpus_than_any_node_stays_unschedulable(
         {
             "metadata": {"name": "too-big"},
             "spec": {
-                "tolerations": [GPU_TOLERATION],
+                "tolerations": [GPU_TOLERATION, SIMULATED_TOLERATION],
                 "containers": [
                     {"name": "c", "image": "example.com/x:1", "resources": {"limits": {GPU: "9"}}}
                 ],

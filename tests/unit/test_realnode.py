@@ -32,7 +32,7 @@ def test_the_pod_network_avoids_every_route_of_the_host() -> None:
 
 
 def test_the_node_plays_a_gpu_pool_through_labels_and_status() -> None:
-    node = realnode.RealNode(gpus=4, gpuProduct="NVIDIA-A10G", capacityType="on-demand")
+    node = realnode.RealNode(gpus=4, gpu_product="NVIDIA-A10G", capacity_type="on-demand")
     labels = node.node_labels()
     assert labels[nodepools.GPU_PRODUCT_LABEL] == "NVIDIA-A10G"
     assert labels[nodepools.CAPACITY_TYPE_LABEL] == "on-demand"

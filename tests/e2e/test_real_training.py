@@ -1,0 +1,150 @@
+"""Spot preemption of a real training run: the example program (examples/train, with
+stratus.sdk) runs in a container on the real node, the node is reclaimed mid-run, the container
+gets a real SIGTERM and saves, and the next attempt resumes from that step and finishes with
+exactly the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from stratus.api.common import GROUP, VERSION
+from stratus.cli import main as stratus_main
+from tests.conftest import Cluster
+from tests.support import wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+TRAIN_IMAGE = "localhost/stratus/train-example:dev"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train" / "train.py"
+STEPS = 4000
+
+
+def uninterrupted_weights(steps: int) -> list[float]:
+    spec = importlib.util.spec_from_file_location("train_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    weights = [0.0, 0.0]
+    for step in range(1, steps + 1):
+        weights = module.train_step(weights, step)
+    return weights
+
+
+def checkpoint_volume(core: client.CoreV1Api, namespace: str, directory: Path) -> str:
+    """A claim bound to a directory of the real node, as an admin provisions one by hand."""
+    directory.mkdir()
+    directory.chmod(0o777)  # the example runs as nobody
+    name = f"{namespace}-ckpt"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "manual",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(directory), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": "ckpt"},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": "ckpt"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "manual",
+                "volumeName": name,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    return name
+
+
+def saved_steps(directory: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[-1]) for p in directory.glob("step-*") if p.is_dir())
+
+
+def test_a_spot_run_preempted_on_the_real_node_resumes_where_it_saved(
+    cluster: Cluster, namespace: str, real_node: str, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(cluster.api)
+    custom = client.CustomObjectsApi(cluster.api)
+    ckpt = tmp_path / "checkpoints"
+    volume = checkpoint_volume(core, namespace, ckpt)
+    try:
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "trainingjobs",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "TrainingJob",
+                "metadata": {"name": "real"},
+                "spec": {
+                    "image": TRAIN_IMAGE,
+                    "args": [
+                        f"--steps={STEPS}",
+                        "--save-every=500",
+                        "--step-seconds=0.004",
+                        "--out=/checkpoints/weights.json",
+                    ],
+                    "resources": {"gpu": 1, "gpuType": "NVIDIA-L4", "cpu": "100m"},
+                    "spot": {"enabled": True, "maxPreemptions": 3},
+                    "checkpoint": {"persistentVolumeClaim": "ckpt"},
+                    "terminationGracePeriodSeconds": 20,
+                },
+            },
+        )
+
+        def status() -> dict[str, Any]:
+            obj = custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "trainingjobs", "real"
+            )
+            return dict(obj.get("status") or {})
+
+        # Mid-run: past the first periodic save, well before the end.
+        wait_for("a periodic checkpoint", lambda: saved_steps(ckpt), timeout=120)
+        pods = core.list_namespaced_pod(namespace).items
+        assert [p.spec.node_name for p in pods] == [real_node]
+        assert (
+            stratus_main(
+                ["dev", "preempt", real_node, "--replace", "--kubeconfig", str(cluster.kubeconfig)]
+            )
+            == 0
+        )
+
+        def finished() -> dict[str, Any] | None:
+            now = status()
+            return now if now.get("phase") in ("Succeeded", "Failed") else None
+
+        done = wait_for("the run to finish after the preemption", finished, timeout=240)
+        assert done["phase"] == "Succeeded", done
+        assert done["preemptions"] == 1
+        assert done["attempt"] == 2
+        # The SIGTERM save is the step the second attempt resumed from: nothing was lost.
+        second = next(
+            p
+            for p in core.list_namespaced_pod(namespace).items
+            if p.metadata.name.startswith("real-2")
+        )
+        log = core.read_namespaced_pod_log(second.metadata.name, namespace)
+        resumed = int(re.search(r"resuming from \S+ \(step (\d+)\)", log).group(1))  # type: ignore[union-attr]
+        assert resumed % 500 != 0, "resumed from a periodic save: the SIGTERM save was lost"
+        assert 0 < resumed < STEPS
+        assert json.loads((ckpt / "weights.json").read_text()) == uninterrupted_weights(STEPS)
+    finally:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", "real")
+        core.delete_persistent_volume(volume)
