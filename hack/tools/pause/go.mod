@@ -1,0 +1,3 @@
+module stratus.dev/hack/tools/pause
+
+go 1.22
