@@ -41,7 +41,8 @@ lint: venv
 	$(BIN)/ruff format --check operator tests examples bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/hadolint Dockerfile examples/train/Dockerfile
+	$(BIN)/hadolint Dockerfile examples/train/Dockerfile examples/serve/Dockerfile \
+	  hack/tools/pause/Dockerfile
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
