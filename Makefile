@@ -10,12 +10,12 @@ STATE_DIR ?= .stratus
 # pytest's own arguments, e.g. make test PYTEST_ARGS='-k smoke -x'
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries peer deps lint unit e2e e2e-kind test bench dev dev-down crds manifests
+.PHONY: help venv binaries peer deps images lint unit e2e e2e-kind test bench dev dev-down crds manifests
 
 help:
 	@echo "make dev    - start the local GPU cluster (and the operator) from a fresh checkout"
 	@echo "make test   - lint, unit tests and end-to-end tests on a fresh local cluster"
-	@echo "make lint | unit | e2e | e2e-kind | binaries | peer | crds | dev-down"
+	@echo "make lint | unit | e2e | e2e-kind | binaries | peer | images | crds | dev-down"
 
 # The virtualenv is rebuilt when the project's dependencies change; pip's cache lives outside.
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +35,11 @@ peer:
 
 deps:
 	hack/install-deps.sh
+
+# The project's images (operator, pause, examples), built with podman from the repository's
+# Dockerfiles without a registry, cached outside the tree and loaded into the real node.
+images: venv deps
+	hack/build-images.sh
 
 lint: venv
 	$(BIN)/ruff check operator tests examples bench
