@@ -52,22 +52,22 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-e2e: venv binaries peer deps
+e2e: venv binaries peer deps images
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 # Benchmarks at full size on a cluster of their own; results in bench/results/full.json.
-bench: venv binaries peer deps
+bench: venv binaries peer deps images
 	$(BIN)/python -m bench --size full
 
 e2e-kind: venv binaries peer deps
 	hack/e2e-kind.sh $(PYTEST_ARGS)
 
-test: lint binaries peer deps
+test: lint binaries peer deps images
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 # The operator runs in the foreground (Ctrl-C stops it); the cluster keeps running until
 # `make dev-down`.
-dev: venv binaries
+dev: venv binaries deps images
 	$(BIN)/stratus dev up --state-dir $(STATE_DIR)
 	eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"; \
 	  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null; \

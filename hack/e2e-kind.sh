@@ -32,11 +32,16 @@ export KUBECONFIG="$state/kubeconfig"
 kubectl="$cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
 helm="$cache/bin/helm-$HELM_VERSION/helm"
 
-# The image, built and loaded into the kind nodes, and the chart installed with it: the
-# operator must start for real in the cluster.
+# The images, built and loaded into the kind nodes under the names the tests use (the same
+# Dockerfiles `make images` builds with podman), and the chart installed with the operator's:
+# the operator must start for real in the cluster.
 image=stratus-operator:e2e
-docker build -t "$image" "$root"
-"$kind" load docker-image "$image" --name "$name"
+app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$root/charts/stratus/Chart.yaml")
+docker build -t "$image" -t "ghcr.io/stratus-dev/stratus-operator:$app_version" "$root"
+docker build -t localhost/stratus/train-example:dev -f "$root/examples/train/Dockerfile" "$root"
+docker build -t localhost/stratus/model-server:dev -f "$root/examples/serve/Dockerfile" "$root"
+"$kind" load docker-image "$image" "ghcr.io/stratus-dev/stratus-operator:$app_version" \
+  localhost/stratus/train-example:dev localhost/stratus/model-server:dev --name "$name"
 "$helm" install stratus "$root/charts/stratus" --namespace stratus-system --create-namespace \
   --set image.repository=stratus-operator --set image.tag=e2e --set image.pullPolicy=Never --wait
 "$kubectl" -n stratus-system rollout status deployment/stratus-operator --timeout=120s

@@ -555,7 +555,9 @@ class LocalCluster:
         from stratus.devcluster import kubeapi  # noqa: PLC0415 - needs the API server up first
 
         api = kubeapi.connect(self.kubeconfig)
-        manifests = nodepools.node_manifests(self.pools, beside_real=self.real_node is not None)
+        # An attached cluster (kind, say) has real nodes of its own.
+        beside_real = self.real_node is not None or self.attach_to is not None
+        manifests = nodepools.node_manifests(self.pools, beside_real=beside_real)
         for manifest in manifests:
             api.create_node(manifest)
         names = {m["metadata"]["name"] for m in manifests}
