@@ -11,8 +11,9 @@ Standard library HTTP (ThreadingHTTPServer) and prometheus_client, nothing else 
                       model_request_duration_seconds        a histogram of the time to answer
     GET  /         -> the model's classes, where it came from, the revision
 
-Every answer carries the header `X-Revision: REVISION` (the environment variable; "unknown"
-when unset), so a load generator can count which revision answered.
+Every answer carries the header `X-Revision: REVISION` (the environment variable REVISION, else
+STRATUS_REVISION, which Stratus sets to the revision's hash; "unknown" when neither is set), so a
+load generator can count which revision answered.
 
 The model
 ---------
@@ -388,7 +389,7 @@ def instances_of(body: bytes) -> object:
 
 
 def serve(env: dict[str, str]) -> int:
-    revision = env.get("REVISION") or "unknown"
+    revision = env.get("REVISION") or env.get("STRATUS_REVISION") or "unknown"
     try:
         failures = FailureInjector.parse(env.get("FAIL_RATIO", "0"))
         port = int(env.get("PORT") or "8080")

@@ -1,4 +1,5 @@
-"""The model-staging init container: a private CA reaches the download, and only the download."""
+"""The Deployment a revision runs: what the server is told, and a private CA that reaches the
+model download, and only the download."""
 
 from __future__ import annotations
 
@@ -42,3 +43,8 @@ def test_without_a_ca_config_map_staging_trusts_the_image_defaults() -> None:
     assert init["command"][-2:] == ["--sha256", "a" * 64]
     assert [v["name"] for v in pod["volumes"]] == ["stratus-model"]
     assert [m["name"] for m in init["volumeMounts"]] == ["stratus-model"]
+
+
+def test_the_server_is_told_its_revision() -> None:
+    (server,) = pod_spec()["containers"]
+    assert {"name": "STRATUS_REVISION", "value": "abc"} in server["env"]

@@ -97,6 +97,8 @@ def build_deployment(
     init, volumes = _staging(spec, staging_image)
     env = [
         {"name": "STRATUS_MODEL_DIR", "value": MODEL_DIR},
+        # So a server can label its own answers and metrics with the revision that gave them.
+        {"name": "STRATUS_REVISION", "value": revision},
         {"name": "PORT", "value": str(spec.port)},
     ]
     server = podspec.container(
