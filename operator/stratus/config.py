@@ -1,9 +1,11 @@
 """Operator configuration: where spot capacity is and how it is marked, which namespaces to
-watch, where metrics are served. Read once at start-up from flags and STRATUS_* variables."""
+watch, where metrics are served, which Prometheus addresses canary analysis may query. Read once
+at start-up from flags and STRATUS_* variables."""
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 
 
@@ -47,8 +49,11 @@ class OperatorConfig:
     peering: str = ""
     # Port of the distributed-training rendezvous (torchrun's MASTER_PORT).
     master_port: int = 29500
-    # Prometheus that canary analysis queries, unless a resource names its own.
+    # Prometheus that canary analysis queries (and KEDA's ScaledObjects read) by default.
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # Further Prometheus addresses an InferenceService may pick (analysis.prometheusAddress).
+    # The operator queries no other: the spec is tenant input and must not choose its URLs.
+    prometheus_addresses: tuple[str, ...] = ()
     # Image of the init container that stages models (it runs `python -m stratus.storage`).
     staging_image: str = "ghcr.io/stratus-dev/stratus-operator:0.1.0"
     # How long a replaced stable revision keeps serving after a promotion.
@@ -59,6 +64,38 @@ class OperatorConfig:
     # This replica's peering priority: the live replica with the highest acts. None: a random
     # one per process, so that replicas of one Deployment never tie (a tie pauses them all).
     peering_priority: int | None = None
+
+    def prometheus_for(self, requested: str | None) -> str | None:
+        """The configured Prometheus address that `requested` names (compared normalized), the
+        default when it names none, None when it is not one the operator was given."""
+        if requested is None:
+            return self.prometheus_url
+        wanted = normalize_address(requested)
+        if wanted is None:
+            return None
+        allowed = (self.prometheus_url, *self.prometheus_addresses)
+        return next((a for a in allowed if normalize_address(a) == wanted), None)
+
+
+def normalize_address(address: str) -> str | None:
+    """One spelling of an http(s) base address: lower-case scheme and host, the port written
+    out, no trailing slash. None for anything else (credentials, a query or a fragment too)."""
+    try:
+        parts = urllib.parse.urlsplit(address)
+        port = parts.port
+    except ValueError:
+        return None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.query
+        or parts.fragment
+    ):
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 class ConfigError(ValueError):
@@ -87,13 +124,30 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
     except ValueError as exc:
         raise ConfigError("STRATUS_RETIRE_AFTER_SECONDS: not a number of seconds") from exc
     defaults = OperatorConfig()
+    addresses = tuple(
+        a.strip() for a in env.get("STRATUS_PROMETHEUS_ADDRESSES", "").split(",") if a.strip()
+    )
+    # STRATUS_PROMETHEUS_URL alone names the default; the list alone, its first is the default.
+    prometheus_url = env.get("STRATUS_PROMETHEUS_URL") or (
+        addresses[0] if addresses else defaults.prometheus_url
+    )
+    for name, address in (
+        *(("STRATUS_PROMETHEUS_ADDRESSES", a) for a in addresses),
+        ("STRATUS_PROMETHEUS_URL", prometheus_url),
+    ):
+        if normalize_address(address) is None:
+            raise ConfigError(
+                f"{name}: {address!r} is not an http(s) address "
+                "(scheme, host, optional port and path; no credentials, query or fragment)"
+            )
     return OperatorConfig(
         spot=spot,
         namespaces=namespaces,
         metrics_port=metrics_port,
         health_port=_optional_number(env, "STRATUS_HEALTH_PORT"),
         peering=env.get("STRATUS_PEERING", ""),
-        prometheus_url=env.get("STRATUS_PROMETHEUS_URL", defaults.prometheus_url),
+        prometheus_url=prometheus_url,
+        prometheus_addresses=addresses,
         staging_image=env.get("STRATUS_STAGING_IMAGE", defaults.staging_image),
         retire_after_seconds=retire_after,
         log_format=_choice(env, "STRATUS_LOG_FORMAT", ("text", "json")),

@@ -1,9 +1,12 @@
 """Canary analysis against a hostile Prometheus on a loopback port: whatever it does (drips,
 floods, truncates, redirects, rambles), a query ends within its deadline and its byte bound as
-an inconclusive measurement."""
+an inconclusive measurement, and an InferenceService cannot make the operator call an address
+the admin did not give it."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import resource
 import socket
@@ -15,8 +18,14 @@ from typing import Any, cast
 
 import pytest
 
-from stratus.api.inferenceservice import AnalysisMetric
+from stratus.api.inferenceservice import AnalysisMetric, InferenceServiceSpec
+from stratus.config import OperatorConfig
+from stratus.kube import Kube
+from stratus.podspec import Owner
 from stratus.serving import planner, prometheus
+from stratus.serving.controller import ServingController
+from stratus.serving.revision import revision_of
+from stratus.serving.views import DeploymentView
 
 ERRORS = AnalysisMetric(name="errors", query="rate(x[1m])", max=0.05)
 DEADLINE = 2.0
@@ -221,3 +230,120 @@ def test_an_unreachable_prometheus_is_inconclusive() -> None:
         m = measure(f"http://127.0.0.1:{bound.getsockname()[1]}")
     assert m.verdict == "Inconclusive"
     assert m.error.startswith("query failed: ")
+
+
+# -- the controller: which address a resource may make the operator query --------------------
+
+
+class RecordingKube:
+    """The Kube calls a reconcile makes, recorded and answered with nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        async def call(*args: Any) -> None:
+            self.calls.append((name, args))
+
+        def event(*args: Any) -> None:
+            self.calls.append((name, args))
+
+        return event if name == "event" else call
+
+
+def canary_obj(address: str | None) -> tuple[dict[str, Any], tuple[DeploymentView, ...]]:
+    """An InferenceService whose ready canary is due to be measured."""
+
+    def spec(image: str) -> dict[str, Any]:
+        analysis: dict[str, Any] = {
+            "interval": "30s",
+            "metrics": [ERRORS.model_dump(exclude_none=True)],
+        }
+        if address is not None:
+            analysis["prometheusAddress"] = address
+        return {
+            "image": image,
+            "model": {"uri": "https://m/x"},
+            "replicas": {"min": 10, "max": 10},
+            "rollout": {"steps": [{"weight": 20}, {"weight": 100}], "analysis": analysis},
+        }
+
+    old, new = (InferenceServiceSpec.model_validate(spec(i)) for i in ("serve:1", "serve:2"))
+    stable, canary = revision_of(old), revision_of(new)
+    status = planner.plan(observed(old, {}, ())).status
+    status = planner.plan(observed(new, status, views(stable, 10))).status
+    obj = {
+        "apiVersion": "stratus.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "web", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
+        "spec": spec("serve:2"),
+        "status": status,
+    }
+    return obj, views(stable, 8) + views(canary, 2)
+
+
+def views(revision: str, ready: int) -> tuple[DeploymentView, ...]:
+    return (DeploymentView(f"web-{revision}", revision, ready, ready),)
+
+
+def observed(
+    spec: InferenceServiceSpec, status: dict[str, Any], deployments: tuple[DeploymentView, ...]
+) -> planner.Observed:
+    return planner.Observed(
+        owner=Owner("InferenceService", "web", "ns", "u"),
+        generation=1,
+        spec=spec,
+        status=status,
+        annotations={},
+        deployments=deployments,
+        staging_failures=(),
+        now=dt.datetime.now(dt.UTC),
+        staging_image="img",
+    )
+
+
+def reconcile(config: OperatorConfig, address: str | None) -> RecordingKube:
+    obj, deployments = canary_obj(address)
+    kube = RecordingKube()
+    controller = ServingController(
+        kube=cast(Kube, kube),
+        config=config,
+        services=lambda _key: [obj],
+        deployments=lambda _key: deployments,
+        failures=lambda _key: [],
+    )
+    asyncio.run(controller.reconcile(("ns", "web")))
+    return kube
+
+
+def written_status(kube: RecordingKube) -> dict[str, Any]:
+    [args] = [args for name, args in kube.calls if name == "patch_status"]
+    return cast(dict[str, Any], args[-1])
+
+
+def test_an_allowed_address_is_queried_as_the_admin_wrote_it(hostile: Hostile) -> None:
+    hostile.answers["mine"] = (200, vector("0.01"))
+    # The same address, spelled differently (a trailing slash).
+    config = OperatorConfig(prometheus_addresses=(hostile.url("mine") + "/",))
+    kube = reconcile(config, hostile.url("mine"))
+    assert [p.split("?")[0] for p in hostile.seen] == ["/mine/api/v1/query"]
+    results = written_status(kube)["lastAnalysis"]["results"]
+    assert results == [{"name": "errors", "verdict": "Passed", "value": 0.01}]
+
+
+def test_an_address_the_admin_did_not_give_is_never_contacted(hostile: Hostile) -> None:
+    hostile.answers["mine"] = (200, vector("0.01"))
+    config = OperatorConfig(prometheus_addresses=(hostile.url("mine"),))
+    kube = reconcile(config, hostile.url("elsewhere"))
+    assert hostile.seen == []
+    assert [name for name, _ in kube.calls] == ["patch_status"]
+    [condition] = [c for c in written_status(kube)["conditions"] if c["type"] == "Healthy"]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "Healthy",
+        "False",
+        "PrometheusAddressNotAllowed",
+    )
+    assert condition["message"] == (
+        f"spec.rollout.analysis.prometheusAddress {hostile.url('elsewhere')} is not one of the "
+        "operator's allowed Prometheus addresses (set by the cluster admin)"
+    )

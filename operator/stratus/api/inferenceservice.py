@@ -168,7 +168,10 @@ class Analysis(ApiModel):
         default=None,
         pattern=r"^https?://",
         max_length=2048,
-        description="Prometheus to query; the operator's configured address when absent.",
+        description="Prometheus to query: one of the addresses the cluster admin gave the "
+        "operator (compared as scheme, host, port and path), its default when absent. Any other "
+        "is refused: Healthy=False, reason PrometheusAddressNotAllowed, and nothing is "
+        "reconciled until it is fixed.",
     )
     metrics: list[AnalysisMetric] = Field(
         default_factory=list,

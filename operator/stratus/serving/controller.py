@@ -63,17 +63,19 @@ class ServingController:
         try:
             spec = InferenceServiceSpec.model_validate(obj.get("spec") or {})
         except ValidationError as exc:
-            new = dict(status)
-            set_condition(
-                new,
-                "Healthy",
-                False,
-                "InvalidSpec",
-                str(exc.errors()[0]["msg"]),
-                self.clock(),
-                int(meta.get("generation") or 0),
+            return await self._refuse(key, meta, status, "InvalidSpec", exc.errors()[0]["msg"])
+        address = self.config.prometheus_for(spec.rollout.analysis.prometheus_address)
+        if address is None:
+            # The spec is tenant input: it may only pick one of the admin's Prometheus addresses.
+            return await self._refuse(
+                key,
+                meta,
+                status,
+                "PrometheusAddressNotAllowed",
+                "spec.rollout.analysis.prometheusAddress "
+                f"{prometheus.one_line(str(spec.rollout.analysis.prometheus_address))} is not one "
+                "of the operator's allowed Prometheus addresses (set by the cluster admin)",
             )
-            return await self.status_writer.write(key, meta, status, new)
         observed = planner.Observed(
             owner=owner,
             generation=int(meta.get("generation") or 0),
@@ -95,7 +97,7 @@ class ServingController:
         )
         plan = planner.plan(observed)
         if plan.analyze:
-            measured = await self._measure(spec, owner, plan.status)
+            measured = await self._measure(spec, owner, plan.status, address)
             plan = planner.plan(dataclasses.replace(observed, analysis=measured))
         retry = await self.status_writer.write(key, meta, status, plan.status)
         if retry is not None:
@@ -128,6 +130,22 @@ class ServingController:
         )
         return plan.requeue_after
 
+    async def _refuse(
+        self, key: Key, meta: dict[str, Any], status: dict[str, Any], reason: str, message: str
+    ) -> float | None:
+        """A spec the operator cannot act on: Healthy=False says why, and nothing is reconciled."""
+        new = dict(status)
+        set_condition(
+            new,
+            "Healthy",
+            False,
+            reason,
+            message,
+            self.clock(),
+            int(meta.get("generation") or 0),
+        )
+        return await self.status_writer.write(key, meta, status, new)
+
     async def _routes(self, spec: InferenceServiceSpec, owner: Owner) -> tuple[RouteView, ...]:
         ref = spec.rollout.traffic_routing.http_route
         if ref is None:
@@ -136,10 +154,9 @@ class ServingController:
         return (route_view(found),) if found else ()
 
     async def _measure(
-        self, spec: InferenceServiceSpec, owner: Owner, status: dict[str, Any]
+        self, spec: InferenceServiceSpec, owner: Owner, status: dict[str, Any], address: str
     ) -> tuple[planner.Measurement, ...]:
         settings = spec.rollout.analysis
-        address = settings.prometheus_address or self.config.prometheus_url
         variables = {
             "name": owner.name,
             "namespace": owner.namespace,
