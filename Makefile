@@ -72,7 +72,7 @@ dev: venv binaries deps images
 	eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"; \
 	  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null; \
 	  kubectl wait --for=condition=Established --timeout=60s -f crds/; \
-	  kubectl apply -f examples/
+	  $(BIN)/stratus dev simulate examples/*.yaml | kubectl apply -f -
 	@echo
 	@echo 'The local GPU cluster is up. To use it: eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"'
 	@echo 'then: kubectl get nodes; kubectl get stratus -A'

@@ -7,7 +7,7 @@ import json
 from typing import Any, Self
 
 from stratus.api.common import API_VERSION
-from stratus.devcluster.nodepools import SIMULATED_TOLERATION
+from stratus.devcluster.nodepools import SIMULATED_POD_SPEC
 
 
 class TrainingJobBuilder:
@@ -21,7 +21,7 @@ class TrainingJobBuilder:
                 "resources": {"gpu": 1},
                 "terminationGracePeriodSeconds": 5,
                 # Simulated: kwok plays the kubelet, even beside a real node.
-                "podTemplate": {"spec": {"tolerations": [SIMULATED_TOLERATION]}},
+                "podTemplate": {"spec": copy.deepcopy(SIMULATED_POD_SPEC)},
             },
         }
 

@@ -81,6 +81,16 @@ def cmd_dev_preempt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_simulate(args: argparse.Namespace) -> int:
+    import yaml  # noqa: PLC0415
+
+    from stratus.devcluster import nodepools  # noqa: PLC0415
+
+    docs = [d for path in args.files for d in yaml.safe_load_all(path.read_text()) if d]
+    print(yaml.safe_dump_all([nodepools.simulated(d) for d in docs], sort_keys=False), end="")
+    return 0
+
+
 def cmd_crds(args: argparse.Namespace) -> int:
     from stratus.api import crd  # noqa: PLC0415
 
@@ -278,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--replace", action="store_true", help="bring up a new node of the same pool afterwards"
     )
     preempt.set_defaults(func=cmd_dev_preempt)
+    simulate = dev_sub.add_parser(
+        "simulate",
+        help="print TrainingJobs and InferenceServices made to run on the simulated pools "
+        "(for kubectl apply -f -)",
+    )
+    simulate.add_argument("files", nargs="+", type=Path)
+    simulate.set_defaults(func=cmd_dev_simulate)
     return parser
 
 

@@ -3,6 +3,7 @@ promoted and rolled back through the `stratus` commands, Recreate."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from kubernetes import client
 
 from stratus.api.common import GROUP, VERSION
 from stratus.cli import main as stratus_main
-from stratus.devcluster.nodepools import SIMULATED_TOLERATION
+from stratus.devcluster.nodepools import SIMULATED_POD_SPEC
 from tests.conftest import Cluster, OperatorProcess
 from tests.support import wait_for
 
@@ -32,7 +33,7 @@ def service(name: str, image: str = "serve:1", strategy: str = "Canary") -> Obj:
             "replicas": {"min": 4, "max": 4},
             "rollout": rollout,
             # Simulated: kwok plays the kubelet, even beside a real node.
-            "podTemplate": {"spec": {"tolerations": [SIMULATED_TOLERATION]}},
+            "podTemplate": {"spec": copy.deepcopy(SIMULATED_POD_SPEC)},
         },
     }
 

@@ -10,7 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stratus.cli import main as stratus_main
-from stratus.devcluster.nodepools import SIMULATED_TOLERATION
+from stratus.devcluster.nodepools import SIMULATED_LABEL, SIMULATED_TOLERATION
 from tests.conftest import Cluster
 from tests.support import Recorder, token_client, wait_for
 
@@ -37,7 +37,7 @@ def gpu_job(
             "metadata": {"annotations": annotations or {}},
             "spec": {
                 "restartPolicy": "Never",
-                "nodeSelector": SPOT_SELECTOR,
+                "nodeSelector": {**SPOT_SELECTOR, **SIMULATED_LABEL},
                 "tolerations": [SPOT_TOLERATION, GPU_TOLERATION, SIMULATED_TOLERATION],
                 "containers": [
                     {
@@ -97,6 +97,7 @@ def test_pod_asking_for_more_gpus_than_any_node_stays_unschedulable(
             "metadata": {"name": "too-big"},
             "spec": {
                 "tolerations": [GPU_TOLERATION, SIMULATED_TOLERATION],
+                "nodeSelector": SIMULATED_LABEL,
                 "containers": [
                     {"name": "c", "image": "example.com/x:1", "resources": {"limits": {GPU: "9"}}}
                 ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,27 @@ COMMIT
         ("nat", "OUTPUT -j CNI-HOSTPORT-DNAT"),
         ("filter", "INPUT -j KUBE-FIREWALL"),
     ]
+
+
+def test_examples_are_made_to_run_simulated_without_losing_their_own_placement() -> None:
+    doc: dict[str, Any] = {
+        "kind": "TrainingJob",
+        "spec": {
+            "image": "x",
+            "podTemplate": {
+                "spec": {
+                    "tolerations": [{"key": "team", "operator": "Exists"}],
+                    "nodeSelector": {"zone": "a"},
+                }
+            },
+        },
+    }
+    spec = nodepools.simulated(doc)["spec"]["podTemplate"]["spec"]
+    assert spec["tolerations"] == [
+        {"key": "team", "operator": "Exists"},
+        nodepools.SIMULATED_TOLERATION,
+    ]
+    assert spec["nodeSelector"] == {"zone": "a", "type": "kwok"}
+    assert doc["spec"]["podTemplate"]["spec"]["nodeSelector"] == {"zone": "a"}  # not mutated
+    claim = {"kind": "PersistentVolumeClaim", "spec": {}}
+    assert nodepools.simulated(claim) is claim

@@ -21,6 +21,12 @@ KWOK_NODE_VALUE = "fake"
 # lands on a simulated node only when it says so (SIMULATED_TOLERATION) and never by accident.
 SIMULATED_TAINT = {"key": KWOK_NODE_ANNOTATION, "value": KWOK_NODE_VALUE, "effect": "NoSchedule"}
 SIMULATED_TOLERATION = {"key": KWOK_NODE_ANNOTATION, "operator": "Exists", "effect": "NoSchedule"}
+# Every simulated node carries this label (kwok's convention).
+SIMULATED_LABEL = {"type": "kwok"}
+# What a pod spec (or a TrainingJob's or InferenceService's podTemplate.spec, which merges it in)
+# says to run simulated: on kwok's nodes only, never on the real node, whose kubelet would try
+# to run its image for real.
+SIMULATED_POD_SPEC = {"tolerations": [SIMULATED_TOLERATION], "nodeSelector": SIMULATED_LABEL}
 
 Manifest = dict[str, Any]
 
@@ -91,7 +97,7 @@ def node_manifest(pool: NodePool, index: int, beside_real: bool = False) -> Mani
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
-        "type": "kwok",
+        **SIMULATED_LABEL,
         POOL_LABEL: pool.name,
         CAPACITY_TYPE_LABEL: pool.capacity_type,
         **pool.labels,
@@ -117,3 +123,19 @@ def node_manifest(pool: NodePool, index: int, beside_real: bool = False) -> Mani
 
 def node_manifests(pools: tuple[NodePool, ...], beside_real: bool = False) -> list[Manifest]:
     return [node_manifest(pool, i, beside_real) for pool in pools for i in range(pool.count)]
+
+
+def simulated(doc: Manifest) -> Manifest:
+    """A TrainingJob or InferenceService made to run on the simulated pools: the kwok toleration
+    and selector merged into its podTemplate (the operator appends tolerations and merges
+    selectors). Other kinds pass unchanged."""
+    if doc.get("kind") not in ("TrainingJob", "InferenceService"):
+        return doc
+    out = {**doc, "spec": {**doc.get("spec", {})}}
+    template = {**out["spec"].get("podTemplate", {})}
+    spec = {**template.get("spec", {})}
+    spec["tolerations"] = [*spec.get("tolerations", []), SIMULATED_TOLERATION]
+    spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **SIMULATED_LABEL}
+    template["spec"] = spec
+    out["spec"]["podTemplate"] = template
+    return out
