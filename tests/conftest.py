@@ -224,10 +224,29 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def prometheus_ports() -> tuple[int, int]:
+    """Ports for the tests' Prometheus servers (the exporter's, the real pods'), chosen before
+    the operator starts: it queries only the addresses its admin allowed."""
+    return free_port(), free_port()
+
+
+def prometheus_address(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
 def operator(
-    cluster: Cluster, crds: list[str], tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    crds: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    prometheus_ports: tuple[int, int],
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(cluster.kubeconfig, tmp_path_factory.mktemp("operator"))
+    allowed = ",".join(prometheus_address(port) for port in prometheus_ports)
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path_factory.mktemp("operator"),
+        {"STRATUS_PROMETHEUS_ADDRESSES": allowed},
+    )
     proc.start()
     try:
         yield proc
@@ -256,9 +275,13 @@ def exporter() -> Iterator[Exporter]:
 
 @pytest.fixture(scope="session")
 def prometheus(
-    exporter: Exporter, tmp_path_factory: pytest.TempPathFactory
+    exporter: Exporter,
+    tmp_path_factory: pytest.TempPathFactory,
+    prometheus_ports: tuple[int, int],
 ) -> Iterator[Prometheus]:
     """A real Prometheus scraping the exporter every second."""
-    server = Prometheus(tmp_path_factory.mktemp("prometheus"), exporter.address, free_port())
+    server = Prometheus(
+        tmp_path_factory.mktemp("prometheus"), exporter.address, prometheus_ports[0]
+    )
     yield server
     server.stop()

@@ -27,7 +27,7 @@ from urllib3.exceptions import HTTPError
 from stratus.api.common import GROUP, VERSION
 from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
 from tests import tls
-from tests.conftest import Cluster, free_port
+from tests.conftest import Cluster
 from tests.e2e.test_serving import Serving
 from tests.prometheus import Prometheus, write_targets
 from tests.support import wait_for
@@ -369,10 +369,11 @@ def model_files(cluster: Cluster, real_node: str, tmp_path: Path) -> Iterator[Mo
 
 
 @pytest.fixture
-def pod_prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+def pod_prometheus(tmp_path: Path, prometheus_ports: tuple[int, int]) -> Iterator[Prometheus]:
+    """The pods' Prometheus, on the second of the ports the operator allows."""
     workdir = tmp_path / "prometheus"
     workdir.mkdir()
-    server = Prometheus(workdir, None, free_port(), file_sd=workdir / "pods.json")
+    server = Prometheus(workdir, None, prometheus_ports[1], file_sd=workdir / "pods.json")
     yield server
     server.stop()
 
