@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import math
 from typing import Any
 
 from stratus.api.inferenceservice import AnalysisMetric, InferenceServiceSpec
@@ -93,6 +95,15 @@ def test_analysis_is_asked_for_when_due_and_judged_against_bounds() -> None:
     assert twice.status["abortedRevision"] == canary
     assert twice.outcomes == ["aborted"]
     assert "errors = 0.2 (must be <= 0.01)" in twice.events[-1].message
+
+
+def test_a_value_json_cannot_carry_is_left_out_of_the_status() -> None:
+    new, status, stable, canary = canary_status()
+    infinite = (planner.Measurement(ERRORS, math.inf),)
+    plan = planner.plan(observe(new, status, {stable: 8, canary: 2}, analysis=infinite))
+    (result,) = plan.status["lastAnalysis"]["results"]
+    assert result == {"name": ERRORS.name, "verdict": "Failed"}
+    json.dumps(plan.status, allow_nan=False)  # what the API server accepts
 
 
 def test_inconclusive_results_pause_for_a_person() -> None:

@@ -227,7 +227,8 @@ class _Planner:
             {
                 "name": m.metric.name,
                 "verdict": m.verdict,
-                **({"value": m.value} if m.value is not None and not math.isnan(m.value) else {}),
+                # JSON has no NaN or infinity: the API server would refuse the whole status.
+                **({"value": m.value} if m.value is not None and math.isfinite(m.value) else {}),
             }
             for m in measured
         ]
