@@ -3,20 +3,15 @@ downloads from servers that public CAs know nothing about."""
 
 from __future__ import annotations
 
-import datetime
 import http.server
-import ipaddress
 import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-VALIDITY = datetime.timedelta(days=1)
+from stratus.devcluster import pki
 
 
 @dataclass(frozen=True)
@@ -26,70 +21,13 @@ class Tls:
     key: Path
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 def issue(directory: Path, ip: str) -> Tls:
     """A new CA, and a serving certificate it signs for the address `ip` (and nothing else)."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"stratus-test-ca-{directory.name}")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(ip))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    tls = Tls(directory / "ca.crt", directory / "server.crt", directory / "server.key")
-    tls.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    tls.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    tls.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    tls.key.chmod(0o600)
-    return tls
+    ca = pki.Authority.create(f"stratus-test-ca-{directory.name}")
+    ca.write(directory)
+    ca.issue(directory, "server", pki.name(ip), ExtendedKeyUsageOID.SERVER_AUTH, [pki.ip_san(ip)])
+    return Tls(directory / "ca.crt", directory / "server.crt", directory / "server.key")
 
 
 def serve_https(

@@ -75,9 +75,67 @@ def _builder(
     )
 
 
-def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
+def name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
     return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A certificate authority that writes the pairs it signs as `<stem>.crt`/`<stem>.key`."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def create(cls, common_name: str) -> Authority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = name(common_name)
+        cert = (
+            _builder(subject, subject, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    def write(self, directory: Path, stem: str = "ca") -> None:
+        _write_key(directory / f"{stem}.key", self.key)
+        _write_cert(directory / f"{stem}.crt", self.cert)
+
+    def issue(
+        self,
+        directory: Path,
+        stem: str,
+        subject: x509.Name,
+        usage: x509.ObjectIdentifier,
+        sans: list[x509.GeneralName] | None = None,
+    ) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = _builder(subject, self.cert.subject, key.public_key()).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        _write_key(directory / f"{stem}.key", key)
+        _write_cert(directory / f"{stem}.crt", builder.sign(self.key, hashes.SHA256()))
+
+
+def ip_san(address: str) -> x509.GeneralName:
+    return x509.IPAddress(ipaddress.ip_address(address))
 
 
 def write_pki(
@@ -87,48 +145,12 @@ def write_pki(
     also the real node's kubelet client and serving pairs (the kubelet is reached at
     `node_ip`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("stratus-dev-ca")
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_key(directory / "ca.key", ca_key)
-    _write_cert(directory / "ca.crt", ca_cert)
-
-    def issue(
-        stem: str,
-        subject: x509.Name,
-        usage: x509.ObjectIdentifier,
-        sans: list[x509.GeneralName] | None = None,
-    ) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = _builder(subject, ca_name, key.public_key()).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        _write_key(directory / f"{stem}.key", key)
-        _write_cert(directory / f"{stem}.crt", builder.sign(ca_key, hashes.SHA256()))
-
-    issue(
+    ca = Authority.create("stratus-dev-ca")
+    ca.write(directory)
+    ca.issue(
+        directory,
         "apiserver",
-        _name("kube-apiserver"),
+        name("kube-apiserver"),
         ExtendedKeyUsageOID.SERVER_AUTH,
         [
             x509.DNSName("localhost"),
@@ -136,24 +158,26 @@ def write_pki(
             x509.DNSName("kubernetes.default"),
             x509.DNSName("kubernetes.default.svc"),
             x509.DNSName("kubernetes.default.svc.cluster.local"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address(service_ip)),
-            *([x509.IPAddress(ipaddress.ip_address(node_ip))] if node_ip else []),
+            ip_san("127.0.0.1"),
+            ip_san(service_ip),
+            *([ip_san(node_ip)] if node_ip else []),
         ],
     )
     identities: tuple[Identity, ...] = CLIENT_IDENTITIES
     if node and node_ip:
         identities = (*identities, node_identity(node))
-        issue(
+        ca.issue(
+            directory,
             "kubelet-serving",
-            _name(f"system:node:{node}", ("system:nodes",)),
+            name(f"system:node:{node}", ("system:nodes",)),
             ExtendedKeyUsageOID.SERVER_AUTH,
-            [x509.DNSName(node), x509.IPAddress(ipaddress.ip_address(node_ip))],
+            [x509.DNSName(node), ip_san(node_ip)],
         )
     for identity in identities:
-        issue(
+        ca.issue(
+            directory,
             identity.file_stem,
-            _name(identity.user, identity.groups),
+            name(identity.user, identity.groups),
             ExtendedKeyUsageOID.CLIENT_AUTH,
         )
 
