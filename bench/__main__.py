@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import benchmarks, peer
-from bench.harness import world
+from bench import benchmarks, peer, real_node
+from bench.harness import choose_real_node, world
 from stratus.devcluster.nodepools import NodePool
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -28,6 +28,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "scale_infs": 4,
         "nodes": 4,
         "idle": 3.0,
+        "real_node_samples": 2,
     },
     "full": {
         "throughput": 500,
@@ -37,6 +38,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "scale_infs": 200,
         "nodes": 200,
         "idle": 30.0,
+        "real_node_samples": 10,
     },
 }
 
@@ -67,7 +69,11 @@ def run(size: str, out: Path) -> dict[str, Any]:
         "machine": machine(),
         "results": {},
     }
-    with tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp, world(Path(tmp), pools) as w:
+    node, no_node = choose_real_node()
+    with (
+        tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp,
+        world(Path(tmp), pools, node, no_node) as w,
+    ):
         steps: dict[str, Callable[[], dict[str, Any]]] = {
             "throughput": lambda: benchmarks.throughput(w, s["throughput"]),
             "peer_training_operator": lambda: peer.training_operator(
@@ -75,6 +81,7 @@ def run(size: str, out: Path) -> dict[str, Any]:
             ),
             "api_economy": lambda: benchmarks.api_economy(w),
             "preemption_recovery": lambda: benchmarks.preemption_recovery(w, s["preemptions"]),
+            "real_node": lambda: real_node.real_node(w, s["real_node_samples"]),
             "rollout_step_latency": lambda: benchmarks.rollout_step_latency(w, s["services"]),
             "footprint": lambda: benchmarks.footprint(
                 w, s["scale_tjs"], s["scale_infs"], s["idle"]

@@ -3,6 +3,8 @@ limit it is judged against, and returns figures and ratios (never a pass/fail on
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import itertools
 import json
 import re
@@ -16,19 +18,28 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, watch
+import yaml
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ProtocolError
 
 from bench.harness import (
     AUDITED_SERVING,
     AUDITED_TRAINING,
     OPERATOR_USER,
+    REPO,
     World,
     namespace,
     wait,
 )
 from stratus import metrics
+from stratus.api.trainingjob import KIND, TrainingJobSpec
+from stratus.config import OperatorConfig
 from stratus.devcluster import kubeapi
+from stratus.devcluster.nodepools import SIMULATED_TOLERATION
+from stratus.kube import WRITE_THREADS, Kube
+from stratus.podspec import Owner
+from stratus.training import planner
 
 Result = dict[str, Any]
 SPOT = {
@@ -41,6 +52,21 @@ SPOT = {
 # finish (and keep the operator busy) while a later benchmark measures.
 RUNS_THROUGH = "6h"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# Client threads that create a burst of resources, here and in the peer benchmark.
+CLIENT_THREADS = 8
+# Where simulated pods go: kwok's nodes only. The toleration lets them onto those nodes, which
+# carry kwok's taint when a real node is in the cluster; the selector (kwok's nodes carry
+# `type: kwok`) keeps them off the real node, which is untainted and has none of their images.
+KWOK_SELECTOR = {"type": "kwok"}
+
+
+def simulated(**pod: Any) -> dict[str, Any]:
+    """Pod spec fields that keep a pod on kwok's nodes, merged into `pod`'s own."""
+    return {
+        **pod,
+        "tolerations": [*pod.get("tolerations", []), dict(SIMULATED_TOLERATION)],
+        "nodeSelector": {**pod.get("nodeSelector", {}), **KWOK_SELECTOR},
+    }
 
 
 def quantiles(samples: list[float]) -> dict[str, float]:
@@ -70,7 +96,8 @@ def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
             "image": "bench:1",
             "resources": {"gpu": spec.pop("gpu", 0)},
             "terminationGracePeriodSeconds": 5,
-            "podTemplate": {"metadata": {"annotations": annotations}},
+            # Tolerations in the template are appended to the generated ones.
+            "podTemplate": {"metadata": {"annotations": annotations}, "spec": simulated()},
             **spec,
         },
     }
@@ -85,6 +112,7 @@ def inference_service(
         "model": {"uri": "https://m/x"},
         "resources": {"gpu": 0},
         "replicas": {"min": replicas, "max": replicas},
+        "podTemplate": {"spec": simulated()},
     }
     if steps is not None:
         spec["rollout"] = {"steps": steps, "analysis": {"interval": "1s"}}
@@ -107,7 +135,7 @@ def plain_job(name: str, **pod: Any) -> dict[str, Any]:
                 "metadata": {"annotations": {"stratus.dev/sim-duration": RUNS_THROUGH}},
                 "spec": {
                     "restartPolicy": "Never",
-                    **pod,
+                    **simulated(**pod),
                     "containers": [{"name": "c", "image": "bench:1"}],
                 },
             },
@@ -171,13 +199,13 @@ def settle(world: World, ns: str, count: int) -> None:
 
 
 def _direct_jobs(world: World, count: int, name: str) -> float:
-    """The physical limit: `count` Jobs created by a tight loop of 8 client threads; seconds
-    until the last one is seen."""
+    """The physical limit: `count` Jobs created by a tight loop of CLIENT_THREADS client
+    threads; seconds until the last one is seen."""
     batch = client.BatchV1Api(world.api)
     ns = namespace(world, name)
     watcher = FirstSeen(batch.list_namespaced_job, ns)
     start = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         list(pool.map(lambda i: batch.create_namespaced_job(ns, plain_job(f"j-{i}")), range(count)))
     wait("every direct Job seen", lambda: len(watcher.seen) >= count)
     watcher.stop()
@@ -186,13 +214,159 @@ def _direct_jobs(world: World, count: int, name: str) -> float:
     return seconds
 
 
+# The write floor's copy of the TrainingJob CRD: the same schema and validation rules under a
+# group of its own, which the operator does not watch.
+FLOOR_GROUP = "floor.bench.stratus.dev"
+FLOOR_API_VERSION = f"{FLOOR_GROUP}/v1alpha1"
+# The label keys the operator selects its Jobs and pods by, renamed on the write floor's Jobs.
+FLOOR_LABEL_PREFIX = ("stratus.dev/", f"{FLOOR_GROUP}/")
+
+
+def install_floor_crd(world: World) -> None:
+    crd = yaml.safe_load((REPO / "crds" / "trainingjobs.stratus.dev.yaml").read_text())
+    crd["metadata"] = {"name": f"trainingjobs.{FLOOR_GROUP}"}
+    crd["spec"]["group"] = FLOOR_GROUP
+    for unique in ("shortNames", "categories"):
+        crd["spec"]["names"].pop(unique, None)
+    crds = client.ApiextensionsV1Api(world.api)
+    try:
+        crds.create_custom_resource_definition(crd)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        found = crds.read_custom_resource_definition(crd["metadata"]["name"])
+        return any(
+            c.type == "Established" and c.status == "True" for c in found.status.conditions or []
+        )
+
+    wait("the write floor's CRD", established, timeout=60)
+
+
+def _unwatched(job: dict[str, Any], owner_uid: str) -> dict[str, Any]:
+    """The operator's Job, pointing at the write floor's copy of its TrainingJob, with the
+    label keys the operator selects by renamed (so it neither reconciles it nor its pods)."""
+    old, new = FLOOR_LABEL_PREFIX
+
+    def relabel(labels: dict[str, str]) -> dict[str, str]:
+        return {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in labels.items()}
+
+    job["metadata"]["labels"] = relabel(job["metadata"]["labels"])
+    template = job["spec"]["template"]["metadata"]
+    template["labels"] = relabel(template["labels"])
+    (reference,) = job["metadata"]["ownerReferences"]
+    reference.update(apiVersion=FLOOR_API_VERSION, uid=owner_uid)
+    return job
+
+
+def floor_writer(world: World) -> Kube:
+    """The operator's own writer (stratus.kube.Kube: its thread pool of WRITE_THREADS, a
+    connection pool as large, responses not decoded) on the admin credentials."""
+    configuration = client.Configuration()
+    config.load_kube_config(
+        config_file=str(world.cluster.kubeconfig), client_configuration=configuration
+    )
+    configuration.connection_pool_maxsize = WRITE_THREADS + 2
+    writer = Kube(client.ApiClient(configuration))
+
+    async def warm() -> None:
+        # Discovery of both kinds before the clock starts, as in the running operator.
+        for api_version, kind in ((FLOOR_API_VERSION, KIND), ("batch/v1", "Job")):
+            if not await writer.has_kind(api_version, kind):
+                raise RuntimeError(f"the API server does not serve {api_version} {kind}")
+
+    asyncio.run(warm())
+    return writer
+
+
+def _write_floor(world: World, count: int, name: str, writer: Kube) -> float:
+    """The writes `count` TrainingJobs cannot avoid, by a tight client loop with Stratus's
+    concurrency: CLIENT_THREADS threads create the TrainingJobs (as the Stratus burst does); as
+    each one returns, its Job is created and its status patched, in that order, through the
+    operator's writer (WRITE_THREADS threads). The Job and the status are what the operator's
+    planner makes for a new TrainingJob, computed before the clock starts. Seconds until every
+    Job and every status is seen, as for Stratus."""
+    custom = client.CustomObjectsApi(world.api)
+    batch = client.BatchV1Api(world.api)
+    ns = namespace(world, name)
+    settings = OperatorConfig()
+    spec = TrainingJobSpec.model_validate(trainingjob("floor")["spec"])
+    now = dt.datetime.now(dt.UTC)
+    work: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+    for i in range(count):
+        tj = {**trainingjob(f"tj-{i}"), "apiVersion": FLOOR_API_VERSION}
+        observed = planner.Observed(
+            owner=Owner(KIND, f"tj-{i}", ns, ""),
+            generation=1,
+            spec=spec,
+            spec_error=None,
+            status={},
+            jobs=(),
+            pods=(),
+            now=now,
+        )
+        plan = planner.plan(observed, settings.spot, settings.master_port)
+        (job,) = plan.create
+        work.append((tj, job, plan.status))
+    jobs = FirstSeen(batch.list_namespaced_job, ns)
+    statuses = FirstSeen(
+        custom.list_namespaced_custom_object,
+        FLOOR_GROUP,
+        "v1alpha1",
+        ns,
+        "trainingjobs",
+        when=lambda tj: bool(tj.get("status", {}).get("phase")),
+    )
+
+    def create(tj: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = custom.create_namespaced_custom_object(
+            FLOOR_GROUP, "v1alpha1", ns, "trainingjobs", tj
+        )
+        return created
+
+    async def burst() -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(CLIENT_THREADS) as creators:
+
+            async def one(tj: dict[str, Any], job: dict[str, Any], status: dict[str, Any]) -> None:
+                meta = (await loop.run_in_executor(creators, create, tj))["metadata"]
+                await writer.create(_unwatched(job, meta["uid"]))
+                # As the operator writes it: a merge patch of the status subresource from the
+                # status it read (none yet), guarded by the resourceVersion it read.
+                await writer.patch_status(
+                    FLOOR_API_VERSION, KIND, ns, meta["name"], meta["resourceVersion"], {}, status
+                )
+
+            await asyncio.gather(*(one(*item) for item in work))
+
+    start = time.monotonic()
+    asyncio.run(burst())
+    wait("every write floor Job", lambda: len(jobs.seen) >= count, timeout=900)
+    wait("every write floor status", lambda: len(statuses.seen) >= count, timeout=900)
+    seconds = max(*jobs.seen.values(), *statuses.seen.values()) - start
+    jobs.stop()
+    statuses.stop()
+    settle(world, ns, count)
+    return seconds
+
+
 def throughput(world: World, count: int) -> Result:
     """`count` TrainingJobs created at once: time until every one has its first Job and a
-    status; beside it, the same number of Jobs created directly by a tight client loop."""
+    status; beside it, the same number of Jobs created directly by a tight client loop, and the
+    write floor: the same TrainingJobs, Jobs and status writes by a tight client loop."""
     custom = client.CustomObjectsApi(world.api)
     batch = client.BatchV1Api(world.api)
 
+    install_floor_crd(world)
+    writer = floor_writer(world)
+    # Untimed: the API server's first requests for a new kind, and the writer's connections,
+    # cost what the running operator's do not.
+    _write_floor(world, WRITE_THREADS, "bench-floor-warmup", writer)
+    # Each limit is measured before and after Stratus's burst, each on a settled cluster, in
+    # mirrored order; their means are what Stratus is judged against.
     direct_before = _direct_jobs(world, count, "bench-direct")
+    floor_before = _write_floor(world, count, "bench-floor", writer)
 
     ns = namespace(world, "bench-stratus")
     watcher = FirstSeen(batch.list_namespaced_job, ns)
@@ -215,7 +389,7 @@ def throughput(world: World, count: int) -> Result:
 
     _, cpu_before = process_usage(world.operator.pid)
     start = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         list(pool.map(create, range(count)))
     all_created = time.monotonic() - start
 
@@ -230,16 +404,25 @@ def throughput(world: World, count: int) -> Result:
     pods.stop()
     settle(world, ns, count)
     latencies = [watcher.seen[name] - at for name, at in created.items() if name in watcher.seen]
-    # The limit is measured before and after, each on a settled cluster; their mean is what
-    # Stratus is judged against.
+    floor_after = _write_floor(world, count, "bench-floor-after", writer)
     direct_after = _direct_jobs(world, count, "bench-direct-after")
     direct = (direct_before + direct_after) / 2
+    floor = (floor_before + floor_after) / 2
     return {
         "count": count,
         "direct_jobs_seconds": round(direct, 3),
         "direct_jobs_runs_seconds": [round(direct_before, 3), round(direct_after, 3)],
+        "write_floor_seconds": round(floor, 3),
+        "write_floor_runs_seconds": [round(floor_before, 3), round(floor_after, 3)],
+        "write_floor_client": {
+            "writes_per_trainingjob": 3,
+            "trainingjob_create_threads": CLIENT_THREADS,
+            "job_create_and_status_patch_threads": WRITE_THREADS,
+        },
         "stratus_seconds": round(stratus, 3),
         "ratio": round(stratus / direct, 3),
+        "ratio_vs_direct_jobs": round(stratus / direct, 3),
+        "ratio_vs_write_floor": round(stratus / floor, 3),
         "operator_cpu_seconds": round(cpu_after - cpu_before, 2),
         "stratus_breakdown_seconds": {
             "trainingjobs_created": round(all_created, 3),
@@ -491,7 +674,7 @@ def footprint(world: World, trainingjobs: int, services: int, idle_seconds: floa
     """Operator memory and idle CPU with many resources on many nodes."""
     custom = client.CustomObjectsApi(world.api)
     ns = namespace(world, "bench-scale")
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         list(
             pool.map(
                 lambda i: custom.create_namespaced_custom_object(

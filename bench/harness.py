@@ -1,6 +1,6 @@
 """A benchmark's world: its own local control plane with an audit log, the CRDs, the chart's
 RBAC, and the operator running under the chart's ServiceAccount, so its requests can be counted
-apart from everyone else's."""
+apart from everyone else's; with a real node (a kubelet on this machine) when one can run."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from stratus.devcluster import binaries, kubeapi, packaging
+from stratus.devcluster import binaries, kubeapi, packaging, realnode
 from stratus.devcluster.cluster import LocalCluster
 from stratus.devcluster.nodepools import NodePool
 
@@ -46,6 +46,9 @@ class World:
     operator: subprocess.Popen[bytes]
     operator_log: Path
     metrics_port: int
+    # The node that runs real containers, or None with the reason in `no_real_node`.
+    real_node: str | None = None
+    no_real_node: str = ""
 
     def kubectl(self, *args: str) -> str:
         return subprocess.run(
@@ -72,8 +75,33 @@ def wait(what: str, probe: object, timeout: float = 300.0, interval: float = 0.1
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def choose_real_node() -> tuple[realnode.RealNode | None, str]:
+    """The real node to start, or why there is none. Only one runs on a machine at a time, and
+    it needs the project's images. CI always has one: there, a missing one fails the run."""
+    reason = realnode.unavailable()
+    if reason is None:
+        other = realnode.running_elsewhere()
+        if other is not None:
+            reason = f"a real node already runs on this machine (bridge {other})"
+    if reason is None:
+        try:
+            realnode.images_index()
+        except realnode.RealNodeError as exc:
+            reason = str(exc)
+    if reason is None:
+        return realnode.RealNode(), ""
+    if os.environ.get("CI"):
+        raise RuntimeError(f"CI needs the real node: {reason}")
+    return None, reason
+
+
 @contextlib.contextmanager
-def world(workdir: Path, pools: tuple[NodePool, ...]) -> Iterator[World]:
+def world(
+    workdir: Path,
+    pools: tuple[NodePool, ...],
+    real_node: realnode.RealNode | None = None,
+    no_real_node: str = "",
+) -> Iterator[World]:
     workdir.mkdir(parents=True, exist_ok=True)
     policy = workdir / "audit-policy.yaml"
     policy.write_text(AUDIT_POLICY)
@@ -88,6 +116,7 @@ def world(workdir: Path, pools: tuple[NodePool, ...]) -> Iterator[World]:
             "--audit-log-format=json",
             "--audit-log-mode=blocking",
         ),
+        real_node=real_node,
     )
     cluster.up(log=lambda _msg: None)
     operator: subprocess.Popen[bytes] | None = None
@@ -131,7 +160,16 @@ def world(workdir: Path, pools: tuple[NodePool, ...]) -> Iterator[World]:
                 env={**os.environ, "STRATUS_RETIRE_AFTER_SECONDS": "1"},
             )
         wait("the operator", lambda: answers(port, "/metrics"), timeout=60)
-        yield World(cluster, api, audit_log, operator, log, port)
+        yield World(
+            cluster,
+            api,
+            audit_log,
+            operator,
+            log,
+            port,
+            real_node.name if real_node else None,
+            "" if real_node else no_real_node or "not asked for",
+        )
     finally:
         if operator is not None:
             operator.terminate()

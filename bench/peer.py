@@ -15,7 +15,16 @@ from typing import Any
 
 from kubernetes import client
 
-from bench.benchmarks import RUNS_THROUGH, FirstSeen, Result, process_usage, quantiles, settle
+from bench.benchmarks import (
+    CLIENT_THREADS,
+    RUNS_THROUGH,
+    FirstSeen,
+    Result,
+    process_usage,
+    quantiles,
+    settle,
+    simulated,
+)
 from bench.harness import World, answers, free_port, namespace, wait
 from stratus.devcluster import binaries
 
@@ -50,7 +59,7 @@ def locate() -> Peer:
 
 def pytorchjob(name: str) -> dict[str, Any]:
     """The PyTorchJob equivalent of the throughput benchmark's TrainingJob: one replica, no
-    GPU, the same image, simulated duration and grace period."""
+    GPU, the same image, simulated duration, grace period and placement on kwok's nodes."""
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -62,10 +71,10 @@ def pytorchjob(name: str) -> dict[str, Any]:
                     "restartPolicy": "OnFailure",
                     "template": {
                         "metadata": {"annotations": {"stratus.dev/sim-duration": RUNS_THROUGH}},
-                        "spec": {
-                            "terminationGracePeriodSeconds": 5,
-                            "containers": [{"name": "pytorch", "image": "bench:1"}],
-                        },
+                        "spec": simulated(
+                            terminationGracePeriodSeconds=5,
+                            containers=[{"name": "pytorch", "image": "bench:1"}],
+                        ),
                     },
                 }
             }
@@ -186,7 +195,7 @@ def _burst(
         create(f"pt-{i}")
 
     start = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         list(pool.map(create_one, range(count)))
     wait("every PyTorchJob's pod", lambda: len(pods.seen) >= count, timeout=900)
     seconds = max(pods.seen.values()) - start
