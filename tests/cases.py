@@ -203,4 +203,60 @@ INVALID = (
         (("spec.rollout.analysis.interval", "often"),),
         "spec.rollout.analysis.interval",
     ),
+    # Names that are fine resource names but not Service names (DNS-1035 labels).
+    Invalid("infs-name-starts-with-digit", INFS, (("metadata.name", "1web"),), "metadata.name"),
+    Invalid("infs-name-with-dot", INFS, (("metadata.name", "web.v2"),), "metadata.name"),
+    Invalid("tj-name-with-dot", TJ, (("metadata.name", "train.v2"),), "metadata.name"),
+    Invalid(
+        "infs-cpu-target-fraction",
+        INFS,
+        (("spec.autoscaling", {"metric": "cpu", "target": "0.5"}),),
+        "spec.autoscaling.target",
+    ),
+    Invalid(
+        "infs-memory-target-over-100",
+        INFS,
+        (("spec.autoscaling", {"metric": "memory", "target": 150}),),
+        "spec.autoscaling.target",
+    ),
+    Invalid(
+        "infs-cpu-target-zero",
+        INFS,
+        (("spec.autoscaling", {"metric": "cpu", "target": 0}),),
+        "spec.autoscaling.target",
+    ),
+    Invalid(
+        "infs-prometheus-target-with-unit",
+        INFS,
+        (("spec.autoscaling", {"metric": "prometheus", "query": "up", "target": "500m"}),),
+        "spec.autoscaling.target",
+    ),
+    Invalid(
+        "infs-prometheus-target-zero",
+        INFS,
+        (("spec.autoscaling", {"metric": "prometheus", "query": "up", "target": "0.0"}),),
+        "spec.autoscaling.target",
+    ),
+    Invalid(
+        "infs-zero-interval",
+        INFS,
+        (("spec.rollout.analysis.interval", "0s"),),
+        "spec.rollout.analysis.interval",
+    ),
+    Invalid(
+        "infs-sub-second-interval",
+        INFS,
+        (("spec.rollout.analysis.interval", "500ms"),),
+        "spec.rollout.analysis.interval",
+    ),
+    Invalid("infs-min-zero", INFS, (("spec.replicas.min", 0),), "spec.replicas.min"),
+    Invalid(
+        "infs-min-zero-with-keda",
+        INFS,
+        (
+            ("spec.replicas.min", 0),
+            ("spec.autoscaling", {"metric": "prometheus", "query": "up", "target": 5}),
+        ),
+        "spec.replicas.min",
+    ),
 )

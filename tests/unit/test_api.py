@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from stratus.api import crd, resources
+from stratus.api import crd, inferenceservice, resources, trainingjob
+from stratus.api.common import ApiModel, duration_seconds
 from stratus.api.trainingjob import TrainingJobSpec
-from tests.cases import INVALID, Invalid, all_examples
+from tests.cases import INFS, INVALID, TJ, Invalid, all_examples, example, with_change
 
 REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -74,12 +75,88 @@ def test_schemas_are_structural_and_described(rtype: resources.ResourceType) -> 
         assert node.get("default", "unset") is not None, path
 
 
-def test_rules_in_crd_match_the_models_rules() -> None:
-    text = (REPO_CRDS / "inferenceservices.stratus.dev.yaml").read_text()
-    from stratus.api.inferenceservice import Rollout  # noqa: PLC0415
+def _validations(node: Any) -> list[dict[str, Any]]:
+    found = []
+    if isinstance(node, dict):
+        found += node.get("x-kubernetes-validations", [])
+        for child in node.values():
+            found += _validations(child)
+    elif isinstance(node, list):
+        for child in node:
+            found += _validations(child)
+    return found
 
-    for rule in Rollout.rules:
-        assert rule.message in text
+
+@pytest.mark.parametrize("rtype", resources.RESOURCE_TYPES, ids=lambda r: r.kind)
+def test_rules_in_crd_match_the_models_rules(rtype: resources.ResourceType) -> None:
+    module = inferenceservice if rtype is resources.INFERENCE_SERVICE else trainingjob
+    models = [m for m in vars(module).values() if isinstance(m, type) and issubclass(m, ApiModel)]
+    in_crd = _validations(yaml.safe_load((REPO_CRDS / crd.file_name(rtype)).read_text()))
+    for model in models:
+        for rule in model.rules:
+            assert rule.crd() in in_crd, f"{model.__name__}: {rule.message}"
+
+
+@pytest.mark.parametrize("rtype", resources.RESOURCE_TYPES, ids=lambda r: r.kind)
+def test_the_name_is_checked_at_the_root_of_the_schema(rtype: resources.ResourceType) -> None:
+    root = crd.openapi_schema(rtype)["x-kubernetes-validations"]
+    assert [entry["fieldPath"] for entry in root] == [".metadata.name"]
+    assert "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')" in root[0]["rule"]
+
+
+VALID_CHANGES = [
+    (INFS, "metadata.name", "web-v2"),
+    (INFS, "metadata.name", "a1"),
+    (TJ, "metadata.name", "train-2"),
+    (INFS, "spec.autoscaling", {"metric": "cpu", "target": 1}),
+    (INFS, "spec.autoscaling", {"metric": "memory", "target": 100}),
+    (INFS, "spec.autoscaling", {"metric": "cpu", "target": "70"}),
+    (INFS, "spec.autoscaling", {"metric": "prometheus", "query": "up", "target": 10}),
+    (INFS, "spec.autoscaling", {"metric": "prometheus", "query": "up", "target": "0.5"}),
+    (INFS, "spec.autoscaling", {"metric": "prometheus", "query": "up", "target": 1000}),
+    (INFS, "spec.rollout.analysis.interval", "1s"),
+    (INFS, "spec.rollout.analysis.interval", "1000ms"),
+    (INFS, "spec.rollout.analysis.interval", "0.5s0.5s"),
+    (INFS, "spec.rollout.steps", [{"weight": 50, "pause": {"duration": "0s"}}, {"weight": 100}]),
+    (INFS, "spec.replicas", {"min": 1, "max": 1}),
+]
+
+
+@pytest.mark.parametrize(("base", "path", "value"), VALID_CHANGES, ids=str)
+def test_values_at_the_edges_of_the_rules_are_accepted(base: str, path: str, value: Any) -> None:
+    resources.validate(with_change(example(base), path, value))
+
+
+def test_scale_to_zero_is_refused_with_a_clear_message() -> None:
+    obj = with_change(example(INFS), "spec.replicas.min", 0)
+    with pytest.raises(resources.InvalidResourceError) as refused:
+        resources.validate(obj)
+    assert str(refused.value) == (
+        "spec.replicas.min: min 0 (scale to zero) is not supported yet; use min >= 1"
+    )
+
+
+def test_a_bad_name_is_refused_before_the_spec_is_read() -> None:
+    obj = with_change(with_change(example(INFS), "metadata.name", "1web"), "spec.port", 0)
+    with pytest.raises(resources.InvalidResourceError) as refused:
+        resources.validate(obj)
+    assert str(refused.value).startswith("metadata.name: must be a DNS-1035 label")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("0.3s0.7s", 1.0),
+        ("1h1h", 7200.0),
+        ("2562047h", 2562047 * 3600.0),
+        # Past what Go (and so CEL's duration()) can hold, about 292 years.
+        ("2562048h", None),
+    ],
+)
+def test_durations_read_as_go_reads_them(text: str, seconds: float | None) -> None:
+    assert duration_seconds(text) == seconds
 
 
 def test_the_runnable_training_example_is_valid() -> None:

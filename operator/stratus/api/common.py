@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -25,6 +26,8 @@ QUANTITY_PATTERN = (
 )
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# What a Service name must be (RFC 1035): a letter first, no dots.
+DNS_1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Marks a schema the CRD generator turns into x-kubernetes-int-or-string.
 INT_OR_STRING = "x-stratus-int-or-string"
@@ -83,7 +86,8 @@ class OpenModel(ApiModel):
 
 
 def _quantity(value: int | str) -> int | str:
-    if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+    # fullmatch: the API server's regexes (RE2) do not let `$` match before a final newline.
+    if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
         raise ValueError(f"{value!r} is not a quantity such as 8, 500m or 16Gi")
     if isinstance(value, int) and value < 0:
         raise ValueError("must not be negative")
@@ -96,6 +100,46 @@ Quantity = Annotated[
     Field(json_schema_extra={INT_OR_STRING: True, "pattern": QUANTITY_PATTERN}),
 ]
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+# The same pattern, written for a CEL string literal (no backslash escapes).
+DURATION_PATTERN_CEL = DURATION_PATTERN.replace(r"\.", "[.]")
+_DURATION_UNITS_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+# The longest duration Go (and so CEL's duration()) can hold: about 292 years.
+_MAX_GO_DURATION_NS = 2**63 - 1
+
+
+def duration_seconds(text: str) -> float | None:
+    """A duration matching DURATION_PATTERN in seconds, as Go's time.ParseDuration (and
+    CEL's duration()) reads it; None when it is too long for Go to hold."""
+    total = sum(
+        Fraction(number) * _DURATION_UNITS_NS[unit]
+        for number, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", text)
+    )
+    if total > _MAX_GO_DURATION_NS:
+        return None
+    return float(total / 10**9)
+
+
+def at_least(text: str, seconds: float) -> bool:
+    """Whether a valid duration is at least `seconds` (and short enough for Go to hold)."""
+    value = duration_seconds(text)
+    return value is not None and value >= seconds
+
+
+def service_name_rule(kind: str) -> Rule:
+    """A rule at the root of a resource: its name is also the name of a Service the operator
+    creates, so it must be a DNS-1035 label (CEL may read metadata.name at the root)."""
+    return Rule(
+        cel=f"self.metadata.name.matches('{DNS_1035_LABEL_PATTERN}')",
+        message=f"must be a DNS-1035 label, as the Service named after the {kind} must be: "
+        "lowercase letters, digits and '-', starting with a letter and ending with a letter or "
+        "digit (e.g. web-v2, not 1web or web.v2)",
+        field_path=".metadata.name",
+        check=lambda obj: (
+            re.fullmatch(DNS_1035_LABEL_PATTERN, str(obj["metadata"]["name"])) is not None
+        ),
+    )
+
+
 # Conditions are keyed by type, as metav1.Condition lists are.
 CONDITIONS_LIST: JsonDict = {
     "x-kubernetes-list-type": "map",

@@ -97,7 +97,7 @@ def openapi_schema(rtype: ResourceType) -> Schema:
     # The operator owns status; nothing it writes may be pruned, including what a newer
     # operator adds before this schema learns of it.
     status_schema["x-kubernetes-preserve-unknown-fields"] = True
-    return {
+    root: Schema = {
         "type": "object",
         "description": rtype.description,
         "required": ["spec"],
@@ -113,6 +113,10 @@ def openapi_schema(rtype: ResourceType) -> Schema:
             "status": status_schema,
         },
     }
+    if rtype.rules:
+        # At the root, CEL may read metadata.name (and generateName), not the rest of metadata.
+        root["x-kubernetes-validations"] = [rule.crd() for rule in rtype.rules]
+    return root
 
 
 def crd(rtype: ResourceType) -> Schema:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -12,6 +13,7 @@ from stratus.api.common import (
     DEFAULTED,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
+    DURATION_PATTERN_CEL,
     ApiModel,
     Condition,
     Duration,
@@ -19,6 +21,7 @@ from stratus.api.common import (
     Quantity,
     Rule,
     Workload,
+    at_least,
 )
 
 KIND = "InferenceService"
@@ -27,6 +30,25 @@ PLURAL = "inferenceservices"
 MAX_NAME_LENGTH = 52
 MAX_STEPS = 20
 METRICS_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+# Analysis queries Prometheus once per interval: a shorter one would query it in a tight loop.
+MIN_ANALYSIS_INTERVAL = "1s"
+MIN_ANALYSIS_INTERVAL_SECONDS = 1.0
+# Autoscaling targets, as strings: a whole percentage, and a plain number KEDA's threshold reads
+# (a float, so no quantity suffixes). Bounded digits keep CEL's int() and double() from failing.
+PERCENT_PATTERN = r"^[0-9]{1,3}$"
+NUMBER_PATTERN = r"^[0-9]{1,15}([.][0-9]{1,15})?$"
+
+
+def _percentage(target: int | str) -> bool:
+    if isinstance(target, int):
+        return 1 <= target <= 100
+    return re.fullmatch(PERCENT_PATTERN, target) is not None and 1 <= int(target) <= 100
+
+
+def _positive_number(target: int | str) -> bool:
+    if isinstance(target, int):
+        return target > 0
+    return re.fullmatch(NUMBER_PATTERN, target) is not None and float(target) > 0
 
 
 class ModelSource(ApiModel):
@@ -72,9 +94,24 @@ class ReplicaRange(ApiModel):
             field_path=".max",
             check=lambda r: r.max >= r.min,
         ),
+        # Scale to zero is refused with every kind of autoscaling: the operator waits for at
+        # least one ready replica of the stable revision, so a service at zero would stay
+        # Progressing forever.
+        Rule(
+            cel="!has(self.min) || self.min >= 1",
+            message="min 0 (scale to zero) is not supported yet; use min >= 1",
+            field_path=".min",
+            check=lambda r: r.min >= 1,
+        ),
     )
 
-    min: int = Field(default=1, ge=0, le=1000, description="Fewest replicas.")
+    min: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Fewest replicas: at least 1. Scale to zero (0) is not supported yet, with "
+        "any autoscaling metric, and is refused.",
+    )
     max: int = Field(default=1, ge=1, le=1000, description="Most replicas.")
 
 
@@ -88,6 +125,24 @@ class Autoscaling(ApiModel):
             field_path=".query",
             check=lambda a: (a.metric == "prometheus") == (a.query is not None),
         ),
+        Rule(
+            cel="self.metric == 'prometheus' || (type(self.target) == int "
+            "? self.target >= 1 && self.target <= 100 "
+            f": self.target.matches('{PERCENT_PATTERN}') "
+            "&& int(self.target) >= 1 && int(self.target) <= 100)",
+            message="with metric cpu or memory, target is a utilization percentage: a whole "
+            "number from 1 to 100",
+            field_path=".target",
+            check=lambda a: a.metric == "prometheus" or _percentage(a.target),
+        ),
+        Rule(
+            cel="self.metric != 'prometheus' || (type(self.target) == int ? self.target > 0 "
+            f": self.target.matches('{NUMBER_PATTERN}') && double(self.target) > 0.0)",
+            message="with metric prometheus, target is the query's value per replica: a number "
+            "above 0 such as 10 or 0.5, without a unit suffix",
+            field_path=".target",
+            check=lambda a: a.metric != "prometheus" or _positive_number(a.target),
+        ),
     )
 
     metric: Literal["cpu", "memory", "prometheus"] = Field(
@@ -96,8 +151,10 @@ class Autoscaling(ApiModel):
         "query's value, through KEDA).",
     )
     target: Quantity = Field(
-        description="Target per replica: a utilization percentage for cpu and memory, the "
-        "query's value for prometheus."
+        description="Target per replica. For cpu and memory the average utilization in percent, "
+        'a whole number from 1 to 100 (70 or "70"). For prometheus the query\'s value, a '
+        'number above 0 (10, 0.5 or "0.5"; no unit suffix: KEDA reads the threshold as a '
+        "plain number)."
     )
     query: str | None = Field(
         default=None, min_length=1, max_length=4096, description="PromQL, with metric prometheus."
@@ -151,7 +208,21 @@ class AnalysisMetric(ApiModel):
 class Analysis(ApiModel):
     """How the canary is judged."""
 
-    interval: Duration = Field(default="1m", description="How often the metrics are queried.")
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.interval) || "
+            f"!self.interval.matches('{DURATION_PATTERN_CEL}') || "
+            f"duration(self.interval) >= duration('{MIN_ANALYSIS_INTERVAL}')",
+            message=f"must be at least {MIN_ANALYSIS_INTERVAL}",
+            field_path=".interval",
+            check=lambda a: at_least(a.interval, MIN_ANALYSIS_INTERVAL_SECONDS),
+        ),
+    )
+
+    interval: Duration = Field(
+        default="1m",
+        description=f"How often the metrics are queried; at least {MIN_ANALYSIS_INTERVAL}.",
+    )
     failure_limit: int = Field(
         default=0,
         ge=0,

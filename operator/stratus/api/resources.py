@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from stratus.api import inferenceservice, trainingjob
-from stratus.api.common import API_VERSION, GROUP
+from stratus.api.common import API_VERSION, GROUP, Rule, service_name_rule
 
 CATEGORIES = ("stratus", "ml")
 
@@ -41,6 +41,8 @@ class ResourceType:
     max_name_length: int
     columns: tuple[PrinterColumn, ...]
     description: str
+    # Rules on the whole object (CEL at the schema's root, where it may read metadata.name).
+    rules: tuple[Rule, ...] = ()
 
     @property
     def singular(self) -> str:
@@ -73,6 +75,8 @@ TRAINING_JOB = ResourceType(
     ),
     description="A GPU training run that survives spot preemption: each attempt is a Job, and "
     "a preempted attempt is followed by one that resumes from the latest checkpoint.",
+    # The headless Service of the workers is named after the TrainingJob.
+    rules=(service_name_rule(trainingjob.KIND),),
 )
 
 INFERENCE_SERVICE = ResourceType(
@@ -93,6 +97,8 @@ INFERENCE_SERVICE = ResourceType(
     ),
     description="A GPU model server whose new revisions roll out as canaries, promoted or "
     "rolled back on Prometheus metrics.",
+    # One Service is named `<name>`, and with an HTTPRoute one per revision `<name>-<revision>`.
+    rules=(service_name_rule(inferenceservice.KIND),),
 )
 
 RESOURCE_TYPES = (TRAINING_JOB, INFERENCE_SERVICE)
@@ -121,6 +127,10 @@ def validate(obj: dict[str, Any]) -> BaseModel:
         raise InvalidResourceError(
             f"metadata.name: may not be more than {rtype.max_name_length} characters"
         )
+    for rule in rtype.rules:
+        if not rule.check(obj):
+            where = (rule.field_path or "").lstrip(".")
+            raise InvalidResourceError(f"{where}: {rule.message}" if where else rule.message)
     try:
         return rtype.spec.model_validate(obj.get("spec") or {})
     except ValidationError as exc:
