@@ -150,7 +150,9 @@ def storm_on(local: LocalCluster, api: client.ApiClient, namespace: str) -> None
         lambda i: (
             TrainingJobBuilder(f"storm-{i}")
             .spot(max_preemptions=3)
-            .runs_for("8s")
+            # Long enough that no pod on a reclaimed node finishes before the taint lands,
+            # even on a loaded machine (8s was seen to race).
+            .runs_for("20s")
             .reports(f"/checkpoints/storm-{i}", i)
         ),
     )
