@@ -33,6 +33,9 @@ METRICS_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-ma
 # Analysis queries Prometheus once per interval: a shorter one would query it in a tight loop.
 MIN_ANALYSIS_INTERVAL = "1s"
 MIN_ANALYSIS_INTERVAL_SECONDS = 1.0
+# A canary gets at least this long to become ready: a shorter deadline would roll back every one.
+MIN_PROGRESS_DEADLINE = "1s"
+MIN_PROGRESS_DEADLINE_SECONDS = 1.0
 # Autoscaling targets, as strings: a whole percentage, and a plain number KEDA's threshold reads
 # (a float, so no quantity suffixes). Bounded digits keep CEL's int() and double() from failing.
 PERCENT_PATTERN = r"^[0-9]{1,3}$"
@@ -299,6 +302,14 @@ class Rollout(ApiModel):
             field_path=".steps",
             check=lambda r: r.strategy == "Canary" or not r.steps,
         ),
+        Rule(
+            cel="!has(self.progressDeadline) || "
+            f"!self.progressDeadline.matches('{DURATION_PATTERN_CEL}') || "
+            f"duration(self.progressDeadline) >= duration('{MIN_PROGRESS_DEADLINE}')",
+            message=f"must be at least {MIN_PROGRESS_DEADLINE}",
+            field_path=".progressDeadline",
+            check=lambda r: at_least(r.progress_deadline, MIN_PROGRESS_DEADLINE_SECONDS),
+        ),
     )
 
     strategy: Literal["Canary", "Recreate"] = Field(
@@ -316,6 +327,25 @@ class Rollout(ApiModel):
         default_factory=TrafficRouting,
         description=TrafficRouting.__doc__,
         json_schema_extra=DEFAULTED,
+    )
+    capacity: Literal["Keep", "Reduce"] = Field(
+        default="Keep",
+        description="What a replica-ratio canary does to the stable revision's size. Keep: the "
+        "stable is scaled down only as canary pods become ready, so ready stable plus ready "
+        "canary replicas never drop below the stable's size before the canary; it costs as many "
+        "extra replicas (GPUs) as canary pods are starting at once: at most a step's increase in "
+        "canary replicas, the whole size at a single 100% step. Reduce: the stable is scaled "
+        "down as soon as a step begins, so no extra replicas are needed (for clusters with few "
+        "GPUs), and serving capacity dips until the canary's pods are ready. With an HTTPRoute "
+        "the stable keeps its full size either way; with autoscaling the autoscaler alone sizes "
+        "the stable and the canary runs beside it.",
+    )
+    progress_deadline: Duration = Field(
+        default="10m",
+        description="How long a canary's pods have to become ready, from the start of each "
+        f"step (or from when one of them stops being ready); at least {MIN_PROGRESS_DEADLINE}. "
+        "Past it the canary is rolled back (phase Degraded, reason ProgressDeadlineExceeded) "
+        "and the stable returns to full size.",
     )
 
 
@@ -370,7 +400,19 @@ class InferenceServiceStatus(ApiModel):
     phase: InferenceServicePhase | None = Field(default=None, description="Summary for humans.")
     stable_revision: str | None = Field(default=None, description="Revision serving by default.")
     canary_revision: str | None = Field(default=None, description="Revision being judged.")
-    canary_weight: int | None = Field(default=None, description="Canary's traffic share (%).")
+    canary_weight: int | None = Field(
+        default=None, description="Canary's traffic share (%) asked for by the current step."
+    )
+    canary_weight_achieved: int | None = Field(
+        default=None,
+        description="Canary's traffic share (%) achieved now: its share of the ready replicas "
+        "(by replica ratio), or the route's weight once a canary pod is ready (HTTPRoute).",
+    )
+    canary_unready_since: str | None = Field(
+        default=None,
+        description="Since when the canary has had fewer ready pods than its step needs "
+        "(RFC 3339); absent while it has them all. Rolled back at rollout.progressDeadline.",
+    )
     current_step: int | None = Field(default=None, description="Index of the current step.")
     ready_replicas: int | None = Field(default=None, description="Ready replicas, all revisions.")
     url: str | None = Field(default=None, description="In-cluster address of the service.")
