@@ -19,12 +19,18 @@ OWNER = Owner("InferenceService", "web", "ns", "uid")
 ERRORS = AnalysisMetric(name="errors", query="rate(x[1m])", max=0.01)
 
 
-def spec(image: str = "serve:1", **rollout: Any) -> InferenceServiceSpec:
+def spec(
+    image: str = "serve:1",
+    replicas: dict[str, int] | None = None,
+    autoscaling: dict[str, Any] | None = None,
+    **rollout: Any,
+) -> InferenceServiceSpec:
     return InferenceServiceSpec.model_validate(
         {
             "image": image,
             "model": {"uri": "https://m/x"},
-            "replicas": {"min": 10, "max": 10},
+            "replicas": replicas or {"min": 10, "max": 10},
+            **({"autoscaling": autoscaling} if autoscaling else {}),
             "rollout": {
                 "steps": [{"weight": 20, "pause": {"duration": "1m"}}, {"weight": 100}],
                 "analysis": {
@@ -43,9 +49,13 @@ def observe(
     status: dict[str, Any],
     ready: dict[str, int],
     now: dt.datetime = NOW,
+    sizes: dict[str, int] | None = None,
     **extra: Any,
 ) -> planner.Observed:
-    views = tuple(DeploymentView(f"web-{r}", r, n, n) for r, n in ready.items())
+    """`ready` pods by revision; each Deployment's spec.replicas is `sizes` where given, else
+    its ready count."""
+    sizes = sizes or {}
+    views = tuple(DeploymentView(f"web-{r}", r, sizes.get(r, n), n) for r, n in ready.items())
     return planner.Observed(
         owner=OWNER,
         generation=1,
@@ -58,6 +68,16 @@ def observe(
         staging_image="img",
         **extra,
     )
+
+
+def sized(plan: planner.Plan) -> dict[str, int]:
+    """The Deployments the plan sizes (applied or scaled), by name."""
+    applied = {
+        m["metadata"]["name"]: m["spec"]["replicas"]
+        for m in plan.apply
+        if m["kind"] == "Deployment"
+    }
+    return {**applied, **dict(plan.scale)}
 
 
 def canary_status() -> tuple[InferenceServiceSpec, dict[str, Any], str, str]:
@@ -75,9 +95,10 @@ def test_a_new_revision_starts_a_canary_split_by_replicas() -> None:
         0,
     )
     plan = planner.plan(observe(new, status, {stable: 10}))
-    desired = {m["metadata"]["name"]: m["spec"]["replicas"] for m in plan.apply}
-    assert desired[f"web-{canary}"] == 2
-    assert (f"web-{stable}", 8) in plan.scale
+    assert sized(plan) == {f"web-{canary}": 2}
+    # The stable gives up replicas only for ready canary pods (capacity Keep).
+    plan = planner.plan(observe(new, status, {stable: 10, canary: 2}))
+    assert sized(plan) == {f"web-{stable}": 8}
 
 
 def test_analysis_is_asked_for_when_due_and_judged_against_bounds() -> None:
@@ -145,3 +166,276 @@ def test_promote_full_and_retire_the_old_stable() -> None:
         )
     )
     assert again.outcomes == []
+
+
+# -- replicas: who owns them, capacity, deadlines, honest weights ------------------------------
+
+
+def fixed(minimum: int, steps: list[dict[str, Any]], **rollout: Any) -> InferenceServiceSpec:
+    """A fixed-size service (no autoscaling, no analysis) with these canary steps."""
+    return spec(
+        replicas={"min": minimum, "max": minimum},
+        steps=steps,
+        analysis={"interval": "10s"},
+        **rollout,
+    )
+
+
+def with_image(s: InferenceServiceSpec, image: str, **changes: Any) -> InferenceServiceSpec:
+    return InferenceServiceSpec.model_validate(
+        {**s.model_dump(by_alias=True, exclude_none=True), "image": image, **changes}
+    )
+
+
+def started(old: InferenceServiceSpec, size: int) -> tuple[InferenceServiceSpec, dict[str, Any]]:
+    """serve:2 of `old` started as a canary beside a stable of `size` ready replicas."""
+    new = with_image(old, "serve:2")
+    status = planner.plan(observe(old, {}, {})).status
+    return new, planner.plan(observe(new, status, {revision_of(old): size})).status
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in status["conditions"] if c["type"] == kind)
+    return found
+
+
+def test_an_hpa_scaled_stable_is_left_alone_and_the_canary_follows_its_size() -> None:
+    old = spec(
+        replicas={"min": 2, "max": 10},
+        autoscaling={"metric": "cpu", "target": 70},
+        steps=[{"weight": 20, "pause": {}}, {"weight": 100}],
+        analysis={"interval": "10s"},
+    )
+    first = planner.plan(observe(old, {}, {}))
+    stable = revision_of(old)
+    assert sized(first) == {f"web-{stable}": 2}  # created at replicas.min
+    assert any(m["kind"] == "HorizontalPodAutoscaler" for m in first.apply)
+    # The HPA scales the stable to 8: nothing claims its replicas back.
+    steady = planner.plan(observe(old, first.status, {stable: 8}))
+    assert (steady.apply, steady.scale) == ([], [])
+    assert condition(steady.status, "Healthy")["message"] == (
+        "8 of 8 replicas of the stable revision ready"
+    )
+    # A canary at 20% beside 8 stable replicas: 2 canary replicas take 20%.
+    new = with_image(old, "serve:2")
+    canary = revision_of(new)
+    status = planner.plan(observe(new, steady.status, {stable: 8})).status
+    plan = planner.plan(observe(new, status, {stable: 8}))
+    assert sized(plan) == {f"web-{canary}": 2}
+    ready = planner.plan(observe(new, plan.status, {stable: 8, canary: 2}))
+    assert sized(ready) == {}
+    assert ready.status["canaryWeightAchieved"] == 20
+    # The HPA scales the stable to 12: the canary follows, the stable is still not touched.
+    grown = planner.plan(observe(new, ready.status, {stable: 12, canary: 2}))
+    assert sized(grown) == {f"web-{canary}": 3}
+    # Promoted: the HPA moves to the new stable, whose replicas the operator leaves alone.
+    promoted = planner.plan(
+        observe(
+            new,
+            grown.status,
+            {stable: 12, canary: 3},
+            annotations={"stratus.dev/promote-full": "1"},
+        )
+    )
+    (hpa,) = [m for m in promoted.apply if m["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"web-{canary}"
+    later = planner.plan(observe(new, promoted.status, {stable: 12, canary: 5}))
+    assert sized(later) == {}
+
+
+def test_a_canary_beside_an_autoscaled_stable_takes_at_most_half() -> None:
+    old = spec(
+        replicas={"min": 2, "max": 10},
+        autoscaling={"metric": "cpu", "target": 70},
+        steps=[{"weight": 80, "pause": {}}, {"weight": 100}],
+        analysis={"interval": "10s"},
+    )
+    new, status = started(old, 4)
+    stable, canary = revision_of(old), revision_of(new)
+    plan = planner.plan(observe(new, status, {stable: 4, canary: 4}))
+    assert plan.status["canaryWeightAchieved"] == 50
+    exact = condition(plan.status, "WeightExact")
+    assert (exact["status"], exact["reason"]) == ("False", "ReplicaRatio")
+    assert exact["message"].startswith("80% asked, 50% achievable: the autoscaled stable keeps")
+
+
+def test_a_hand_edited_fixed_size_stable_is_repaired() -> None:
+    s = fixed(4, [{"weight": 50}, {"weight": 100}])
+    status = planner.plan(observe(s, {}, {})).status
+    stable = revision_of(s)
+    plan = planner.plan(observe(s, status, {stable: 4}, sizes={stable: 9}))
+    assert sized(plan) == {f"web-{stable}": 4}
+    assert not any(m["kind"] == "HorizontalPodAutoscaler" for m in plan.apply)
+
+
+def walk(
+    new: InferenceServiceSpec, status: dict[str, Any], stable: str, size: int
+) -> tuple[dict[str, Any], list[tuple[int, int, int]]]:
+    """Runs a canary to its end, one canary pod becoming ready per pass and every scale-down
+    taking effect at once (a scale-up only as pods become ready). Returns the last status and,
+    per pass, (ready stable, ready canary, pods running)."""
+    canary = revision_of(new)
+    sizes, ready = {stable: size}, {stable: size, canary: 0}
+    seen = []
+    now = NOW
+    for _ in range(60):
+        plan = planner.plan(observe(new, status, ready, now=now, sizes=sizes))
+        status = plan.status
+        for name, count in sized(plan).items():
+            sizes[name.removeprefix("web-")] = count
+        for revision in (stable, canary):
+            ready[revision] = min(ready[revision], sizes.get(revision, 0))
+        seen.append((ready[stable], ready[canary], sizes[stable] + sizes.get(canary, 0)))
+        if status["stableRevision"] == canary:
+            return status, seen
+        if ready[canary] < sizes.get(canary, 0):
+            ready[canary] += 1
+        now += dt.timedelta(seconds=20)
+    raise AssertionError(f"not promoted: {status}")
+
+
+def test_capacity_never_drops_below_the_original_while_canary_pods_become_ready() -> None:
+    old = fixed(4, [{"weight": 25, "pause": {"duration": "30s"}}, {"weight": 100}])
+    new, status = started(old, 4)
+    last, seen = walk(new, status, revision_of(old), 4)
+    assert last["phase"] == "Healthy"
+    assert all(stable + canary >= 4 for stable, canary, _ in seen), seen
+    # What Keep costs: the canary pods not yet ready, at most the 100% step's three new ones.
+    assert max(pods for _, _, pods in seen) == 7
+    assert (seen[-1][0], seen[-1][1]) == (0, 4)
+
+
+def test_capacity_reduce_scales_the_stable_down_when_a_step_begins() -> None:
+    old = fixed(
+        4, [{"weight": 25, "pause": {"duration": "30s"}}, {"weight": 100}], capacity="Reduce"
+    )
+    new, status = started(old, 4)
+    stable, canary = revision_of(old), revision_of(new)
+    plan = planner.plan(observe(new, status, {stable: 4}))
+    assert sized(plan) == {f"web-{canary}": 1, f"web-{stable}": 3}
+    _, seen = walk(new, status, stable, 4)
+    assert min(s + c for s, c, _ in seen) == 1  # the dip Keep avoids
+    assert max(pods for _, _, pods in seen) == 4  # and its cost: no extra replica
+
+
+def test_a_canary_never_ready_is_rolled_back_at_its_progress_deadline() -> None:
+    old = fixed(4, [{"weight": 50, "pause": {}}, {"weight": 100}], capacity="Reduce")
+    new, status = started(old, 4)
+    stable, canary = revision_of(old), revision_of(new)
+    assert status["canaryUnreadySince"] == status["stepStartedAt"]
+    sizes = {stable: 2, canary: 2}
+    almost = NOW + dt.timedelta(minutes=9, seconds=59)
+    waiting = planner.plan(observe(new, status, {stable: 2, canary: 0}, almost, sizes))
+    assert waiting.status["canaryRevision"] == canary
+    assert waiting.requeue_after == 1.0  # woken at the deadline, with no event to wait for
+    late = NOW + dt.timedelta(minutes=10)
+    plan = planner.plan(observe(new, waiting.status, {stable: 2, canary: 0}, late, sizes))
+    assert (plan.status["phase"], plan.status["abortedRevision"]) == ("Degraded", canary)
+    healthy = condition(plan.status, "Healthy")
+    message = (
+        f"canary {canary} rolled back: 0 of 2 canary pods ready after "
+        "rollout.progressDeadline (10m), at step 1 of 2"
+    )
+    assert (healthy["reason"], healthy["message"]) == ("ProgressDeadlineExceeded", message)
+    assert plan.events[-1].reason == "ProgressDeadlineExceeded"
+    assert plan.events[-1].type == "Warning"
+    assert plan.outcomes == ["aborted"]
+    # The stable back at full size, the canary at none.
+    assert sized(plan) == {f"web-{stable}": 4, f"web-{canary}": 0}
+    assert "canaryUnreadySince" not in plan.status
+
+
+def test_under_keep_a_never_ready_canary_never_shrank_the_stable() -> None:
+    old = fixed(4, [{"weight": 50, "pause": {}}, {"weight": 100}])
+    new, status = started(old, 4)
+    stable, canary = revision_of(old), revision_of(new)
+    waiting = planner.plan(observe(new, status, {stable: 4, canary: 0}, sizes={canary: 2}))
+    assert sized(waiting) == {}
+    late = NOW + dt.timedelta(minutes=10)
+    plan = planner.plan(observe(new, status, {stable: 4, canary: 0}, late, {canary: 2}))
+    assert plan.status["phase"] == "Degraded"
+    assert sized(plan) == {f"web-{canary}": 0}
+
+
+def test_a_canary_pod_lost_later_gets_a_deadline_of_its_own() -> None:
+    old = fixed(4, [{"weight": 50, "pause": {}}, {"weight": 100}], progressDeadline="5m")
+    new, status = started(old, 4)
+    stable, canary = revision_of(old), revision_of(new)
+    ready = planner.plan(observe(new, status, {stable: 2, canary: 2})).status
+    assert "canaryUnreadySince" not in ready
+    # An hour into the indefinite pause a canary pod is lost: five minutes from then.
+    hour = NOW + dt.timedelta(hours=1)
+    lost = planner.plan(observe(new, ready, {stable: 2, canary: 1}, hour, {canary: 2}))
+    assert lost.status["canaryRevision"] == canary
+    assert lost.status["canaryUnreadySince"] == "2026-01-01T13:00:00.000Z"
+    later = hour + dt.timedelta(minutes=5)
+    gone = planner.plan(observe(new, lost.status, {stable: 2, canary: 1}, later, {canary: 2}))
+    assert gone.status["phase"] == "Degraded"
+    assert "1 of 2 canary pods ready" in condition(gone.status, "Healthy")["message"]
+
+
+def test_the_weight_achieved_with_min_2_and_a_10_percent_step() -> None:
+    old = fixed(2, [{"weight": 10, "pause": {}}, {"weight": 100}])
+    new, status = started(old, 2)
+    stable, canary = revision_of(old), revision_of(new)
+    assert status["canaryWeight"] == 10
+    starting = planner.plan(observe(new, status, {stable: 2}))
+    assert starting.status["canaryWeightAchieved"] == 0
+    plan = planner.plan(observe(new, starting.status, {stable: 1, canary: 1}))
+    assert (plan.status["canaryWeight"], plan.status["canaryWeightAchieved"]) == (10, 50)
+    exact = condition(plan.status, "WeightExact")
+    assert (exact["status"], exact["reason"]) == ("False", "ReplicaRatio")
+    assert exact["message"] == (
+        "10% asked, 50% achievable: 2 replicas split as 1 canary and 1 stable (the canary "
+        "rounds up to whole replicas, the stable keeps one until 100%); more replicas or an "
+        "HTTPRoute give finer weights"
+    )
+
+
+def test_an_exact_split_says_so_and_the_condition_goes_with_the_canary() -> None:
+    new, status, stable, canary = canary_status()
+    plan = planner.plan(observe(new, status, {stable: 8, canary: 2}))
+    exact = condition(plan.status, "WeightExact")
+    assert (exact["status"], exact["message"]) == ("True", "2 canary and 8 stable replicas: 20%")
+    assert plan.status["canaryWeightAchieved"] == 20
+    aborted = planner.plan(
+        observe(new, plan.status, {stable: 8, canary: 2}, annotations={"stratus.dev/abort": "1"})
+    )
+    assert "WeightExact" not in {c["type"] for c in aborted.status["conditions"]}
+    assert aborted.status["canaryWeightAchieved"] == 0
+
+
+def test_an_autoscaler_follows_the_spec_and_goes_when_no_longer_asked_for() -> None:
+    s = spec(replicas={"min": 2, "max": 10}, autoscaling={"metric": "cpu", "target": 70})
+    stable = revision_of(s)
+    status = planner.plan(observe(s, {}, {})).status
+    assert condition(status, "Autoscaling")["reason"] == "HorizontalPodAutoscaler"
+    # A new generation (max 12) re-applies the HPA.
+    more = with_image(s, "serve:1", replicas={"min": 2, "max": 12})
+    plan = planner.plan(dataclasses.replace(observe(more, status, {stable: 5}), generation=2))
+    (hpa,) = [m for m in plan.apply if m["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["maxReplicas"] == 12
+    # Autoscaling removed: the HPA is deleted, and the operator owns the replicas again.
+    plain = with_image(s, "serve:1", replicas={"min": 3, "max": 3}, autoscaling=None)
+    gone = planner.plan(dataclasses.replace(observe(plain, plan.status, {stable: 5}), generation=3))
+    assert gone.remove == [("autoscaling/v2", "HorizontalPodAutoscaler", "web")]
+    assert "Autoscaling" not in {c["type"] for c in gone.status["conditions"]}
+    assert sized(gone) == {f"web-{stable}": 3}
+    again = planner.plan(
+        dataclasses.replace(observe(plain, gone.status, {stable: 3}), generation=3)
+    )
+    assert again.remove == []
+
+
+def test_without_keda_the_operator_sizes_a_prometheus_autoscaled_stable() -> None:
+    s = spec(
+        replicas={"min": 2, "max": 8},
+        autoscaling={"metric": "prometheus", "target": 10, "query": "sum(up)"},
+    )
+    stable = revision_of(s)
+    status = planner.plan(observe(s, {}, {})).status
+    assert condition(status, "Autoscaling")["reason"] == "KEDANotInstalled"
+    assert sized(planner.plan(observe(s, status, {stable: 5}))) == {f"web-{stable}": 2}
+    keda = planner.plan(observe(s, status, {stable: 2}, keda=True))
+    assert [m["kind"] for m in keda.apply] == ["ScaledObject"]
+    assert sized(planner.plan(observe(s, keda.status, {stable: 5}, keda=True))) == {}

@@ -16,6 +16,9 @@ PVC_ROOT = "/mnt/model-source"
 MODEL_CA_VOLUME = "stratus-model-ca"
 MODEL_CA_DIR = "/etc/stratus/model-ca"
 MODEL_CA_KEY = "ca.crt"
+# (apiVersion, kind) of the autoscalers, for deleting one no longer asked for.
+HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
+SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
 
 
 def deployment_name(owner: Owner, revision: str) -> str:
@@ -93,6 +96,8 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
 def build_deployment(
     owner: Owner, spec: InferenceServiceSpec, revision: str, replicas: int, staging_image: str
 ) -> Manifest:
+    """A revision's Deployment. `replicas` is applied with it: the planner applies the
+    Deployment of an autoscaled stable revision only to create it (see planner)."""
     labels = _labels(owner, revision)
     init, volumes = _staging(spec, staging_image)
     env = [
@@ -172,8 +177,8 @@ def build_hpa(owner: Owner, spec: InferenceServiceSpec, revision: str) -> Manife
     if scaling is None or scaling.metric == "prometheus":
         return None
     return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
+        "apiVersion": HPA[0],
+        "kind": HPA[1],
         "metadata": _meta(owner, owner.name, _labels(owner)),
         "spec": {
             "scaleTargetRef": {
@@ -243,8 +248,8 @@ def build_scaled_object(
     if scaling is None or scaling.metric != "prometheus" or scaling.query is None:
         return None
     return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
+        "apiVersion": SCALED_OBJECT[0],
+        "kind": SCALED_OBJECT[1],
         "metadata": _meta(owner, owner.name, _labels(owner)),
         "spec": {
             "scaleTargetRef": {"name": deployment_name(owner, revision)},

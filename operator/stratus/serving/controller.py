@@ -18,12 +18,12 @@ from stratus.conditions import set_condition
 from stratus.config import OperatorConfig
 from stratus.kube import Kube
 from stratus.podspec import Owner
-from stratus.serving import planner, prometheus
+from stratus.serving import builders, planner, prometheus
 from stratus.serving.views import DeploymentView, RouteView, StagingFailure, route_view
 
 Key = tuple[str, str]
 HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
-KEDA = ("keda.sh/v1alpha1", "ScaledObject")
+KEDA = builders.SCALED_OBJECT
 Lookup = Callable[[Key], Iterable[Any]]
 
 
@@ -102,6 +102,17 @@ class ServingController:
         retry = await self.status_writer.write(key, meta, status, plan.status)
         if retry is not None:
             return retry
+        await self._write(plan, owner)
+        reconciling.record(self.kube, obj, plan.events)
+        for outcome in plan.outcomes:
+            metrics.ROLLOUTS.labels(outcome).inc()
+        metrics.CANARY_WEIGHT.labels(owner.namespace, owner.name).set(
+            plan.status.get("canaryWeight") or 0
+        )
+        return plan.requeue_after
+
+    async def _write(self, plan: planner.Plan, owner: Owner) -> None:
+        """The plan's children, after the status that records them."""
         if plan.route is not None:
             # Before the status that records it: re-applying the same weights is harmless.
             name, rules = plan.route
@@ -122,13 +133,10 @@ class ServingController:
             await self.kube.scale(owner.namespace, name, replicas)
         for name in plan.delete:
             await self.kube.delete("apps/v1", "Deployment", owner.namespace, name)
-        reconciling.record(self.kube, obj, plan.events)
-        for outcome in plan.outcomes:
-            metrics.ROLLOUTS.labels(outcome).inc()
-        metrics.CANARY_WEIGHT.labels(owner.namespace, owner.name).set(
-            plan.status.get("canaryWeight") or 0
-        )
-        return plan.requeue_after
+        for api_version, kind, name in plan.remove:
+            if (api_version, kind) == KEDA and not await self.kube.has_kind(*KEDA):
+                continue  # KEDA uninstalled: its ScaledObjects went with its CRD
+            await self.kube.delete(api_version, kind, owner.namespace, name)
 
     async def _refuse(
         self, key: Key, meta: dict[str, Any], status: dict[str, Any], reason: str, message: str

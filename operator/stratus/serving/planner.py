@@ -1,6 +1,13 @@
 """The InferenceService rollout state machine, pure: the spec, the status, the revisions'
 Deployments, any commands and analysis results in; the next status, the objects to apply or
-delete, and whether to run the analysis out."""
+delete, and whether to run the analysis out.
+
+Who sizes what: without autoscaling the operator owns every revision's replicas (a hand edit is
+put back). With autoscaling (an HPA, or a KEDA ScaledObject once KEDA is installed) the stable
+revision's Deployment is the autoscaler's: the operator creates it at `replicas.min` and never
+applies it again, so `stratus` never takes `spec.replicas` back from the HPA. A canary is sized
+from the stable's current size; by replica ratio the stable is scaled down only as canary pods
+become ready (`rollout.capacity: Keep`), or at once (`Reduce`), and never when autoscaled."""
 
 from __future__ import annotations
 
@@ -26,6 +33,13 @@ from stratus.serving.views import DeploymentView, RouteView, StagingFailure
 
 Status = dict[str, Any]
 COMMANDS = (PROMOTE_ANNOTATION, PROMOTE_FULL_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
+AUTOSCALING = "Autoscaling"
+WEIGHT_EXACT = "WeightExact"
+# The Autoscaling condition's reason when true names the autoscaler the operator made.
+AUTOSCALERS = {
+    "HorizontalPodAutoscaler": builders.HPA,
+    "ScaledObject": builders.SCALED_OBJECT,
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,8 @@ class Plan:
     delete: list[str] = field(default_factory=list)
     # (Deployment name, replicas) for revisions whose full spec is no longer at hand.
     scale: list[tuple[str, int]] = field(default_factory=list)
+    # (apiVersion, kind, name) of other children to delete: an autoscaler no longer asked for.
+    remove: list[tuple[str, str, str]] = field(default_factory=list)
     # Deployments whose owner reference a person removed: given back to the InferenceService.
     adopt: list[str] = field(default_factory=list)
     # (HTTPRoute name, its new rules): the weights of the traffic split.
@@ -102,6 +118,10 @@ class Plan:
 def parse_duration(text: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ms|s|m|h)", text))
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 class _Planner:
@@ -151,6 +171,7 @@ class _Planner:
         self.replicas()
         self.route()
         self.autoscaling()
+        self.weights()
         self.summarize()
         return self.plan
 
@@ -176,6 +197,7 @@ class _Planner:
                 "currentStep": 0,
                 "canaryWeight": self.steps[0].weight,
                 "stepStartedAt": precise_timestamp(self.obs.now),
+                "canaryUnreadySince": precise_timestamp(self.obs.now),
                 "lastAnalysis": {"failures": 0, "inconclusive": 0, "results": []},
             }
         )
@@ -185,14 +207,15 @@ class _Planner:
         )
 
     def canary(self) -> None:
-        canary = self.status["canaryRevision"]
         if ABORT_ANNOTATION in self.commands:
             self.abort("aborted by a person")
             return
         if PROMOTE_FULL_ANNOTATION in self.commands:
             self.promote()
             return
-        ready = self.canary_ready(canary)
+        if self.past_deadline():
+            return
+        ready = self.in_place()
         analysis = self.status.setdefault("lastAnalysis", {"failures": 0, "inconclusive": 0})
         if self.spec.rollout.analysis.metrics and ready and not self.judge(analysis):
             return
@@ -203,10 +226,44 @@ class _Planner:
         if PROMOTE_ANNOTATION in self.commands or (ready and self.pause_over(analysis)):
             self.advance()
 
-    def canary_ready(self, canary: str) -> bool:
-        view = self.deployments.get(canary)
-        want = self.split()[0]
-        return view is not None and view.ready >= want
+    def canary_pods(self) -> tuple[int, int]:
+        """(ready, wanted): the canary's ready pods, and how many the current step needs."""
+        view = self.deployments.get(self.status["canaryRevision"])
+        return (view.ready if view else 0), self.split()[0]
+
+    def in_place(self) -> bool:
+        """Whether the current step's split stands: every canary pod it needs ready, and the
+        stable at its size for the step (so a pause or an analysis sees the step's traffic)."""
+        ready, wanted = self.canary_pods()
+        if ready < wanted:
+            return False
+        target = self.stable_target()
+        view = self.deployments.get(self.status["stableRevision"])
+        return target is None or view is None or view.replicas == target
+
+    def past_deadline(self) -> bool:
+        """Rolls the canary back when its pods have not all been ready for longer than
+        rollout.progressDeadline: from the start of the step, or since one stopped being ready."""
+        ready, wanted = self.canary_pods()
+        if ready >= wanted:
+            self.status.pop("canaryUnreadySince", None)
+            return False
+        since = parse_time(self.status.get("canaryUnreadySince"))
+        if since is None:
+            since = self.obs.now
+            self.status["canaryUnreadySince"] = precise_timestamp(since)
+        deadline = self.spec.rollout.progress_deadline
+        waited = (self.obs.now - since).total_seconds()
+        if waited < parse_duration(deadline):
+            self.plan.later(parse_duration(deadline) - waited)
+            return False
+        step = self.status.get("currentStep", 0)
+        self.abort(
+            f"{ready} of {wanted} canary pods ready after rollout.progressDeadline ({deadline}), "
+            f"at step {step + 1} of {len(self.steps)}",
+            reason="ProgressDeadlineExceeded",
+        )
+        return True
 
     def judge(self, analysis: dict[str, Any]) -> bool:
         """Record and judge a measurement; False when the rollout must stop here."""
@@ -290,6 +347,11 @@ class _Planner:
                 "phase": "Progressing",
             }
         )
+        ready, wanted = self.canary_pods()
+        if ready < wanted:
+            self.status["canaryUnreadySince"] = self.status["stepStartedAt"]
+        else:
+            self.status.pop("canaryUnreadySince", None)
         self.event(
             "StepAdvanced",
             f"canary {self.status['canaryRevision']} at {weight}% "
@@ -307,14 +369,14 @@ class _Planner:
         self.plan.outcomes.append("promoted")
         self.event("Promoted", f"revision {canary} promoted to stable")
 
-    def abort(self, why: str) -> None:
+    def abort(self, why: str, reason: str = "RolledBack") -> None:
         canary = self.status["canaryRevision"]
         self.status["abortedRevision"] = canary
         self.clear_canary()
         self.status["phase"] = "Degraded"
         self.plan.outcomes.append("aborted")
-        self.condition("Healthy", False, "RolledBack", f"canary {canary} rolled back: {why}")
-        self.event("RolledBack", f"canary {canary} rolled back: {why}", warning=True)
+        self.condition("Healthy", False, reason, f"canary {canary} rolled back: {why}")
+        self.event(reason, f"canary {canary} rolled back: {why}", warning=True)
 
     def cancel_canary(self, why: str) -> None:
         canary = self.status["canaryRevision"]
@@ -323,7 +385,7 @@ class _Planner:
         self.event("CanaryCancelled", f"canary {canary} cancelled: {why}")
 
     def clear_canary(self) -> None:
-        for key in ("canaryRevision", "currentStep", "stepStartedAt"):
+        for key in ("canaryRevision", "currentStep", "stepStartedAt", "canaryUnreadySince"):
             self.status.pop(key, None)
         self.status["canaryWeight"] = 0
 
@@ -340,16 +402,54 @@ class _Planner:
             self.plan.later((due - self.obs.now).total_seconds())
 
     # -- desired objects -------------------------------------------------------------------
-    def split(self) -> tuple[int, int]:
-        """(canary, stable) replicas for the canary's weight. By replica ratio, traffic follows
-        ready replicas; with an HTTPRoute the stable keeps its size and the route weighs."""
-        total = max(1, self.spec.replicas.min)
+    def autoscaled(self) -> bool:
+        """Whether an autoscaler sizes the stable revision: an HPA (cpu, memory), or KEDA's
+        ScaledObject once KEDA is installed. Then its replicas are set only when it is created."""
+        scaling = self.spec.autoscaling
+        return scaling is not None and (scaling.metric != "prometheus" or self.obs.keda)
+
+    def base(self) -> int:
+        """The stable revision's full size: replicas.min, or with autoscaling the size the
+        autoscaler gave it (its Deployment's spec.replicas, now)."""
+        view = self.deployments.get(self.status["stableRevision"])
+        if self.autoscaled() and view is not None:
+            return max(1, view.replicas)
+        return max(1, self.spec.replicas.min)
+
+    def split(self) -> tuple[int, int | None]:
+        """(canary, stable) replicas once the canary's step is in place; the stable None when
+        the autoscaler sizes it. By replica ratio, traffic follows ready replicas: the canary
+        takes its weight of the stable's size, and the stable the rest (at least one replica
+        before 100%). Beside an autoscaled stable, which the operator never scales down, the
+        canary is sized so that it takes its weight of the two together, up to the stable's own
+        size (half the traffic). With an HTTPRoute the route weighs, and the stable keeps its
+        size."""
+        base = self.base()
         weight = self.status.get("canaryWeight") or 0
-        canary = math.ceil(total * weight / 100) if weight else 0
-        if self.spec.rollout.traffic_routing.http_route is not None:
-            return canary, total
-        stable = total - canary if weight >= 100 else max(1, total - canary)
-        return canary, stable
+        routed = self.spec.rollout.traffic_routing.http_route is not None
+        stable: int | None = None if self.autoscaled() else base
+        if not weight:
+            return 0, stable
+        if stable is None and not routed and weight < 100:
+            return min(base, _ceil_div(base * weight, 100 - weight)), None
+        canary = _ceil_div(base * weight, 100)
+        if stable is None or routed:
+            return canary, stable
+        return canary, 0 if weight >= 100 else max(1, base - canary)
+
+    def stable_target(self) -> int | None:
+        """The stable's replicas now; None when the autoscaler sizes it. With capacity Keep the
+        stable gives up a replica only for a ready canary pod: ready stable and ready canary
+        replicas together never fall below the stable's full size."""
+        stable = self.split()[1]
+        if (
+            stable is None
+            or not self.status.get("canaryRevision")
+            or self.spec.rollout.capacity != "Keep"
+        ):
+            return stable
+        ready, _ = self.canary_pods()
+        return max(stable, self.base() - ready)
 
     def route_missing(self) -> bool:
         ref = self.spec.rollout.traffic_routing.http_route
@@ -384,44 +484,13 @@ class _Planner:
             f"HTTPRoute {ref.name}: canary {self.status.get('canaryWeight') or 0}%",
         )
 
-    def autoscaling(self) -> None:
-        scaling = self.spec.autoscaling
-        if scaling is None or scaling.metric != "prometheus":
-            return
-        if not self.obs.keda:
-            self.condition(
-                "Autoscaling",
-                False,
-                "KEDANotInstalled",
-                "autoscaling on a Prometheus query needs KEDA (keda.sh ScaledObject); "
-                f"running {self.spec.replicas.min} replicas",
-            )
-            return
-        stable = self.status["stableRevision"]
-        if not self.status.get("canaryRevision") and (
-            self.obs.status.get("stableRevision") != stable
-            or not self.obs.deployments
-            or not any(
-                c.get("type") == "Autoscaling" and c.get("status") == "True"
-                for c in self.obs.status.get("conditions", [])
-            )
-        ):
-            scaled = builders.build_scaled_object(
-                self.obs.owner, self.spec, stable, self.obs.prometheus_url
-            )
-            if scaled is not None:
-                self.plan.apply.append(scaled)
-        self.condition("Autoscaling", True, "ScaledObject", "KEDA scales the stable revision")
-
     def replicas(self) -> None:
         owner, spec = self.obs.owner, self.spec
-        desired: dict[str, int] = {}
         stable = self.status["stableRevision"]
         canary = self.status.get("canaryRevision")
-        canary_replicas, stable_replicas = self.split() if canary else (0, spec.replicas.min)
-        desired[stable] = stable_replicas
+        desired: dict[str, int | None] = {stable: self.stable_target()}
         if canary:
-            desired[canary] = canary_replicas
+            desired[canary] = self.split()[0]
         aborted = self.status.get("abortedRevision")
         if aborted and aborted in self.deployments:
             desired[aborted] = 0  # kept, scaled down, for inspection
@@ -432,7 +501,20 @@ class _Planner:
         for revision, count in desired.items():
             name = builders.deployment_name(owner, revision)
             view = self.deployments.get(revision)
-            if name in deleted or (view is not None and view.replicas == count):
+            if name in deleted:
+                continue
+            if count is None:
+                # The autoscaler's: created at replicas.min, then never applied again. An apply
+                # without replicas would not do: where `stratus` is the field's only manager (the
+                # HPA writes it only to change it) the API server would reset it to 1.
+                if view is None and revision == self.revision:
+                    self.plan.apply.append(
+                        builders.build_deployment(
+                            owner, spec, revision, max(1, spec.replicas.min), self.obs.staging_image
+                        )
+                    )
+                continue
+            if view is not None and view.replicas == count:
                 continue
             spec_for = spec if revision == self.revision else None
             if spec_for is None and view is None:
@@ -446,12 +528,110 @@ class _Planner:
                         owner, spec_for, revision, count, self.obs.staging_image
                     )
                 )
-        if stable == self.revision and not canary:
-            hpa = builders.build_hpa(owner, spec, stable)
-            if hpa is not None and (
-                self.obs.status.get("stableRevision") != stable or not self.obs.deployments
-            ):
-                self.plan.apply.append(hpa)
+
+    def autoscaling(self) -> None:
+        """The HPA or ScaledObject on the stable revision, applied when what it says may have
+        changed (a new stable, a new spec); one no longer asked for is deleted, so that it
+        cannot fight the operator over the replicas it owns again."""
+        owner, scaling = self.obs.owner, self.spec.autoscaling
+        stable = self.status["stableRevision"]
+        before = next(
+            (c for c in self.obs.status.get("conditions", []) if c.get("type") == AUTOSCALING),
+            None,
+        )
+        made = before.get("reason") if before and before.get("status") == "True" else None
+        wanted = None
+        if scaling is not None:
+            wanted = "ScaledObject" if scaling.metric == "prometheus" else "HorizontalPodAutoscaler"
+        if made in AUTOSCALERS and made != wanted:
+            self.plan.remove.append((*AUTOSCALERS[made], owner.name))
+        if scaling is None or wanted is None:
+            self.status["conditions"] = [
+                c for c in self.status.get("conditions", []) if c["type"] != AUTOSCALING
+            ]
+            return
+        if scaling.metric == "prometheus" and not self.obs.keda:
+            self.condition(
+                AUTOSCALING,
+                False,
+                "KEDANotInstalled",
+                "autoscaling on a Prometheus query needs KEDA (keda.sh ScaledObject); "
+                f"running {self.spec.replicas.min} replicas",
+            )
+            return
+        stale = (
+            made != wanted
+            or self.obs.status.get("stableRevision") != stable
+            or self.obs.status.get("observedGeneration") != self.obs.generation
+            or not self.obs.deployments
+        )
+        if stale:
+            manifest = (
+                builders.build_scaled_object(owner, self.spec, stable, self.obs.prometheus_url)
+                if wanted == "ScaledObject"
+                else builders.build_hpa(owner, self.spec, stable)
+            )
+            if manifest is not None:
+                self.plan.apply.append(manifest)
+        who = "KEDA" if wanted == "ScaledObject" else f"an HPA on {scaling.metric}"
+        self.condition(
+            AUTOSCALING,
+            True,
+            wanted,
+            f"{who} scales the stable revision from {self.spec.replicas.min} to "
+            f"{self.spec.replicas.max} replicas; the operator sets them only on creation",
+        )
+
+    def weights(self) -> None:
+        """canaryWeightAchieved, from ready replicas; and, by replica ratio, whether the step's
+        weight can be had at all (WeightExact), and if not which weight can and why."""
+        canary = self.status.get("canaryRevision")
+        routed = self.spec.rollout.traffic_routing.http_route is not None
+        weight = self.status.get("canaryWeight") or 0
+        achieved = 0
+        if canary:
+            ready, _ = self.canary_pods()
+            if routed:
+                achieved = weight if ready and not self.route_missing() else 0
+            else:
+                view = self.deployments.get(self.status["stableRevision"])
+                total = ready + (view.ready if view else 0)
+                achieved = round(100 * ready / total) if total else 0
+        self.status["canaryWeightAchieved"] = achieved
+        if not canary or routed:
+            self.status["conditions"] = [
+                c for c in self.status.get("conditions", []) if c["type"] != WEIGHT_EXACT
+            ]
+            return
+        base = self.base()
+        pods, stable = self.split()
+        beside = base if stable is None else stable
+        share = round(100 * pods / (pods + beside))
+        if share == weight:
+            self.condition(
+                WEIGHT_EXACT,
+                True,
+                "ExactSplit",
+                f"{pods} canary and {beside} stable replicas: {weight}%",
+            )
+        elif stable is None:
+            self.condition(
+                WEIGHT_EXACT,
+                False,
+                "ReplicaRatio",
+                f"{weight}% asked, {share}% achievable: the autoscaled stable keeps its {base} "
+                f"replicas, and {pods} canary replicas beside them take {share}% (at most the "
+                "stable's size, half the traffic); an HTTPRoute gives exact weights",
+            )
+        else:
+            self.condition(
+                WEIGHT_EXACT,
+                False,
+                "ReplicaRatio",
+                f"{weight}% asked, {share}% achievable: {base} replicas split as {pods} canary "
+                f"and {stable} stable (the canary rounds up to whole replicas, the stable keeps "
+                "one until 100%); more replicas or an HTTPRoute give finer weights",
+            )
 
     def summarize(self) -> None:
         failure = next(
@@ -490,13 +670,14 @@ class _Planner:
             return
         stable = self.deployments.get(self.status["stableRevision"])
         healthy = stable is not None and stable.ready >= max(1, self.spec.replicas.min)
+        # With autoscaling, of the autoscaler's count; healthy from replicas.min up.
+        size = stable.replicas if stable and self.autoscaled() else self.spec.replicas.min
         self.status["phase"] = "Healthy" if healthy else "Progressing"
         self.condition(
             "Healthy",
             healthy,
             "StableReady" if healthy else "StableNotReady",
-            f"{stable.ready if stable else 0} of {self.spec.replicas.min} replicas "
-            "of the stable revision ready",
+            f"{stable.ready if stable else 0} of {size} replicas of the stable revision ready",
         )
 
 
