@@ -249,6 +249,18 @@ INVALID = (
         (("spec.rollout.analysis.interval", "500ms"),),
         "spec.rollout.analysis.interval",
     ),
+    Invalid(
+        "infs-zero-progress-deadline",
+        INFS,
+        (("spec.rollout.progressDeadline", "0s"),),
+        "spec.rollout.progressDeadline",
+    ),
+    Invalid(
+        "infs-sub-second-progress-deadline",
+        INFS,
+        (("spec.rollout.progressDeadline", "500ms"),),
+        "spec.rollout.progressDeadline",
+    ),
     Invalid("infs-min-zero", INFS, (("spec.replicas.min", 0),), "spec.replicas.min"),
     Invalid(
         "infs-min-zero-with-keda",
