@@ -3,10 +3,13 @@ init container), one Service across revisions, a PodDisruptionBudget and an HPA.
 
 from __future__ import annotations
 
+import re
+
 from stratus import podspec
 from stratus.api.inferenceservice import InferenceServiceSpec
 from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
 from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
+from stratus.serving.revision import LENGTH as REVISION_LENGTH
 
 SERVER = "server"
 MODEL_DIR = "/models"
@@ -19,6 +22,8 @@ MODEL_CA_KEY = "ca.crt"
 # (apiVersion, kind) of the autoscalers, for deleting one no longer asked for.
 HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
+# A revision hash, as the suffix of a revision's Deployment and Service names.
+_REVISION = re.compile(f"[0-9a-f]{{{REVISION_LENGTH}}}")
 
 
 def deployment_name(owner: Owner, revision: str) -> str:
@@ -221,11 +226,32 @@ def build_revision_service(owner: Owner, revision: str) -> Manifest:
     }
 
 
+def routes_here(owner: Owner, ref: Manifest) -> bool:
+    """Whether an HTTPRoute backendRef is one of this InferenceService's Services: the shared
+    one (`<name>`) or a revision's (`<name>-<revision hash>`), in its own namespace."""
+    if (ref.get("group") or "") != "" or (ref.get("kind") or "Service") != "Service":
+        return False
+    if (ref.get("namespace") or owner.namespace) != owner.namespace:
+        return False
+    name = str(ref.get("name") or "")
+    revision = name.removeprefix(f"{owner.name}-")
+    return name == owner.name or (revision != name and bool(_REVISION.fullmatch(revision)))
+
+
+def own_rule(owner: Owner, rule: Manifest) -> bool:
+    """A rule that sends traffic to this InferenceService only: every backend is one of its
+    Services. Any other rule (another team's Service, a mix, a redirect) is not ours."""
+    refs = rule.get("backendRefs") or []
+    return bool(refs) and all(routes_here(owner, ref) for ref in refs)
+
+
 def weighted_rules(
     rules: list[Manifest], owner: Owner, stable: str, canary: str | None, weight: int
 ) -> list[Manifest]:
-    """The route's rules with their backends replaced by the stable and canary Services,
-    weighted; everything else in each rule (matches, filters) is kept."""
+    """The route's rules, with the backends of this InferenceService's own rules replaced by
+    the stable and canary Services, weighted; everything else in those rules (matches,
+    filters) is kept, and every other rule is left exactly as it is. A route without rules
+    gets one."""
     backends = [
         {
             "name": revision_service_name(owner, stable),
@@ -237,7 +263,9 @@ def weighted_rules(
         backends.append(
             {"name": revision_service_name(owner, canary), "port": 80, "weight": weight}
         )
-    return [{**rule, "backendRefs": backends} for rule in rules or [{}]]
+    if not rules:
+        return [{"backendRefs": backends}]
+    return [{**rule, "backendRefs": backends} if own_rule(owner, rule) else rule for rule in rules]
 
 
 def build_scaled_object(

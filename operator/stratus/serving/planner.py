@@ -451,21 +451,44 @@ class _Planner:
         ready, _ = self.canary_pods()
         return max(stable, self.base() - ready)
 
-    def route_missing(self) -> bool:
+    def found_route(self) -> RouteView | None:
         ref = self.spec.rollout.traffic_routing.http_route
-        return ref is not None and not any(r.name == ref.name for r in self.obs.routes)
+        return next((r for r in self.obs.routes if ref and r.name == ref.name), None)
+
+    def own_rules(self, route: RouteView) -> bool:
+        """Whether the route has a rule to weigh: one of this InferenceService's own (every
+        backend one of its Services), or no rule at all (one is added)."""
+        return not route.rules or any(builders.own_rule(self.obs.owner, r) for r in route.rules)
+
+    def route_missing(self) -> bool:
+        """Whether the split cannot be applied: the spec names an HTTPRoute that is not there,
+        or that has no rule of this InferenceService's to weigh."""
+        if self.spec.rollout.traffic_routing.http_route is None:
+            return False
+        found = self.found_route()
+        return found is None or not self.own_rules(found)
 
     def route(self) -> None:
         ref = self.spec.rollout.traffic_routing.http_route
         if ref is None:
             return
-        found = next((r for r in self.obs.routes if r.name == ref.name), None)
+        found = self.found_route()
         if found is None:
             self.condition(
                 "TrafficRouted",
                 False,
                 "HTTPRouteNotFound",
                 f"HTTPRoute {ref.name} not found in {self.obs.owner.namespace}",
+            )
+            return
+        if not self.own_rules(found):
+            # Other rules route other teams' traffic: they are never rewritten.
+            self.condition(
+                "TrafficRouted",
+                False,
+                "NoRuleForService",
+                f"HTTPRoute {ref.name} has no rule whose backendRefs are all Service "
+                f"{self.obs.owner.name} or its revisions' Services; its rules are left as they are",
             )
             return
         stable, canary = self.status["stableRevision"], self.status.get("canaryRevision")
