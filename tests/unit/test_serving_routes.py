@@ -1,4 +1,5 @@
-"""The HTTPRoute traffic split rewrites only this InferenceService's own rules."""
+"""The HTTPRoute traffic split rewrites only this InferenceService's own rules, and a person's
+`stratus promote` is acted on during an inconclusive pause."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from stratus.podspec import Owner
 from stratus.serving import builders, planner
 from stratus.serving.views import RouteView, route_view
-from tests.unit.test_serving_planner import NOW, canary_status, condition, observe, spec
+from tests.unit.test_serving_planner import ERRORS, NOW, canary_status, condition, observe, spec
 
 OWNER = Owner("InferenceService", "web", "ns", "uid")
 OURS: dict[str, Any] = {
@@ -123,3 +124,51 @@ def test_a_route_with_no_rule_of_ours_is_left_alone_and_said_so() -> None:
         )
     )
     assert held.status["currentStep"] == 0
+
+
+# -- promote during an inconclusive pause -------------------------------------------------------
+
+
+def test_a_promote_during_an_inconclusive_pause_advances_past_the_step() -> None:
+    new, status, stable, canary = canary_status()
+    ready = {stable: 8, canary: 2}
+    empty = (planner.Measurement(ERRORS, None, "no data"),)
+    paused = planner.plan(observe(new, status, ready, analysis=empty)).status
+    assert paused["phase"] == "Paused"
+    # Later, the analysis is due again and still finds no data; a person promotes.
+    later = NOW + dt.timedelta(minutes=5)
+    promote = {"stratus.dev/promote": "1"}
+    asked = planner.plan(observe(new, paused, ready, now=later, annotations=promote))
+    assert asked.analyze  # the controller measures, then plans again with the result
+    plan = planner.plan(observe(new, paused, ready, now=later, annotations=promote, analysis=empty))
+    assert (plan.status["currentStep"], plan.status["canaryWeight"]) == (1, 100)
+    assert plan.status["phase"] == "Progressing"
+    assert [e.reason for e in plan.events] == ["AnalysisInconclusive", "StepAdvanced"]
+    assert plan.status["handledCommands"]["stratus.dev/promote"] == "1"
+    # The person has judged the inconclusive results: the count starts again.
+    assert plan.status["lastAnalysis"]["inconclusive"] == 0
+    # The same value is not acted on twice.
+    again = planner.plan(observe(new, plan.status, {stable: 0, canary: 10}, annotations=promote))
+    assert again.status.get("currentStep") == 1
+
+
+def test_without_a_promote_an_inconclusive_pause_holds() -> None:
+    new, status, stable, canary = canary_status()
+    ready = {stable: 8, canary: 2}
+    empty = (planner.Measurement(ERRORS, None, "no data"),)
+    paused = planner.plan(observe(new, status, ready, analysis=empty)).status
+    later = NOW + dt.timedelta(minutes=5)
+    held = planner.plan(observe(new, paused, ready, now=later, analysis=empty))
+    assert (held.status["phase"], held.status["currentStep"]) == ("Paused", 0)
+
+
+def test_a_promote_does_not_overrule_a_failed_analysis() -> None:
+    new, status, stable, canary = canary_status()
+    ready = {stable: 8, canary: 2}
+    failing = (planner.Measurement(ERRORS, 0.5),)
+    once = planner.plan(observe(new, status, ready, analysis=failing)).status
+    later = NOW + dt.timedelta(minutes=5)
+    promote = {"stratus.dev/promote": "1"}
+    plan = planner.plan(observe(new, once, ready, now=later, annotations=promote, analysis=failing))
+    assert plan.outcomes == ["aborted"]
+    assert plan.status["abortedRevision"] == canary

@@ -217,7 +217,12 @@ class _Planner:
             return
         ready = self.in_place()
         analysis = self.status.setdefault("lastAnalysis", {"failures": 0, "inconclusive": 0})
-        if self.spec.rollout.analysis.metrics and ready and not self.judge(analysis):
+        if (
+            self.spec.rollout.analysis.metrics
+            and ready
+            and not self.judge(analysis)
+            and not self.promoted_past_inconclusive(analysis)
+        ):
             return
         if self.status.get("phase") == "Paused" and PROMOTE_ANNOTATION not in self.commands:
             return
@@ -307,6 +312,17 @@ class _Planner:
                 warning=True,
             )
             return False
+        return True
+
+    def promoted_past_inconclusive(self, analysis: dict[str, Any]) -> bool:
+        """A person's `stratus promote` given while the analysis is inconclusive (the judge has
+        just paused): they have looked at it, so the step advances, and the inconclusive count
+        starts again. A failed analysis rolls back whatever was asked."""
+        if PROMOTE_ANNOTATION not in self.commands or self.status.get("phase") != "Paused":
+            return False
+        if not self.status.get("canaryRevision"):
+            return False
+        analysis["inconclusive"] = 0
         return True
 
     def pause_over(self, analysis: dict[str, Any]) -> bool:
