@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 PREFIX = "stratus"
@@ -43,18 +44,26 @@ INFERENCESERVICES = f"{PREFIX}_inferenceservices"
 ROLLOUTS = Counter(
     f"{PREFIX}_rollouts", "Canary rollouts finished, by outcome (promoted, aborted).", ["outcome"]
 )
+# The labels of the series kept per InferenceService, removed when it is deleted.
+SERVICE_LABELS = ("namespace", "name")
+ANALYSIS_LABELS = (*SERVICE_LABELS, "metric")
 CANARY_WEIGHT = Gauge(
-    f"{PREFIX}_canary_weight", "Current canary traffic share, percent.", ["namespace", "name"]
+    f"{PREFIX}_canary_weight", "Current canary traffic share, percent.", SERVICE_LABELS
 )
 ANALYSIS_VALUE = Gauge(
     f"{PREFIX}_analysis_value",
     "Last value of each canary analysis metric.",
-    ["namespace", "name", "metric"],
+    ANALYSIS_LABELS,
 )
 ANALYSIS_FAILURES = Counter(
     f"{PREFIX}_analysis_failures",
     "Analysis measurements outside their bounds.",
-    ["namespace", "name", "metric"],
+    ANALYSIS_LABELS,
+)
+PER_INFERENCESERVICE: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
+    (CANARY_WEIGHT, SERVICE_LABELS),
+    (ANALYSIS_VALUE, ANALYSIS_LABELS),
+    (ANALYSIS_FAILURES, ANALYSIS_LABELS),
 )
 
 TRAINING_COUNTS = {
@@ -82,3 +91,29 @@ class PhaseCollector(Collector):
 
 def register_phases(name: str, help_text: str, count: Callable[[], dict[str, int]]) -> None:
     REGISTRY.register(PhaseCollector(name, help_text, count))
+
+
+def series_of(
+    samples: Iterable[Mapping[str, str]], labels: tuple[str, ...], namespace: str, name: str
+) -> list[tuple[str, ...]]:
+    """The label values, in `labels` order, of every series among `samples` (each a sample's
+    labels) that belongs to the InferenceService `namespace`/`name`; each once."""
+    found: list[tuple[str, ...]] = []
+    for sample in samples:
+        if sample.get("namespace") != namespace or sample.get("name") != name:
+            continue
+        if not all(label in sample for label in labels):
+            continue
+        values = tuple(sample[label] for label in labels)
+        if values not in found:
+            found.append(values)
+    return found
+
+
+def forget_inferenceservice(namespace: str, name: str) -> None:
+    """Remove every series of a deleted InferenceService, so that its last canary weight and
+    analysis values are not exported (and kept in memory) for ever."""
+    for metric, labels in PER_INFERENCESERVICE:
+        samples = [sample.labels for family in metric.collect() for sample in family.samples]
+        for values in series_of(samples, labels, namespace, name):
+            metric.remove(*values)

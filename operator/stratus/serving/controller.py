@@ -52,7 +52,9 @@ class ServingController:
     async def _reconcile(self, key: Key) -> float | None:
         obj = reconciling.live(self.services(key))
         if obj is None:
+            # Deleted (or being deleted): nothing of it is kept, its metric series included.
             self.status_writer.forget(key)
+            metrics.forget_inferenceservice(*key)
             return None
         meta = obj["metadata"]
         if self.status_writer.stale(key, meta):
