@@ -25,6 +25,9 @@ from stratus import metrics
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "stratus"
+# How long whether the cluster serves a kind is believed, in seconds. A CRD may be installed or
+# removed at any time: an absent kind (KEDA, installed later) is looked up again sooner.
+KIND_PRESENT_TTL = 30.0
 ABSENT_RECHECK = 10.0
 # Threads for writes, and connections kept open for them: each connection opened beyond the
 # pool would cost a TLS handshake on both sides.
@@ -40,6 +43,11 @@ EVENT_BACKLOG = 1000
 EVENT_RATE = 20.0
 EVENT_BURST = 50
 Obj = dict[str, Any]
+
+
+def _decoded(_client: Any, body: Any) -> Any:
+    """For discovery responses: the decoded JSON as it is."""
+    return body
 
 
 def _unused(_client: Any, _body: Any) -> None:
@@ -74,6 +82,58 @@ class TokenBucket:
             wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
         if wait:
             self._sleep(wait)
+
+
+Kind = tuple[str, str]
+
+
+class KindCache:
+    """Whether the cluster serves a kind ((apiVersion, kind)), from a lookup at most a TTL old:
+    `present_ttl` for a kind found, `absent_ttl` for one absent. The lookup blocks (a discovery
+    request) and runs in a thread, never on the event loop; callers that ask while it runs share
+    it. A lookup that fails is not remembered: the next caller asks again."""
+
+    def __init__(
+        self,
+        lookup: Callable[[str, str], bool],
+        present_ttl: float = KIND_PRESENT_TTL,
+        absent_ttl: float = ABSENT_RECHECK,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lookup = lookup
+        self._ttl = {True: present_ttl, False: absent_ttl}
+        self._clock = clock
+        # kind -> (served, when the lookup that said so started)
+        self._known: dict[Kind, tuple[bool, float]] = {}
+        self._pending: dict[Kind, asyncio.Task[bool]] = {}
+
+    async def served(self, api_version: str, kind: str) -> bool:
+        key = (api_version, kind)
+        known = self._known.get(key)
+        if known is not None and self._clock() - known[1] < self._ttl[known[0]]:
+            return known[0]
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._refresh(key))
+            task.add_done_callback(_retrieved)
+            self._pending[key] = task
+        # One caller cancelled (its reconcile) does not cancel the lookup the others wait on.
+        return await asyncio.shield(task)
+
+    async def _refresh(self, key: Kind) -> bool:
+        started = self._clock()
+        try:
+            served = await asyncio.to_thread(self._lookup, *key)
+        finally:
+            self._pending.pop(key, None)
+        self._known[key] = (served, started)
+        return served
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Marks a shared lookup's failure as seen, for when every caller has gone."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ConflictError(Exception):
@@ -115,8 +175,9 @@ class Kube:
         self._event_rate = TokenBucket(EVENT_RATE, EVENT_BURST)
         self._events_lock = threading.Lock()
         self._resources: dict[tuple[str, str], Any] = {}
-        # (apiVersion, kind) -> when it was last found absent
-        self._absent: dict[tuple[str, str], float] = {}
+        # The client's discovery cache is not safe to search from two threads at once.
+        self._discovery = threading.Lock()
+        self._kinds = KindCache(self._served)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Runs a client call in the pool, with a timeout."""
@@ -128,7 +189,8 @@ class Kube:
         # The client's discovery search is slow enough to show under load; kinds do not move.
         found = self._resources.get((api_version, kind))
         if found is None:
-            found = self._dynamic.resources.get(api_version=api_version, kind=kind)
+            with self._discovery:
+                found = self._dynamic.resources.get(api_version=api_version, kind=kind)
             self._resources[(api_version, kind)] = found
         return found
 
@@ -202,23 +264,29 @@ class Kube:
         return dict(found.to_dict())
 
     async def has_kind(self, api_version: str, kind: str) -> bool:
-        """Whether the cluster serves this kind. A CRD may be installed at any time, so an
-        absent kind is looked up again, but at most once per ABSENT_RECHECK seconds: a fresh
-        discovery on every reconcile would cost a dozen requests each time."""
+        """Whether the cluster serves this kind. A CRD may be installed or removed at any time,
+        so the answer is looked up again once it is KIND_PRESENT_TTL seconds old (found) or
+        ABSENT_RECHECK (absent); the lookup runs in a thread, off the event loop."""
+        return await self._kinds.served(api_version, kind)
+
+    def _served(self, api_version: str, kind: str) -> bool:
+        """Blocking: one discovery request, for the kind's group version only. A kind found is
+        also resolved for writes, so that its first write does not search discovery on the
+        event loop."""
+        path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
         try:
-            # Past the cache of found kinds: a CRD may also be removed.
-            self._dynamic.resources.get(api_version=api_version, kind=kind)
+            found = self._dynamic.request(
+                "get", path, serializer=_decoded, _request_timeout=REQUEST_TIMEOUT
+            )
+        except NotFoundError:
+            return False
+        resources = found.get("resources") if isinstance(found, dict) else None
+        if not any(r.get("kind") == kind for r in resources or []):
+            return False
+        try:
+            self._resource(api_version, kind)
         except ResourceNotFoundError:
-            checked = self._absent.get((api_version, kind))
-            if checked is not None and time.monotonic() - checked < ABSENT_RECHECK:
-                return False
-            self._dynamic.resources.invalidate_cache()
-            try:
-                self._dynamic.resources.get(api_version=api_version, kind=kind)
-            except ResourceNotFoundError:
-                self._absent[(api_version, kind)] = time.monotonic()
-                return False
-        self._absent.pop((api_version, kind), None)
+            return False  # removed just now
         return True
 
     async def merge_patch(

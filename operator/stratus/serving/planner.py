@@ -35,6 +35,9 @@ Status = dict[str, Any]
 COMMANDS = (PROMOTE_ANNOTATION, PROMOTE_FULL_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
 AUTOSCALING = "Autoscaling"
 WEIGHT_EXACT = "WeightExact"
+# While KEDA is not installed, look again this often (seconds): the operator's discovery answer
+# for an absent kind is as old as this at most (stratus.kube.ABSENT_RECHECK).
+KEDA_RECHECK = 10.0
 # The Autoscaling condition's reason when true names the autoscaler the operator made.
 AUTOSCALERS = {
     "HorizontalPodAutoscaler": builders.HPA,
@@ -597,6 +600,8 @@ class _Planner:
                 "autoscaling on a Prometheus query needs KEDA (keda.sh ScaledObject); "
                 f"running {self.spec.replicas.min} replicas",
             )
+            # So KEDA installed later is noticed without a change to the spec.
+            self.plan.later(KEDA_RECHECK)
             return
         stale = (
             made != wanted
