@@ -135,31 +135,7 @@ class RealNodeBench:
         directory.mkdir()
         directory.chmod(CHECKPOINT_MODE)
         claim = Claim(f"ckpt-{name}", f"{self.ns}-{name}", directory)
-        self.core.create_persistent_volume(
-            {
-                "metadata": {"name": claim.volume},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": "",
-                    "hostPath": {"path": str(directory), "type": "Directory"},
-                    "claimRef": {"namespace": self.ns, "name": claim.name},
-                },
-            }
-        )
-        self.core.create_namespaced_persistent_volume_claim(
-            self.ns,
-            {
-                "metadata": {"name": claim.name},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "volumeName": claim.volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
+        kubeapi.bind_host_directory(self.core, self.ns, claim.name, claim.volume, directory)
         wait(
             f"claim {claim.name} bound",
             lambda: (

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from stratus.api.common import GROUP, VERSION
 from stratus.cli import main as stratus_main
+from stratus.devcluster import kubeapi
 from tests.conftest import Cluster
 from tests.support import wait_for
 
@@ -44,31 +45,7 @@ def checkpoint_volume(core: client.CoreV1Api, namespace: str, directory: Path) -
     directory.mkdir()
     directory.chmod(0o777)  # the example runs as nobody
     name = f"{namespace}-ckpt"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "manual",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": str(directory), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "ckpt"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": "ckpt"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "manual",
-                "volumeName": name,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
+    kubeapi.bind_host_directory(core, namespace, "ckpt", name, directory)
     return name
 
 

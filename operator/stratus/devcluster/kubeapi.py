@@ -169,3 +169,35 @@ def service_account_kubeconfig(
         )
     )
     return path
+
+
+def bind_host_directory(
+    core: client.CoreV1Api, namespace: str, claim: str, volume: str, directory: Path
+) -> None:
+    """A PersistentVolume on `directory` of the real node, bound to the claim `claim`: storage
+    provisioned by hand, as an admin does where no provisioner runs."""
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(directory), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": claim},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
