@@ -12,7 +12,7 @@ from stratus.api.inferenceservice import AnalysisMetric, InferenceServiceSpec
 from stratus.podspec import Owner
 from stratus.serving import planner
 from stratus.serving.revision import revision_of
-from stratus.serving.views import DeploymentView
+from stratus.serving.views import ChildView, DeploymentView, child_view
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 OWNER = Owner("InferenceService", "web", "ns", "uid")
@@ -78,6 +78,19 @@ def sized(plan: planner.Plan) -> dict[str, int]:
         if m["kind"] == "Deployment"
     }
     return {**applied, **dict(plan.scale)}
+
+
+def made(*plans: planner.Plan) -> tuple[ChildView, ...]:
+    """The Services, PDBs and HPAs these plans applied, as the caches then see them (the last
+    plan's version of each)."""
+    kinds = {"Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    found = {
+        (m["kind"], m["metadata"]["name"]): child_view(m)
+        for p in plans
+        for m in p.apply
+        if m["kind"] in kinds
+    }
+    return tuple(found.values())
 
 
 def canary_status() -> tuple[InferenceServiceSpec, dict[str, Any], str, str]:
@@ -211,7 +224,7 @@ def test_an_hpa_scaled_stable_is_left_alone_and_the_canary_follows_its_size() ->
     assert sized(first) == {f"web-{stable}": 2}  # created at replicas.min
     assert any(m["kind"] == "HorizontalPodAutoscaler" for m in first.apply)
     # The HPA scales the stable to 8: nothing claims its replicas back.
-    steady = planner.plan(observe(old, first.status, {stable: 8}))
+    steady = planner.plan(observe(old, first.status, {stable: 8}, children=made(first)))
     assert (steady.apply, steady.scale) == ([], [])
     assert condition(steady.status, "Healthy")["message"] == (
         "8 of 8 replicas of the stable revision ready"
@@ -436,6 +449,7 @@ def test_without_keda_the_operator_sizes_a_prometheus_autoscaled_stable() -> Non
     status = planner.plan(observe(s, {}, {})).status
     assert condition(status, "Autoscaling")["reason"] == "KEDANotInstalled"
     assert sized(planner.plan(observe(s, status, {stable: 5}))) == {f"web-{stable}": 2}
-    keda = planner.plan(observe(s, status, {stable: 2}, keda=True))
+    first = planner.plan(observe(s, {}, {}))
+    keda = planner.plan(observe(s, status, {stable: 2}, keda=True, children=made(first)))
     assert [m["kind"] for m in keda.apply] == ["ScaledObject"]
     assert sized(planner.plan(observe(s, keda.status, {stable: 5}, keda=True))) == {}

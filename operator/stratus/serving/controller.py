@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,14 +18,27 @@ from stratus.api.inferenceservice import KIND, InferenceServiceSpec
 from stratus.conditions import set_condition
 from stratus.config import OperatorConfig
 from stratus.kube import Kube
-from stratus.podspec import Owner
+from stratus.podspec import Manifest, Owner
 from stratus.serving import builders, planner, prometheus
-from stratus.serving.views import DeploymentView, RouteView, StagingFailure, route_view
+from stratus.serving.views import (
+    ChildView,
+    DeploymentView,
+    RouteView,
+    StagingFailure,
+    child_view,
+    route_view,
+    up_to_date,
+)
 
 Key = tuple[str, str]
 HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 KEDA = builders.SCALED_OBJECT
 Lookup = Callable[[Key], Iterable[Any]]
+# The children the caches watch (Services, PodDisruptionBudgets, HPAs), by kind.
+WATCHED = frozenset({"Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"})
+# A child applied but not yet seen as applied in the cache counts as there for this long
+# (seconds), so the pass that our own write's event starts does not apply it again.
+EXPECTATION_TTL = 10.0
 
 
 @dataclass
@@ -36,7 +50,12 @@ class ServingController:
     failures: Lookup
     keys: Callable[[], Iterable[Key]] = lambda: ()
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    # Its Services, PodDisruptionBudget and HPA (ChildView), from the caches.
+    children: Lookup = lambda _key: ()
     status_writer: reconciling.StatusWriter = field(init=False)
+    # Children applied but not yet seen so in the cache (controller-runtime's expectations):
+    # key -> (kind, name) -> (when, the manifest applied).
+    expected: dict[Key, dict[tuple[str, str], tuple[float, Manifest]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.status_writer = reconciling.StatusWriter(self.kube, KIND)
@@ -54,6 +73,7 @@ class ServingController:
         if obj is None:
             # Deleted (or being deleted): nothing of it is kept, its metric series included.
             self.status_writer.forget(key)
+            self.expected.pop(key, None)
             metrics.forget_inferenceservice(*key)
             return None
         meta = obj["metadata"]
@@ -96,33 +116,61 @@ class ServingController:
                 and await self.kube.has_kind(*KEDA)
             ),
             prometheus_url=self.config.prometheus_url,
+            children=self._children(key, owner),
         )
         plan = planner.plan(observed)
         if plan.analyze:
             measured = await self._measure(spec, owner, plan.status, address)
             plan = planner.plan(dataclasses.replace(observed, analysis=measured))
+        # Children first, then the status that records them: every write is idempotent, so a
+        # pass that fails half-way is repaired by the next one, and the status never names a
+        # child that was not made.
+        await self._write(key, plan, owner)
         retry = await self.status_writer.write(key, meta, status, plan.status)
         if retry is not None:
             return retry
-        await self._write(plan, owner)
         reconciling.record(self.kube, obj, plan.events)
         for outcome in plan.outcomes:
             metrics.ROLLOUTS.labels(outcome).inc()
         metrics.CANARY_WEIGHT.labels(owner.namespace, owner.name).set(
             plan.status.get("canaryWeight") or 0
         )
-        return plan.requeue_after
+        return _sooner(plan.requeue_after, self._expectations_lapse(key))
 
-    async def _write(self, plan: planner.Plan, owner: Owner) -> None:
-        """The plan's children, after the status that records them."""
-        if plan.route is not None:
-            # Before the status that records it: re-applying the same weights is harmless.
-            name, rules = plan.route
-            await self.kube.merge_patch(
-                *HTTPROUTE, owner.namespace, name, {"spec": {"rules": rules}}
-            )
+    def _children(self, key: Key, owner: Owner) -> tuple[ChildView, ...]:
+        """The watched children from the cache, with those applied but not yet seen so taken as
+        applied (until EXPECTATION_TTL): an expectation is met, and dropped, once the cache
+        shows the child as it was applied."""
+        seen = {(c.kind, c.name): c for c in self.children(key) if isinstance(c, ChildView)}
+        now = time.monotonic()
+        pending: dict[tuple[str, str], tuple[float, Manifest]] = {}
+        for ident, (at, manifest) in self.expected.get(key, {}).items():
+            if now - at >= EXPECTATION_TTL or up_to_date(manifest, seen.get(ident)):
+                continue
+            pending[ident] = (at, manifest)
+            seen[ident] = child_view(manifest)
+        if pending:
+            self.expected[key] = pending
+        else:
+            self.expected.pop(key, None)
+        return tuple(seen.values())
+
+    def _expectations_lapse(self, key: Key) -> float | None:
+        """Seconds until the oldest expectation lapses: then the cache alone is believed."""
+        pending = self.expected.get(key)
+        if not pending:
+            return None
+        oldest = min(at for at, _ in pending.values())
+        return max(0.5, oldest + EXPECTATION_TTL - time.monotonic())
+
+    async def _write(self, key: Key, plan: planner.Plan, owner: Owner) -> None:
+        """The plan's children: applies (Services before the route that names them), then the
+        route's weights, then deletions."""
         for manifest in plan.apply:
             await self.kube.apply(manifest)
+            if manifest["kind"] in WATCHED:
+                ident = (manifest["kind"], manifest["metadata"]["name"])
+                self.expected.setdefault(key, {})[ident] = (time.monotonic(), manifest)
         for name in plan.adopt:
             await self.kube.merge_patch(
                 "apps/v1",
@@ -133,6 +181,11 @@ class ServingController:
             )
         for name, replicas in plan.scale:
             await self.kube.scale(owner.namespace, name, replicas)
+        if plan.route is not None:
+            name, rules = plan.route
+            await self.kube.merge_patch(
+                *HTTPROUTE, owner.namespace, name, {"spec": {"rules": rules}}
+            )
         for name in plan.delete:
             await self.kube.delete("apps/v1", "Deployment", owner.namespace, name)
         for api_version, kind, name in plan.remove:
@@ -187,3 +240,7 @@ class ServingController:
             if m.verdict == "Failed":
                 metrics.ANALYSIS_FAILURES.labels(owner.namespace, owner.name, m.metric.name).inc()
         return tuple(measured)
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)

@@ -1,5 +1,6 @@
-"""kopf wiring for InferenceServices: indexes of the resources, their Deployments and their
-pods' staging failures; any change queues the owning InferenceService."""
+"""kopf wiring for InferenceServices: indexes of the resources, their Deployments, their other
+children (Services, PodDisruptionBudgets, HPAs) and their pods' staging failures; any change,
+a child's deletion included, queues the owning InferenceService."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from stratus.api.common import GROUP, VERSION
 from stratus.api.inferenceservice import PLURAL
 from stratus.serving.controller import Key, ServingController
 from stratus.serving.labels import INFERENCESERVICE_LABEL
-from stratus.serving.views import DeploymentView, StagingFailure, deployment_view, staging_failure
+from stratus.serving.views import (
+    ChildView,
+    DeploymentView,
+    StagingFailure,
+    child_view,
+    deployment_view,
+    staging_failure,
+)
 from stratus.wiring import Wiring, snapshot, unstarted
 
 OWNED = {INFERENCESERVICE_LABEL: kopf.PRESENT}
@@ -24,13 +32,20 @@ def _bind(controller: ServingController, indexes: Mapping[str, Any]) -> None:
         indexes["inferenceservice_deployments"],
         indexes["inferenceservice_staging_failures"],
     )
+    children = [indexes[name] for name in CHILD_INDEXES]
     controller.services = lambda k: objs.get(k, ())
     controller.deployments = lambda k: deployments.get(k, ())
     controller.failures = lambda k: failures.get(k, ())
+    controller.children = lambda k: [c for index in children for c in index.get(k, ())]
     controller.keys = lambda: list(objs.keys())
 
 
 WIRING: Wiring[ServingController] = Wiring(_bind)
+CHILD_INDEXES = (
+    "inferenceservice_services",
+    "inferenceservice_pdbs",
+    "inferenceservice_hpas",
+)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -45,6 +60,31 @@ def inferenceservice_deployments(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, DeploymentView]:
     return {(namespace or "", labels[INFERENCESERVICE_LABEL]): deployment_view(body)}
+
+
+def _child(body: kopf.Body, namespace: str | None, labels: kopf.Labels) -> dict[Key, ChildView]:
+    return {(namespace or "", labels[INFERENCESERVICE_LABEL]): child_view(body)}
+
+
+@kopf.index("", "v1", "services", labels=OWNED)
+def inferenceservice_services(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, ChildView]:
+    return _child(body, namespace, labels)
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+def inferenceservice_pdbs(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, ChildView]:
+    return _child(body, namespace, labels)
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+def inferenceservice_hpas(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, ChildView]:
+    return _child(body, namespace, labels)
 
 
 @kopf.index("", "v1", "pods", labels=OWNED)
@@ -69,4 +109,13 @@ async def deployment_changed(namespace: str | None, labels: kopf.Labels, **kwarg
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def serving_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    WIRING.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)
+
+
+# A child edited or deleted (by a person, or by anything else) reconciles its owner, which puts
+# it back.
+@kopf.on.event("", "v1", "services", labels=OWNED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+async def serving_child_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
     WIRING.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)

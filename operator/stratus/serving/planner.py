@@ -29,7 +29,13 @@ from stratus.serving.labels import (
     RETRY_ANNOTATION,
 )
 from stratus.serving.revision import revision_of
-from stratus.serving.views import DeploymentView, RouteView, StagingFailure
+from stratus.serving.views import (
+    ChildView,
+    DeploymentView,
+    RouteView,
+    StagingFailure,
+    up_to_date,
+)
 
 Status = dict[str, Any]
 COMMANDS = (PROMOTE_ANNOTATION, PROMOTE_FULL_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
@@ -92,6 +98,8 @@ class Observed:
     prometheus_url: str = ""
     # Results of the analysis the previous plan asked for; None when none was run.
     analysis: tuple[Measurement, ...] | None = None
+    # Its Services, PodDisruptionBudget and HPA as observed (or as just applied).
+    children: tuple[ChildView, ...] = ()
 
 
 @dataclass
@@ -136,6 +144,7 @@ class _Planner:
         self.steps: list[Step] = self.spec.rollout.steps or [Step(weight=100)]
         self.revision = revision_of(self.spec)
         self.deployments = {d.revision: d for d in obs.deployments}
+        self.children = {(c.kind, c.name): c for c in obs.children}
         handled = self.status.setdefault("handledCommands", {})
         self.commands = {
             c for c in COMMANDS if obs.annotations.get(c) and obs.annotations[c] != handled.get(c)
@@ -150,6 +159,14 @@ class _Planner:
     def condition(self, kind: str, state: bool, reason: str, message: str = "") -> None:
         set_condition(self.status, kind, state, reason, message, self.obs.now, self.obs.generation)
 
+    def want(self, manifest: Manifest) -> None:
+        """A child that must exist as `manifest` says: applied when it is missing or differs
+        from what is observed (level-triggered: one deleted or edited by hand comes back), and
+        not otherwise, so an unchanged child costs no write."""
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        if not up_to_date(manifest, self.children.get(key)):
+            self.plan.apply.append(manifest)
+
     # -- decisions -------------------------------------------------------------------------
     def run(self) -> Plan:
         self.status["observedGeneration"] = self.obs.generation
@@ -159,11 +176,6 @@ class _Planner:
         stable = self.status.get("stableRevision")
         if stable is None:
             self.status["stableRevision"] = self.revision
-            for manifest in (
-                builders.build_service(self.obs.owner),
-                builders.build_pdb(self.obs.owner),
-            ):
-                self.plan.apply.append(manifest)
             self.event("Deployed", f"revision {self.revision} deployed as stable")
         elif self.revision not in (stable, self.status.get("canaryRevision")):
             self.new_revision(stable)
@@ -171,7 +183,11 @@ class _Planner:
             self.cancel_canary("the spec returned to the stable revision")
         if self.status.get("canaryRevision"):
             self.canary()
+        # Every pass: the children that do not depend on the rollout's progress.
+        self.want(builders.build_service(self.obs.owner))
+        self.want(builders.build_pdb(self.obs.owner))
         self.replicas()
+        self.revision_services()
         self.route()
         self.autoscaling()
         self.weights()
@@ -511,9 +527,6 @@ class _Planner:
             )
             return
         stable, canary = self.status["stableRevision"], self.status.get("canaryRevision")
-        for revision in filter(None, (stable, canary)):
-            if revision not in self.deployments:
-                self.plan.apply.append(builders.build_revision_service(self.obs.owner, revision))
         rules = builders.weighted_rules(
             list(found.rules), self.obs.owner, stable, canary, self.status.get("canaryWeight") or 0
         )
@@ -525,6 +538,17 @@ class _Planner:
             "WeightsApplied",
             f"HTTPRoute {ref.name}: canary {self.status.get('canaryWeight') or 0}%",
         )
+
+    def revision_services(self) -> None:
+        """With an HTTPRoute, a Service per serving revision (stable and canary): the backends
+        the route weighs. Wanted even while the route is missing, so they are there when it
+        comes."""
+        if self.spec.rollout.traffic_routing.http_route is None:
+            return
+        for revision in filter(
+            None, (self.status["stableRevision"], self.status.get("canaryRevision"))
+        ):
+            self.want(builders.build_revision_service(self.obs.owner, revision))
 
     def replicas(self) -> None:
         owner, spec = self.obs.owner, self.spec
@@ -572,9 +596,10 @@ class _Planner:
                 )
 
     def autoscaling(self) -> None:
-        """The HPA or ScaledObject on the stable revision, applied when what it says may have
-        changed (a new stable, a new spec); one no longer asked for is deleted, so that it
-        cannot fight the operator over the replicas it owns again."""
+        """The HPA or ScaledObject on the stable revision: the HPA applied whenever the one
+        observed differs (or is gone), the ScaledObject when what it says may have changed; one
+        no longer asked for is deleted, so that it cannot fight the operator over the replicas
+        it owns again."""
         owner, scaling = self.obs.owner, self.spec.autoscaling
         stable = self.status["stableRevision"]
         before = next(
@@ -603,20 +628,21 @@ class _Planner:
             # So KEDA installed later is noticed without a change to the spec.
             self.plan.later(KEDA_RECHECK)
             return
-        stale = (
+        if wanted == "HorizontalPodAutoscaler":
+            hpa = builders.build_hpa(owner, self.spec, stable)
+            if hpa is not None:
+                self.want(hpa)  # compared with the HPA observed, every pass
+        elif (
+            # ScaledObjects are not watched (KEDA may come and go): applied when what it says
+            # may have changed (a new stable, a new spec, a new autoscaler).
             made != wanted
             or self.obs.status.get("stableRevision") != stable
             or self.obs.status.get("observedGeneration") != self.obs.generation
             or not self.obs.deployments
-        )
-        if stale:
-            manifest = (
-                builders.build_scaled_object(owner, self.spec, stable, self.obs.prometheus_url)
-                if wanted == "ScaledObject"
-                else builders.build_hpa(owner, self.spec, stable)
-            )
-            if manifest is not None:
-                self.plan.apply.append(manifest)
+        ):
+            scaled = builders.build_scaled_object(owner, self.spec, stable, self.obs.prometheus_url)
+            if scaled is not None:
+                self.plan.apply.append(scaled)
         who = "KEDA" if wanted == "ScaledObject" else f"an HPA on {scaling.metric}"
         self.condition(
             AUTOSCALING,

@@ -1,7 +1,9 @@
-"""What the InferenceService controller reads of its Deployments and pods, pure."""
+"""What the InferenceService controller reads of its Deployments, pods and other children
+(Services, PodDisruptionBudgets, HPAs), pure."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,3 +64,58 @@ class RouteView:
 def route_view(obj: Obj) -> RouteView:
     rules = (obj.get("spec") or {}).get("rules") or []
     return RouteView(obj["metadata"]["name"], tuple(dict(rule) for rule in rules))
+
+
+@dataclass(frozen=True)
+class ChildView:
+    """A Service, PodDisruptionBudget or HorizontalPodAutoscaler of an InferenceService, as
+    observed: enough to tell whether what the operator would apply is already there."""
+
+    kind: str
+    name: str
+    labels: Mapping[str, str]
+    # The uids its owner references name.
+    owners: tuple[str, ...]
+    spec: Mapping[str, Any]
+
+
+def child_view(obj: Obj) -> ChildView:
+    """From an observed object, or from a manifest as the operator applies it."""
+    meta = obj["metadata"]
+    return ChildView(
+        kind=str(obj.get("kind") or ""),
+        name=meta["name"],
+        labels=dict(meta.get("labels") or {}),
+        owners=tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or []),
+        # A plain, deep copy: kopf's bodies are views of objects it goes on changing.
+        spec=json.loads(json.dumps(obj.get("spec") or {})),
+    )
+
+
+def _contains(have: Any, want: Any) -> bool:
+    """Whether `have` holds every field of `want` with its value (the API server adds its
+    defaults, such as a Service port's protocol, beside what we wrote)."""
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(
+            k in have and _contains(have[k], v) for k, v in want.items()
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(have) == len(want)
+            and all(_contains(h, w) for h, w in zip(have, want, strict=True))
+        )
+    return bool(have == want)
+
+
+def up_to_date(manifest: Obj, view: ChildView | None) -> bool:
+    """Whether the child `manifest` describes is there with every field the operator owns as
+    the manifest has it: its labels, its owner reference, its spec. If so, no apply is due."""
+    if view is None or view.kind != manifest["kind"]:
+        return False
+    meta = manifest["metadata"]
+    return (
+        _contains(view.labels, meta.get("labels") or {})
+        and all(str(ref["uid"]) in view.owners for ref in meta.get("ownerReferences") or [])
+        and _contains(view.spec, manifest.get("spec") or {})
+    )
