@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from stratus.api.inferenceservice import InferenceServiceSpec
 from stratus.config import OperatorConfig
@@ -193,10 +194,14 @@ class RecordingKube:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        # Kinds whose apply the API server refuses as invalid.
+        self.refuse: set[str] = set()
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         async def call(*args: Any) -> Any:
             self.calls.append((name, args))
+            if name == "apply" and args[0]["kind"] in self.refuse:
+                raise ApiException(status=422, reason="Unprocessable Entity")
             return False if name == "has_kind" else None
 
         def event(*args: Any) -> None:
@@ -310,3 +315,15 @@ def test_a_deleted_service_comes_back_on_a_pass_that_writes_nothing_else() -> No
     cluster.children = [c for c in cluster.children if c.kind != "Service"]
     cluster.reconcile()
     assert cluster.kube.writes() == [("apply", "Service")]
+
+
+def test_a_child_the_api_server_refuses_is_named_in_the_status() -> None:
+    cluster = Cluster(raw_spec())
+    cluster.kube.refuse.add("Deployment")
+    with pytest.raises(serving_controller.ChildRejected):
+        cluster.reconcile()
+    [args] = [args for name, args in cluster.kube.calls if name == "patch_status"]
+    [healthy] = [c for c in args[-1]["conditions"] if c["type"] == "Healthy"]
+    assert (healthy["status"], healthy["reason"]) == ("False", "ChildRejected")
+    assert healthy["message"].startswith("the API server rejected Deployment web-")
+    assert "stableRevision" not in args[-1]

@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from stratus import metrics, reconciling
 from stratus.api.inferenceservice import KIND, InferenceServiceSpec
-from stratus.conditions import set_condition
+from stratus.conditions import Event, set_condition
 from stratus.config import OperatorConfig
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
@@ -39,6 +41,10 @@ WATCHED = frozenset({"Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"
 # A child applied but not yet seen as applied in the cache counts as there for this long
 # (seconds), so the pass that our own write's event starts does not apply it again.
 EXPECTATION_TTL = 10.0
+
+
+class ChildRejected(Exception):
+    """The API server refused a child (invalid, forbidden): a retry will not fix it soon."""
 
 
 @dataclass
@@ -125,7 +131,14 @@ class ServingController:
         # Children first, then the status that records them: every write is idempotent, so a
         # pass that fails half-way is repaired by the next one, and the status never names a
         # child that was not made.
-        await self._write(key, plan, owner)
+        try:
+            await self._write(key, plan, owner)
+        except ChildRejected as exc:
+            # The status says why, not what the plan would have made; the pass fails, so the
+            # runner tries again later.
+            await self._refuse(key, meta, status, "ChildRejected", str(exc))
+            reconciling.record(self.kube, obj, [Event("Warning", "ChildRejected", str(exc))])
+            raise
         retry = await self.status_writer.write(key, meta, status, plan.status)
         if retry is not None:
             return retry
@@ -167,7 +180,15 @@ class ServingController:
         """The plan's children: applies (Services before the route that names them), then the
         route's weights, then deletions."""
         for manifest in plan.apply:
-            await self.kube.apply(manifest)
+            try:
+                await self.kube.apply(manifest)
+            except ApiException as exc:
+                if exc.status not in (400, 403, 404, 422):
+                    raise
+                raise ChildRejected(
+                    f"the API server rejected {manifest['kind']} "
+                    f"{manifest['metadata']['name']}: {_reason(exc)}"
+                ) from exc
             if manifest["kind"] in WATCHED:
                 ident = (manifest["kind"], manifest["metadata"]["name"])
                 self.expected.setdefault(key, {})[ident] = (time.monotonic(), manifest)
@@ -244,3 +265,12 @@ class ServingController:
 
 def _sooner(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
+
+
+def _reason(exc: ApiException) -> str:
+    """The API server's message, in one line."""
+    try:
+        message = str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        message = str(exc.reason)
+    return " ".join(message.split())[:512]
