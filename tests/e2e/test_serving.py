@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from stratus.api.common import GROUP, VERSION
 from stratus.cli import main as stratus_main
@@ -211,6 +212,35 @@ def test_operator_killed_mid_rollout_resumes_at_its_step(
     assert serving.replicas("web") == {stable: 2, canary: 2}
     serving.command("promote", "web")
     serving.wait("web", "promoted", lambda s: s.get("stableRevision") == canary)
+
+
+def test_a_deleted_service_pdb_and_hpa_come_back(serving: Serving) -> None:
+    """Level-triggered: children deleted by hand on a Healthy service, where nothing else
+    changes, are recreated by the watches on them."""
+    obj = service("web")
+    obj["spec"]["autoscaling"] = {"metric": "cpu", "target": 70}
+    serving.create(obj)
+    serving.wait("web", "Healthy", lambda s: s.get("phase") == "Healthy")
+    core = client.CoreV1Api(serving.cluster.api)
+    policy = client.PolicyV1Api(serving.cluster.api)
+    scaling = client.AutoscalingV2Api(serving.cluster.api)
+    old = core.read_namespaced_service("web", serving.ns).metadata.uid
+    core.delete_namespaced_service("web", serving.ns)
+    policy.delete_namespaced_pod_disruption_budget("web", serving.ns)
+    scaling.delete_namespaced_horizontal_pod_autoscaler("web", serving.ns)
+
+    def recreated() -> bool:
+        try:
+            svc = core.read_namespaced_service("web", serving.ns)
+            policy.read_namespaced_pod_disruption_budget("web", serving.ns)
+            scaling.read_namespaced_horizontal_pod_autoscaler("web", serving.ns)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return bool(svc.metadata.uid != old)
+
+    wait_for("the Service, PDB and HPA recreated", recreated, timeout=20)
 
 
 def test_deleting_the_inferenceservice_removes_every_child(serving: Serving) -> None:
