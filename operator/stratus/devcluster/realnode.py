@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -367,10 +368,11 @@ def unavailable() -> str | None:
         return "a real node needs Linux"
     if os.geteuid() != 0:
         return "a real node needs root (containerd, cgroups, network links)"
-    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
-    if missing or not (CNI_BIN_DIR / "bridge").exists():
-        missing += [] if (CNI_BIN_DIR / "bridge").exists() else ["containernetworking-plugins"]
-        return f"a real node needs the Debian packages {', '.join(missing)} (make deps)"
+    missing = {pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None}
+    if not (CNI_BIN_DIR / "bridge").exists():
+        missing.add("containernetworking-plugins")
+    if missing:
+        return f"a real node needs the Debian packages {', '.join(sorted(missing))} (make deps)"
     return None
 
 
@@ -567,18 +569,12 @@ def _remove_chains() -> None:
             continue
         ours, jumps = chains(_run(save, check=False).stdout)
         for table, rule in jumps:
-            _run(family, "-t", table, "-D", *_split_rule(rule), check=False)
+            _run(family, "-t", table, "-D", *shlex.split(rule), check=False)
         for table, names in ours.items():
             for name in names:
                 _run(family, "-t", table, "-F", name, check=False)
             for name in names:
                 _run(family, "-t", table, "-X", name, check=False)
-
-
-def _split_rule(rule: str) -> list[str]:
-    import shlex  # noqa: PLC0415
-
-    return shlex.split(rule)
 
 
 def _restore_sysctls(layout: NodeLayout) -> None:
