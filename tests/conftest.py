@@ -17,8 +17,10 @@ import pytest
 import yaml
 from kubernetes import client
 
+from stratus.devcluster import realnode
+from stratus.devcluster.realnode import RealNode
 from tests.prometheus import Exporter, Prometheus
-from tests.support import api_client, wait_for
+from tests.support import api_client, needs_real_node, wait_for
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
 
@@ -29,23 +31,19 @@ class Cluster:
     api: client.ApiClient
     # The state directory of a local control plane this session started, else None.
     state_dir: Path | None
-    # The node that runs real containers (the local real node, or any node of a real cluster);
-    # None with the reason in `no_real_node` when there is none.
+    # The node that runs real containers (the local real node, or any node of a real cluster).
     real_node: str | None = None
-    no_real_node: str = ""
 
 
-def _local_real_node() -> tuple[object | None, str]:
-    """The real node to start beside the kwok pools, or the reason there is none. CI always
-    has one: there, a missing prerequisite fails the run instead of skipping tests."""
-    from stratus.devcluster import realnode  # noqa: PLC0415
-
+def _local_real_node() -> RealNode | None:
+    """The real node to start beside the kwok pools; None (or, on CI, a failure) when this
+    machine cannot run one."""
     reason = realnode.unavailable()
     if reason is None:
-        return realnode.RealNode(), ""
+        return realnode.RealNode()
     if os.environ.get("CI"):
         raise RuntimeError(f"CI needs the real node: {reason}")
-    return None, reason
+    return None
 
 
 def _external_real_node(api: client.ApiClient) -> str | None:
@@ -70,14 +68,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if external:
         api = api_client(Path(external))
         node = _external_real_node(api)
-        yield Cluster(Path(external), api, None, node, "" if node else "no real node")
+        yield Cluster(Path(external), api, None, node)
         return
     from stratus.devcluster.cluster import LocalCluster  # noqa: PLC0415
-    from stratus.devcluster.realnode import RealNode  # noqa: PLC0415
 
     state_dir = tmp_path_factory.mktemp("cluster")
-    real, reason = _local_real_node()
-    assert real is None or isinstance(real, RealNode)
+    real = _local_real_node()
     local = LocalCluster(state_dir, real_node=real)
     local.up()
     try:
@@ -86,7 +82,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             api_client(local.kubeconfig),
             state_dir,
             real.name if real else None,
-            reason,
         )
     finally:
         local.down()
@@ -94,9 +89,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 def real_node(cluster: Cluster) -> str:
-    """The name of the node that runs real containers; skips (never in CI) when there is none."""
+    """The name of the node that runs real containers; skips (fails on CI) when there is none."""
     if cluster.real_node is None:
-        pytest.skip(f"no real node: {cluster.no_real_node}")
+        needs_real_node(realnode.unavailable() or "the cluster has no node that kwok does not play")
     return cluster.real_node
 
 

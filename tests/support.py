@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import pytest
 from kubernetes import client, config, watch
 from urllib3.exceptions import ProtocolError
 
 T = TypeVar("T")
+
+
+def needs_real_node(reason: str) -> NoReturn:
+    """Skip a test that needs real containers, with `reason`; on CI, where the real node is
+    part of what is tested, fail instead."""
+    if os.environ.get("CI"):
+        raise AssertionError(f"CI needs the real node: {reason}")
+    pytest.skip(reason)
 
 
 def wait_for(

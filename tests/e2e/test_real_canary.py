@@ -30,7 +30,7 @@ from tests import tls
 from tests.conftest import Cluster
 from tests.e2e.test_serving import Serving
 from tests.prometheus import Prometheus, write_targets
-from tests.support import wait_for
+from tests.support import needs_real_node, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 NAME = "iris"
@@ -362,7 +362,7 @@ def node_ip(cluster: Cluster, node: str) -> str:
 @pytest.fixture
 def model_files(cluster: Cluster, real_node: str, tmp_path: Path) -> Iterator[ModelFiles]:
     if cluster.state_dir is None:
-        pytest.skip("the model is served from the local real node's bridge address")
+        needs_real_node("the model is served from the local real node's bridge address")
     files = ModelFiles(node_ip(cluster, real_node), tmp_path / "model-ca")
     yield files
     files.stop()

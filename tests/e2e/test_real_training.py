@@ -19,7 +19,7 @@ from stratus.api.common import GROUP, VERSION
 from stratus.cli import main as stratus_main
 from stratus.devcluster import kubeapi
 from tests.conftest import Cluster
-from tests.support import wait_for
+from tests.support import needs_real_node, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 TRAIN_IMAGE = "localhost/stratus/train-example:dev"
@@ -57,7 +57,9 @@ def test_a_spot_run_preempted_on_the_real_node_resumes_where_it_saved(
     cluster: Cluster, namespace: str, real_node: str, tmp_path: Path
 ) -> None:
     if cluster.state_dir is None:
-        pytest.skip("the checkpoint volume is a directory of this machine: local real node only")
+        needs_real_node(
+            "the checkpoint volume is a directory of this machine: local real node only"
+        )
     core = client.CoreV1Api(cluster.api)
     custom = client.CustomObjectsApi(cluster.api)
     ckpt = tmp_path / "checkpoints"

@@ -5,7 +5,6 @@ on a machine."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,16 @@ from kubernetes import client
 from stratus.devcluster import realnode
 from stratus.devcluster.cluster import LocalCluster
 from stratus.devcluster.nodepools import NodePool
-from tests.support import api_client, wait_for
+from tests.support import api_client, needs_real_node, wait_for
 
 OPERATOR_IMAGE = "ghcr.io/stratus-dev/stratus-operator:0.1.0"
 
 
-def _skip_without_real_node() -> None:
-    reason = realnode.unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            raise AssertionError(f"CI needs the real node: {reason}")
-        pytest.skip(reason)
-
-
 @pytest.mark.before_cluster
 def test_real_node_runs_our_image_and_two_up_down_cycles_leave_nothing(tmp_path: Path) -> None:
-    _skip_without_real_node()
+    reason = realnode.unavailable()
+    if reason:
+        needs_real_node(reason)
     root = tmp_path / "real"
     before = realnode.host_traces(root)
     local = LocalCluster(root, (NodePool(name="cpu", count=1),), real_node=realnode.RealNode())
