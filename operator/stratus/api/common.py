@@ -125,6 +125,21 @@ def at_least(text: str, seconds: float) -> bool:
     return value is not None and value >= seconds
 
 
+def min_duration_rule(field: str, minimum: str, value: Callable[[Any], str]) -> Rule:
+    """The duration field `field` (its JSON name) is at least `minimum`; a value that is not a
+    duration is left to the field's pattern, which names it already."""
+    seconds = duration_seconds(minimum)
+    assert seconds is not None
+    return Rule(
+        cel=f"!has(self.{field}) || "
+        f"!self.{field}.matches('{DURATION_PATTERN_CEL}') || "
+        f"duration(self.{field}) >= duration('{minimum}')",
+        message=f"must be at least {minimum}",
+        field_path=f".{field}",
+        check=lambda model: at_least(value(model), seconds),
+    )
+
+
 def service_name_rule(kind: str) -> Rule:
     """A rule at the root of a resource: its name is also the name of a Service the operator
     creates, so it must be a DNS-1035 label (CEL may read metadata.name at the root)."""

@@ -13,7 +13,6 @@ from stratus.api.common import (
     DEFAULTED,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
-    DURATION_PATTERN_CEL,
     ApiModel,
     Condition,
     Duration,
@@ -21,7 +20,7 @@ from stratus.api.common import (
     Quantity,
     Rule,
     Workload,
-    at_least,
+    min_duration_rule,
 )
 
 KIND = "InferenceService"
@@ -32,10 +31,8 @@ MAX_STEPS = 20
 METRICS_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 # Analysis queries Prometheus once per interval: a shorter one would query it in a tight loop.
 MIN_ANALYSIS_INTERVAL = "1s"
-MIN_ANALYSIS_INTERVAL_SECONDS = 1.0
 # A canary gets at least this long to become ready: a shorter deadline would roll back every one.
 MIN_PROGRESS_DEADLINE = "1s"
-MIN_PROGRESS_DEADLINE_SECONDS = 1.0
 # Autoscaling targets, as strings: a whole percentage, and a plain number KEDA's threshold reads
 # (a float, so no quantity suffixes). Bounded digits keep CEL's int() and double() from failing.
 PERCENT_PATTERN = r"^[0-9]{1,3}$"
@@ -212,14 +209,7 @@ class Analysis(ApiModel):
     """How the canary is judged."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="!has(self.interval) || "
-            f"!self.interval.matches('{DURATION_PATTERN_CEL}') || "
-            f"duration(self.interval) >= duration('{MIN_ANALYSIS_INTERVAL}')",
-            message=f"must be at least {MIN_ANALYSIS_INTERVAL}",
-            field_path=".interval",
-            check=lambda a: at_least(a.interval, MIN_ANALYSIS_INTERVAL_SECONDS),
-        ),
+        min_duration_rule("interval", MIN_ANALYSIS_INTERVAL, lambda a: a.interval),
     )
 
     interval: Duration = Field(
@@ -302,14 +292,7 @@ class Rollout(ApiModel):
             field_path=".steps",
             check=lambda r: r.strategy == "Canary" or not r.steps,
         ),
-        Rule(
-            cel="!has(self.progressDeadline) || "
-            f"!self.progressDeadline.matches('{DURATION_PATTERN_CEL}') || "
-            f"duration(self.progressDeadline) >= duration('{MIN_PROGRESS_DEADLINE}')",
-            message=f"must be at least {MIN_PROGRESS_DEADLINE}",
-            field_path=".progressDeadline",
-            check=lambda r: at_least(r.progress_deadline, MIN_PROGRESS_DEADLINE_SECONDS),
-        ),
+        min_duration_rule("progressDeadline", MIN_PROGRESS_DEADLINE, lambda r: r.progress_deadline),
     )
 
     strategy: Literal["Canary", "Recreate"] = Field(
