@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -414,12 +414,13 @@ def read_network(layout: NodeLayout) -> NodeNetwork | None:
 def running_elsewhere() -> str | None:
     """The bridge of a real node that already runs on this machine, if any: kube-proxy's and
     the kubelet's iptables chains have fixed names, so two would undo each other's rules."""
-    out = _run(_tool("ip"), "-o", "link", "show", check=False).stdout
-    for line in out.splitlines():
-        name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith("stratusbr"):
-            return name
-    return None
+    return next((name for name in _links() if name.startswith("stratusbr")), None)
+
+
+def _links(*selector: str) -> list[str]:
+    """Names of the host's network links (`selector`: e.g. "master", BRIDGE)."""
+    out = _run(_tool("ip"), "-o", "link", "show", *selector, check=False).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
 
 
 def setup_network(net: NodeNetwork) -> None:
@@ -433,11 +434,15 @@ def setup_network(net: NodeNetwork) -> None:
 def save_sysctls(layout: NodeLayout) -> None:
     if layout.sysctls_file.exists():
         return
+    layout.sysctls_file.write_text(json.dumps(_sysctls()))
+
+
+def _sysctls() -> dict[str, str]:
     values = {}
     for key in TOUCHED_SYSCTLS:
         with contextlib.suppress(OSError):
             values[key] = (Path("/proc/sys") / key).read_text().strip()
-    layout.sysctls_file.write_text(json.dumps(values))
+    return values
 
 
 def images_index() -> list[dict[str, str]]:
@@ -562,12 +567,16 @@ def chains(table_dump: str) -> tuple[dict[str, list[str]], list[tuple[str, str]]
     return ours, jumps
 
 
-def _remove_chains() -> None:
+def _saved_chains() -> Iterator[tuple[str, dict[str, list[str]], list[tuple[str, str]]]]:
+    """For iptables and ip6tables (where installed): the family, our chains, the jumps to them."""
     for family in ("iptables", "ip6tables"):
         save = shutil.which(f"{family}-save")
-        if save is None:
-            continue
-        ours, jumps = chains(_run(save, check=False).stdout)
+        if save is not None:
+            yield family, *chains(_run(save, check=False).stdout)
+
+
+def _remove_chains() -> None:
+    for family, ours, jumps in _saved_chains():
         for table, rule in jumps:
             _run(family, "-t", table, "-D", *shlex.split(rule), check=False)
         for table, names in ours.items():
@@ -610,7 +619,7 @@ def teardown(
             _remove_cgroup_tree(top)
     _unmount_all(layout.root)
     if net is not None:
-        for link in _veths_on(net.bridge):
+        for link in _links("master", net.bridge):
             _run(_tool("ip"), "link", "delete", link, check=False)
         _run(_tool("ip"), "link", "delete", net.bridge, check=False)
     if machine_wide:
@@ -625,35 +634,18 @@ def teardown(
     shutil.rmtree(layout.root, ignore_errors=True)
 
 
-def _veths_on(bridge: str) -> list[str]:
-    out = _run(_tool("ip"), "-o", "link", "show", "master", bridge, check=False).stdout
-    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
-
-
 def host_traces(root: Path) -> dict[str, list[str]]:
     """What a real node can leave on the host, by kind: `down` must bring each list back to what
     it was before `up`."""
-    links = _run(_tool("ip"), "-o", "link", "show", check=False).stdout
     chain_names: list[str] = []
-    for family in ("iptables", "ip6tables"):
-        save = shutil.which(f"{family}-save")
-        if save:
-            ours, jumps = chains(_run(save, check=False).stdout)
-            chain_names += [f"{family}/{t}/{c}" for t, names in ours.items() for c in names]
-            chain_names += [f"{family}/{t}: {rule}" for t, rule in jumps]
-    sysctls = []
-    for key in TOUCHED_SYSCTLS:
-        with contextlib.suppress(OSError):
-            sysctls.append(f"{key}={(Path('/proc/sys') / key).read_text().strip()}")
+    for family, ours, jumps in _saved_chains():
+        chain_names += [f"{family}/{t}/{c}" for t, names in ours.items() for c in names]
+        chain_names += [f"{family}/{t}: {rule}" for t, rule in jumps]
     return {
         "processes": [str(pid) for pid in _pids_naming(root)],
         "mounts": mounts_under(root),
         "cgroups": [str(d) for d in _cgroup_dirs()],
-        "links": sorted(
-            line.split(":")[1].strip()
-            for line in links.splitlines()
-            if "stratusbr" in line or "veth" in line
-        ),
+        "links": sorted(n for n in _links() if n.startswith(("stratusbr", "veth"))),
         "iptables": sorted(chain_names),
-        "sysctls": sysctls,
+        "sysctls": [f"{key}={value}" for key, value in _sysctls().items()],
     }
