@@ -89,12 +89,24 @@ def test_a_healthy_canary_walks_every_step_and_is_promoted(
     assert results["error-rate"]["value"] == pytest.approx(0.01, abs=0.005)
     assert results["p99-latency-seconds"]["value"] < 0.1
     core = client.CoreV1Api(serving.cluster.api)
-    events = core.list_namespaced_event(serving.ns, field_selector="involvedObject.name=good")
-    steps = sorted(e.message for e in events.items if e.reason == "StepAdvanced")
-    assert steps == [
+    expected = [
         f"canary {canary} at 100% (step 3 of 3)",
         f"canary {canary} at 50% (step 2 of 3)",
     ]
+    # Events follow the status write that they describe.
+    wait_for(
+        "a StepAdvanced event per step",
+        lambda: (
+            sorted(
+                e.message
+                for e in core.list_namespaced_event(
+                    serving.ns, field_selector="involvedObject.name=good"
+                ).items
+                if e.reason == "StepAdvanced"
+            )
+            == expected
+        ),
+    )
 
 
 def test_a_canary_with_20_percent_errors_is_rolled_back_at_its_first_analysis(

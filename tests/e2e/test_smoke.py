@@ -199,10 +199,15 @@ def test_preempted_spot_node_gives_disruption_target_and_job_replaces_pod(
     job = batch.read_namespaced_job("long", namespace)
     assert not job.status.failed
     assert not any(c.type == "Failed" for c in job.status.conditions or [])
-    events = core.list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={first.metadata.name}"
-    ).items
-    assert any(e.reason == "TaintManagerEviction" for e in events), [e.reason for e in events]
+    wait_for(
+        "a TaintManagerEviction event",
+        lambda: any(
+            e.reason == "TaintManagerEviction"
+            for e in core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={first.metadata.name}"
+            ).items
+        ),
+    )
 
 
 def test_unprivileged_service_account_token_is_forbidden_from_secrets(

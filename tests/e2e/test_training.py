@@ -146,9 +146,10 @@ def test_preemption_resumes_from_the_reported_checkpoint(env: Env) -> None:
     assert env_of(job)["STRATUS_ATTEMPT"] == "2"
     env.running_pods("pre", 2)
     env.wait("pre", "Running again", lambda s: s.get("phase") == "Running")
-    reasons = [e.reason for e in env.events("pre")]
-    assert "Preempted" in reasons
-    assert "Resumed" in reasons
+    wait_for(
+        "the Preempted and Resumed events",
+        lambda: {"Preempted", "Resumed"} <= {e.reason for e in env.events("pre")},
+    )
     wait_for(
         "the old attempt's Job deleted",
         lambda: [j.metadata.name for j in env.jobs("pre")] == ["pre-2"],
@@ -163,8 +164,14 @@ def test_falls_back_to_on_demand_after_n_preemptions(env: Env) -> None:
     node = env.core.read_node(pod.spec.node_name)
     assert node.metadata.labels["karpenter.sh/capacity-type"] == "on-demand"
     assert env.get("fb")["status"]["preemptions"] == 1
-    events = [e.message for e in env.events("fb") if e.reason == "AttemptStarted"]
-    assert "attempt 2 started on on-demand capacity" in events
+    # Events follow the status write that they describe.
+    wait_for(
+        "the second attempt's AttemptStarted event",
+        lambda: (
+            "attempt 2 started on on-demand capacity"
+            in [e.message for e in env.events("fb") if e.reason == "AttemptStarted"]
+        ),
+    )
 
 
 def test_fails_once_max_preemptions_is_exhausted(env: Env) -> None:
@@ -215,7 +222,10 @@ def test_retryable_exit_codes_restart_without_counting(env: Env) -> None:
     obj = env.wait("flaky", "a third attempt", lambda s: s.get("attempt", 0) >= 3)
     assert obj["status"]["restarts"] == 0
     assert obj["status"]["phase"] != "Failed"
-    assert any("retryable exit code 75" in e.message for e in env.events("flaky"))
+    wait_for(
+        "an event naming retryable exit code 75",
+        lambda: any("retryable exit code 75" in e.message for e in env.events("flaky")),
+    )
 
 
 def test_preempting_one_worker_restarts_all_workers_as_one_attempt(env: Env) -> None:
