@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import math
 import socket
 import threading
 import urllib.parse
 from typing import Any
 
 from stratus.api.inferenceservice import AnalysisMetric
-from stratus.serving.planner import Measurement
+from stratus.serving.verdict import Measurement, worst
 
 MAX_BYTES = 1 << 20
 DEADLINE = 10.0
@@ -42,9 +41,8 @@ def measure(
     deadline: float = DEADLINE,
     max_bytes: int = MAX_BYTES,
 ) -> Measurement:
-    """One instant query, judged on every series it returns: the measurement is the worst value
-    (the one furthest outside, or nearest the edge of, the metric's bounds). NaN series carry no
-    data and are left out; no data at all, and every error, are inconclusive."""
+    """One instant query, judged on every series it returns (the worst one, see
+    `verdict.worst`); no data at all, and every error, are inconclusive."""
     path = urllib.parse.urlsplit(address).path.rstrip("/")
     target = f"{path}/api/v1/query?" + urllib.parse.urlencode(
         {"query": render(metric.query, variables)}
@@ -53,24 +51,13 @@ def measure(
         values = _values(_get(address, target, deadline, max_bytes))
     except _Unanswered as exc:
         return Measurement(metric, None, one_line(str(exc)))
-    judged = [v for v in values if not math.isnan(v)]
-    if not judged:
-        return Measurement(metric, None, "no data")
-    return Measurement(metric, min(judged, key=lambda v: _margin(metric, v)))
+    return worst(metric, values)
 
 
 def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
     """Text from the network made safe for a status: printable, one line, bounded."""
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _margin(metric: AnalysisMetric, value: float) -> float:
-    """How far inside its bounds a value is; negative outside them."""
-    margins = [value - metric.min] if metric.min is not None else []
-    if metric.max is not None:
-        margins.append(metric.max - value)
-    return min(margins, default=math.inf)
 
 
 def _get(address: str, target: str, deadline: float, max_bytes: int) -> Any:

@@ -1,0 +1,322 @@
+"""The desired children of an InferenceService, pure, computed on every pass from the spec, the
+status and the children observed (level-triggered): its Service, a Service per serving revision,
+the PodDisruptionBudget, the HPA or KEDA ScaledObject, each revision's Deployment size and the
+HTTPRoute's weights; and the sizes of the split the step machine waits on.
+
+Who sizes what: without autoscaling the operator owns every revision's replicas (a hand edit is
+put back). With autoscaling (an HPA, or a KEDA ScaledObject once KEDA is installed) the stable
+revision's Deployment is the autoscaler's: the operator creates it at `replicas.min` and never
+applies it again, so `stratus` never takes `spec.replicas` back from the HPA. A canary is sized
+from the stable's current size; by replica ratio the stable is scaled down only as canary pods
+become ready (`rollout.capacity: Keep`), or at once (`Reduce`), and never when autoscaled."""
+
+from __future__ import annotations
+
+from stratus.serving import builders
+from stratus.serving.context import Pass
+from stratus.serving.views import RouteView
+
+AUTOSCALING = "Autoscaling"
+WEIGHT_EXACT = "WeightExact"
+# While KEDA is not installed, look again this often (seconds): the operator's discovery answer
+# for an absent kind is as old as this at most (stratus.kube.ABSENT_RECHECK).
+KEDA_RECHECK = 10.0
+# The Autoscaling condition's reason when true names the autoscaler the operator made.
+AUTOSCALERS = {
+    "HorizontalPodAutoscaler": builders.HPA,
+    "ScaledObject": builders.SCALED_OBJECT,
+}
+
+
+def want_all(p: Pass) -> None:
+    """Every child, on every pass, as the status the step machine left says."""
+    p.want(builders.build_service(p.obs.owner))
+    p.want(builders.build_pdb(p.obs.owner))
+    _replicas(p)
+    _revision_services(p)
+    _route(p)
+    _autoscaling(p)
+    _weights(p)
+
+
+# -- sizes ---------------------------------------------------------------------------------------
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def autoscaled(p: Pass) -> bool:
+    """Whether an autoscaler sizes the stable revision: an HPA (cpu, memory), or KEDA's
+    ScaledObject once KEDA is installed. Then its replicas are set only when it is created."""
+    scaling = p.spec.autoscaling
+    return scaling is not None and (scaling.metric != "prometheus" or p.obs.keda)
+
+
+def base(p: Pass) -> int:
+    """The stable revision's full size: replicas.min, or with autoscaling the size the
+    autoscaler gave it (its Deployment's spec.replicas, now)."""
+    view = p.deployments.get(p.status["stableRevision"])
+    if autoscaled(p) and view is not None:
+        return max(1, view.replicas)
+    return max(1, p.spec.replicas.min)
+
+
+def split(p: Pass) -> tuple[int, int | None]:
+    """(canary, stable) replicas once the canary's step is in place; the stable None when
+    the autoscaler sizes it. By replica ratio, traffic follows ready replicas: the canary
+    takes its weight of the stable's size, and the stable the rest (at least one replica
+    before 100%). Beside an autoscaled stable, which the operator never scales down, the
+    canary is sized so that it takes its weight of the two together, up to the stable's own
+    size (half the traffic). With an HTTPRoute the route weighs, and the stable keeps its
+    size."""
+    size = base(p)
+    weight = p.status.get("canaryWeight") or 0
+    routed = p.spec.rollout.traffic_routing.http_route is not None
+    stable: int | None = None if autoscaled(p) else size
+    if not weight:
+        return 0, stable
+    if stable is None and not routed and weight < 100:
+        return min(size, _ceil_div(size * weight, 100 - weight)), None
+    canary = _ceil_div(size * weight, 100)
+    if stable is None or routed:
+        return canary, stable
+    return canary, 0 if weight >= 100 else max(1, size - canary)
+
+
+def canary_pods(p: Pass) -> tuple[int, int]:
+    """(ready, wanted): the canary's ready pods, and how many the current step needs."""
+    view = p.deployments.get(p.status["canaryRevision"])
+    return (view.ready if view else 0), split(p)[0]
+
+
+def stable_target(p: Pass) -> int | None:
+    """The stable's replicas now; None when the autoscaler sizes it. With capacity Keep the
+    stable gives up a replica only for a ready canary pod: ready stable and ready canary
+    replicas together never fall below the stable's full size."""
+    stable = split(p)[1]
+    if stable is None or not p.status.get("canaryRevision") or p.spec.rollout.capacity != "Keep":
+        return stable
+    ready, _ = canary_pods(p)
+    return max(stable, base(p) - ready)
+
+
+def _replicas(p: Pass) -> None:
+    owner, spec = p.obs.owner, p.spec
+    stable = p.status["stableRevision"]
+    canary = p.status.get("canaryRevision")
+    desired: dict[str, int | None] = {stable: stable_target(p)}
+    if canary:
+        desired[canary] = split(p)[0]
+    aborted = p.status.get("abortedRevision")
+    if aborted and aborted in p.deployments:
+        desired[aborted] = 0  # kept, scaled down, for inspection
+    retiring = p.status.get("retiringRevision")
+    if retiring and retiring in p.deployments:
+        desired[retiring] = p.deployments[retiring].replicas
+    deleted = set(p.plan.delete)
+    for revision, count in desired.items():
+        name = builders.deployment_name(owner, revision)
+        view = p.deployments.get(revision)
+        if name in deleted:
+            continue
+        if count is None:
+            # The autoscaler's: created at replicas.min, then never applied again. An apply
+            # without replicas would not do: where `stratus` is the field's only manager (the
+            # HPA writes it only to change it) the API server would reset it to 1.
+            if view is None and revision == p.revision:
+                p.plan.apply.append(
+                    builders.build_deployment(
+                        owner, spec, revision, max(1, spec.replicas.min), p.obs.staging_image
+                    )
+                )
+            continue
+        if view is not None and view.replicas == count:
+            continue
+        spec_for = spec if revision == p.revision else None
+        if spec_for is None and view is None:
+            continue  # an old revision whose spec is gone: nothing to recreate it from
+        if spec_for is None:
+            assert view is not None
+            p.plan.scale.append((view.name, count))
+        else:
+            p.plan.apply.append(
+                builders.build_deployment(owner, spec_for, revision, count, p.obs.staging_image)
+            )
+
+
+# -- traffic -------------------------------------------------------------------------------------
+def _found_route(p: Pass) -> RouteView | None:
+    ref = p.spec.rollout.traffic_routing.http_route
+    return next((r for r in p.obs.routes if ref and r.name == ref.name), None)
+
+
+def _own_rules(p: Pass, route: RouteView) -> bool:
+    """Whether the route has a rule to weigh: one of this InferenceService's own (every
+    backend one of its Services), or no rule at all (one is added)."""
+    return not route.rules or any(builders.own_rule(p.obs.owner, r) for r in route.rules)
+
+
+def route_missing(p: Pass) -> bool:
+    """Whether the split cannot be applied: the spec names an HTTPRoute that is not there,
+    or that has no rule of this InferenceService's to weigh."""
+    if p.spec.rollout.traffic_routing.http_route is None:
+        return False
+    found = _found_route(p)
+    return found is None or not _own_rules(p, found)
+
+
+def _route(p: Pass) -> None:
+    ref = p.spec.rollout.traffic_routing.http_route
+    if ref is None:
+        return
+    found = _found_route(p)
+    if found is None:
+        p.condition(
+            "TrafficRouted",
+            False,
+            "HTTPRouteNotFound",
+            f"HTTPRoute {ref.name} not found in {p.obs.owner.namespace}",
+        )
+        return
+    if not _own_rules(p, found):
+        # Other rules route other teams' traffic: they are never rewritten.
+        p.condition(
+            "TrafficRouted",
+            False,
+            "NoRuleForService",
+            f"HTTPRoute {ref.name} has no rule whose backendRefs are all Service "
+            f"{p.obs.owner.name} or its revisions' Services; its rules are left as they are",
+        )
+        return
+    stable, canary = p.status["stableRevision"], p.status.get("canaryRevision")
+    rules = builders.weighted_rules(
+        list(found.rules), p.obs.owner, stable, canary, p.status.get("canaryWeight") or 0
+    )
+    if rules != list(found.rules):
+        p.plan.route = (ref.name, rules)
+    p.condition(
+        "TrafficRouted",
+        True,
+        "WeightsApplied",
+        f"HTTPRoute {ref.name}: canary {p.status.get('canaryWeight') or 0}%",
+    )
+
+
+def _revision_services(p: Pass) -> None:
+    """With an HTTPRoute, a Service per serving revision (stable and canary): the backends
+    the route weighs. Wanted even while the route is missing, so they are there when it
+    comes."""
+    if p.spec.rollout.traffic_routing.http_route is None:
+        return
+    for revision in filter(None, (p.status["stableRevision"], p.status.get("canaryRevision"))):
+        p.want(builders.build_revision_service(p.obs.owner, revision))
+
+
+def _weights(p: Pass) -> None:
+    """canaryWeightAchieved, from ready replicas; and, by replica ratio, whether the step's
+    weight can be had at all (WeightExact), and if not which weight can and why."""
+    canary = p.status.get("canaryRevision")
+    routed = p.spec.rollout.traffic_routing.http_route is not None
+    weight = p.status.get("canaryWeight") or 0
+    achieved = 0
+    if canary:
+        ready, _ = canary_pods(p)
+        if routed:
+            achieved = weight if ready and not route_missing(p) else 0
+        else:
+            view = p.deployments.get(p.status["stableRevision"])
+            total = ready + (view.ready if view else 0)
+            achieved = round(100 * ready / total) if total else 0
+    p.status["canaryWeightAchieved"] = achieved
+    if not canary or routed:
+        p.status["conditions"] = [
+            c for c in p.status.get("conditions", []) if c["type"] != WEIGHT_EXACT
+        ]
+        return
+    size = base(p)
+    pods, stable = split(p)
+    beside = size if stable is None else stable
+    share = round(100 * pods / (pods + beside))
+    if share == weight:
+        p.condition(
+            WEIGHT_EXACT,
+            True,
+            "ExactSplit",
+            f"{pods} canary and {beside} stable replicas: {weight}%",
+        )
+    elif stable is None:
+        p.condition(
+            WEIGHT_EXACT,
+            False,
+            "ReplicaRatio",
+            f"{weight}% asked, {share}% achievable: the autoscaled stable keeps its {size} "
+            f"replicas, and {pods} canary replicas beside them take {share}% (at most the "
+            "stable's size, half the traffic); an HTTPRoute gives exact weights",
+        )
+    else:
+        p.condition(
+            WEIGHT_EXACT,
+            False,
+            "ReplicaRatio",
+            f"{weight}% asked, {share}% achievable: {size} replicas split as {pods} canary "
+            f"and {stable} stable (the canary rounds up to whole replicas, the stable keeps "
+            "one until 100%); more replicas or an HTTPRoute give finer weights",
+        )
+
+
+# -- autoscaling ---------------------------------------------------------------------------------
+def _autoscaling(p: Pass) -> None:
+    """The HPA or ScaledObject on the stable revision: the HPA applied whenever the one
+    observed differs (or is gone), the ScaledObject when what it says may have changed; one
+    no longer asked for is deleted, so that it cannot fight the operator over the replicas
+    it owns again."""
+    owner, scaling = p.obs.owner, p.spec.autoscaling
+    stable = p.status["stableRevision"]
+    before = next(
+        (c for c in p.obs.status.get("conditions", []) if c.get("type") == AUTOSCALING),
+        None,
+    )
+    made = before.get("reason") if before and before.get("status") == "True" else None
+    wanted = None
+    if scaling is not None:
+        wanted = "ScaledObject" if scaling.metric == "prometheus" else "HorizontalPodAutoscaler"
+    if made in AUTOSCALERS and made != wanted:
+        p.plan.remove.append((*AUTOSCALERS[made], owner.name))
+    if scaling is None or wanted is None:
+        p.status["conditions"] = [
+            c for c in p.status.get("conditions", []) if c["type"] != AUTOSCALING
+        ]
+        return
+    if scaling.metric == "prometheus" and not p.obs.keda:
+        p.condition(
+            AUTOSCALING,
+            False,
+            "KEDANotInstalled",
+            "autoscaling on a Prometheus query needs KEDA (keda.sh ScaledObject); "
+            f"running {p.spec.replicas.min} replicas",
+        )
+        # So KEDA installed later is noticed without a change to the spec.
+        p.plan.later(KEDA_RECHECK)
+        return
+    if wanted == "HorizontalPodAutoscaler":
+        hpa = builders.build_hpa(owner, p.spec, stable)
+        if hpa is not None:
+            p.want(hpa)  # compared with the HPA observed, every pass
+    elif (
+        # ScaledObjects are not watched (KEDA may come and go): applied when what it says
+        # may have changed (a new stable, a new spec, a new autoscaler).
+        made != wanted
+        or p.obs.status.get("stableRevision") != stable
+        or p.obs.status.get("observedGeneration") != p.obs.generation
+        or not p.obs.deployments
+    ):
+        scaled = builders.build_scaled_object(owner, p.spec, stable, p.obs.prometheus_url)
+        if scaled is not None:
+            p.plan.apply.append(scaled)
+    who = "KEDA" if wanted == "ScaledObject" else f"an HPA on {scaling.metric}"
+    p.condition(
+        AUTOSCALING,
+        True,
+        wanted,
+        f"{who} scales the stable revision from {p.spec.replicas.min} to "
+        f"{p.spec.replicas.max} replicas; the operator sets them only on creation",
+    )
