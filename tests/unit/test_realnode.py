@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stratus.devcluster import binaries, cluster, nodepools, pki, realnode
+from stratus.devcluster import binaries, cluster, metricsserver, nodepools, pki, realnode
 
 NET = realnode.NodeNetwork("stratusbr1", ipaddress.IPv4Network("10.244.1.0/24"))
 
@@ -115,6 +115,28 @@ def test_with_a_real_node_the_api_server_listens_on_its_bridge_and_dials_kubelet
     assert "--hostname-override=real-0" in kubelet
 
 
+def test_metrics_server_listens_on_the_bridge_behind_the_api_servers_aggregator(
+    tmp_path: Path,
+) -> None:
+    layout = cluster.Layout(tmp_path)
+    names = (*cluster.COMPONENTS, *cluster.NODE_COMPONENTS, *cluster.EXTRA_PORTS)
+    ports = {name: 10000 + i for i, name in enumerate(names)}
+    node = (realnode.RealNode(), NET)
+    server = cluster.component_args(layout, "metrics-server", ports, bins(), tmp_path, node)
+    assert f"--bind-address={NET.node_ip}" in server
+    assert f"--node-selector={realnode.REAL_NODE_LABEL}=true" in server
+    apiserver = cluster.component_args(layout, "kube-apiserver", ports, bins(), tmp_path, node)
+    assert "--enable-aggregator-routing=true" in apiserver
+    assert f"--requestheader-allowed-names={pki.FRONT_PROXY.user}" in apiserver
+    service, endpoints, api = metricsserver.manifests(NET.node_ip, 4443, b"CA")
+    assert endpoints["subsets"][0]["addresses"] == [{"ip": NET.node_ip}]
+    assert api["spec"]["service"] == {
+        "name": service["metadata"]["name"],
+        "namespace": "kube-system",
+        "port": 443,
+    }
+
+
 def test_node_certificates_name_the_node_and_its_ip(tmp_path: Path) -> None:
     from cryptography import x509  # noqa: PLC0415
 
@@ -122,6 +144,10 @@ def test_node_certificates_name_the_node_and_its_ip(tmp_path: Path) -> None:
     serving = x509.load_pem_x509_certificate((tmp_path / "kubelet-serving.crt").read_bytes())
     sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert ipaddress.ip_address(NET.node_ip) in sans.get_values_for_type(x509.IPAddress)
+    metrics = x509.load_pem_x509_certificate((tmp_path / "metrics-server-serving.crt").read_bytes())
+    names = metrics.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    # What the aggregator checks when it dials the Service's endpoint.
+    assert names.get_values_for_type(x509.DNSName) == [pki.METRICS_SERVER_SERVICE]
     client = x509.load_pem_x509_certificate((tmp_path / "node-real-0.crt").read_bytes())
     assert client.subject.rfc4514_string() == "CN=system:node:real-0,O=system:nodes"
 

@@ -25,6 +25,7 @@ COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
             "kube-proxy",
         ),
     ),
+    "metrics-server": ("METRICS_SERVER_VERSION", ("metrics-server",)),
 }
 
 

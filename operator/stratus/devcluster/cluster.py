@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from stratus.devcluster import binaries, nodepools, pki, realnode
+from stratus.devcluster import binaries, metricsserver, nodepools, pki, realnode
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -29,7 +29,7 @@ STAGES_FILE = Path(__file__).with_name("stages.yaml")
 DEFAULT_STATE_DIR = Path(".stratus")
 # Order of start; stopped in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "metrics-server")
 # Ports that are not a component's own.
 EXTRA_PORTS = ("etcd-peer", "kubelet-healthz", "kube-proxy-metrics")
 
@@ -232,7 +232,7 @@ def component_args(
             f"--server-address=127.0.0.1:{ports['kwok']}",
         ]
     if node is not None and name in NODE_COMPONENTS:
-        return _node_args(layout, name, bins, *node)
+        return _node_args(layout, name, bins, ports, *node)
     raise ValueError(f"unknown component {name}")
 
 
@@ -240,6 +240,7 @@ def _node_args(
     layout: Layout,
     name: str,
     bins: binaries.Binaries,
+    ports: dict[str, int],
     spec: realnode.RealNode,
     net: realnode.NodeNetwork,
 ) -> list[str]:
@@ -248,6 +249,15 @@ def _node_args(
     if name == "kubelet":
         kubeconfig = layout.component_kubeconfig(pki.node_identity(spec.name))
         return realnode.kubelet_args(bins, layout.node, spec, net, kubeconfig)
+    if name == "metrics-server":
+        return metricsserver.args(
+            bins,
+            layout.pki_dir,
+            layout.component_kubeconfig(pki.METRICS_SERVER),
+            net.node_ip,
+            ports["metrics-server"],
+            f"{realnode.REAL_NODE_LABEL}=true",
+        )
     return realnode.kube_proxy_args(bins, layout.node)
 
 
@@ -270,10 +280,18 @@ def _apiserver_network_args(
         f"--kubelet-client-certificate={layout.cert(pki.KUBELET_CLIENT.file_stem)}",
         f"--kubelet-client-key={layout.key(pki.KUBELET_CLIENT.file_stem)}",
         f"--kubelet-certificate-authority={layout.cert('ca')}",
+        *metricsserver.apiserver_args(layout.pki_dir),
     ]
 
 
-def _health_url(name: str, ports: dict[str, int]) -> str:
+def _flag(args: list[str], flag: str) -> str:
+    return next(a.partition("=")[2] for a in args if a.startswith(f"{flag}="))
+
+
+def _health_url(name: str, ports: dict[str, int], args: list[str]) -> str:
+    if name == "metrics-server":
+        # It listens on the node's bridge alone: probed where its own arguments say.
+        return f"https://{_flag(args, '--bind-address')}:{ports[name]}/livez"
     if name == "etcd":
         return f"http://127.0.0.1:{ports['etcd']}/health"
     if name == "kwok":
@@ -448,7 +466,7 @@ class LocalCluster:
                     self._load_images(log, started)
                 state.processes.append(self._spawn(name, args, ports[name]))
                 state.save(self.layout.state_file)
-                self._wait_healthy(name, ports, ctx, deadline)
+                self._wait_healthy(name, ports, args, ctx, deadline)
                 log(f"{name} ready ({time.monotonic() - started:.1f}s)")
             self._add_nodes(deadline, log)
         except Exception as exc:
@@ -498,7 +516,12 @@ class LocalCluster:
         log(f"{len(images)} images loaded into the real node ({time.monotonic() - started:.1f}s)")
 
     def _wait_healthy(
-        self, name: str, ports: dict[str, int], ctx: ssl.SSLContext, deadline: float
+        self,
+        name: str,
+        ports: dict[str, int],
+        args: list[str],
+        ctx: ssl.SSLContext,
+        deadline: float,
     ) -> None:
         if name == "containerd":
             what = f"containerd to answer on {self.layout.node.socket}"
@@ -509,7 +532,7 @@ class LocalCluster:
                 self._first_dead,
             )
             return
-        url = _health_url(name, ports)
+        url = _health_url(name, ports, args)
         _wait(f"{name} to be healthy ({url})", lambda: probe(url, ctx), deadline, self._first_dead)
 
     def _write_credentials(self, server: str, net: realnode.NodeNetwork | None = None) -> None:
@@ -518,7 +541,9 @@ class LocalCluster:
         self.layout.kubeconfig.write_text(
             yaml.safe_dump(kubeconfig_for(self.layout, server, pki.ADMIN))
         )
-        identities = pki.CLIENT_IDENTITIES + ((pki.node_identity(node),) if node else ())
+        identities: tuple[pki.Identity, ...] = pki.CLIENT_IDENTITIES
+        if node:
+            identities += (*pki.NODE_IDENTITIES, pki.node_identity(node))
         for identity in identities:
             self.layout.component_kubeconfig(identity).write_text(
                 yaml.safe_dump(kubeconfig_for(self.layout, server, identity))
@@ -571,6 +596,8 @@ class LocalCluster:
         )
         if self.real_node and self.real_node.gpus:
             api.patch_node_status(self.real_node.name, self.real_node.status_patch())
+        if self.real_node:
+            api.apply_all(self._metrics_api())
         # Pods need their namespace's default ServiceAccount, which the controller manager makes.
         _wait(
             "the default ServiceAccount",
@@ -585,6 +612,13 @@ class LocalCluster:
         if self.real_node:
             described.append(f"{self.real_node.name} (real kubelet, {self.real_node.gpus} GPUs)")
         log(f"{len(names)} nodes Ready: " + ", ".join(described))
+
+    def _metrics_api(self) -> list[dict[str, Any]]:
+        state = self.state()
+        assert state is not None
+        (server,) = (p for p in state.processes if p.name == "metrics-server")
+        host = _flag(server.args, "--bind-address")
+        return metricsserver.manifests(host, server.port, self.layout.cert("ca").read_bytes())
 
     def restart(self, name: str, timeout: float = 60.0) -> None:
         """Stop one component and start it again on the same port (a chaos test's API server
@@ -602,7 +636,7 @@ class LocalCluster:
         state.save(self.layout.state_file)
         ports = {p.name: p.port for p in state.processes}
         ctx = _ssl_context(self.layout) if self.attach_to is None else ssl.create_default_context()
-        url = _health_url(name, ports)
+        url = _health_url(name, ports, old.args)
         _wait(
             f"{name} to be healthy again ({url})",
             lambda: probe(url, ctx),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, config
+from kubernetes import client, config, utils
 from kubernetes.client.exceptions import ApiException
 
 from stratus.devcluster import nodepools
@@ -54,6 +54,15 @@ class NodeApi:
                 return False
             raise
         return True
+
+    def apply_all(self, manifests: list[dict[str, Any]]) -> None:
+        """Create each object; one that exists already is left as it is."""
+        for manifest in manifests:
+            try:
+                utils.create_from_dict(self.core.api_client, manifest)
+            except utils.FailToCreateError as exc:
+                if any(e.status != 409 for e in exc.api_exceptions):
+                    raise
 
     def patch_node_status(self, node: str, patch: dict[str, Any]) -> None:
         self.core.patch_node_status(node, patch)

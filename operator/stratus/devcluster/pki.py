@@ -37,6 +37,15 @@ KUBE_PROXY = Identity("kube-proxy", "system:kube-proxy")
 # How the API server authenticates to kubelets (logs, exec, port-forward).
 KUBELET_CLIENT = Identity("apiserver-kubelet-client", "stratus-apiserver", ("system:masters",))
 CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, KUBE_PROXY, KUBELET_CLIENT)
+# How the API server's aggregator authenticates to metrics-server; the API server accepts this
+# name alone in its request headers.
+FRONT_PROXY = Identity("front-proxy-client", "front-proxy-client")
+# metrics-server reads every node's kubelet and delegates its own authentication and
+# authorization to the API server: a development component, trusted like kwok.
+METRICS_SERVER = Identity("metrics-server", "system:metrics-server", ("system:masters",))
+# Only a cluster with a real node runs metrics-server: kwok's nodes have no kubelet to read.
+NODE_IDENTITIES = (FRONT_PROXY, METRICS_SERVER)
+METRICS_SERVER_SERVICE = "metrics-server.kube-system.svc"
 
 
 def node_identity(node: str) -> Identity:
@@ -165,13 +174,21 @@ def write_pki(
     )
     identities: tuple[Identity, ...] = CLIENT_IDENTITIES
     if node and node_ip:
-        identities = (*identities, node_identity(node))
+        identities = (*identities, *NODE_IDENTITIES, node_identity(node))
         ca.issue(
             directory,
             "kubelet-serving",
             name(f"system:node:{node}", ("system:nodes",)),
             ExtendedKeyUsageOID.SERVER_AUTH,
             [x509.DNSName(node), ip_san(node_ip)],
+        )
+        # The aggregator dials the Service's endpoint and checks the Service's DNS name.
+        ca.issue(
+            directory,
+            "metrics-server-serving",
+            name("metrics-server"),
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            [x509.DNSName(METRICS_SERVER_SERVICE), ip_san(node_ip)],
         )
     for identity in identities:
         ca.issue(
