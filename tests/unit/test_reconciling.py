@@ -1,0 +1,103 @@
+"""What both reconcilers share: the status writer (only a change, only over the version planned
+from, and what it wrote remembered until the cache shows it), timing, and counting."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+from prometheus_client import REGISTRY
+
+from stratus import reconciling
+from stratus.kube import Kube
+from tests.unit.fakes import FakeKube, resource
+
+KEY = ("ns", "tj")
+
+
+def stored(kube: FakeKube) -> dict[str, Any]:
+    return kube.put(resource("TrainingJob", "tj", {}))
+
+
+def write(
+    writer: reconciling.StatusWriter, meta: dict[str, Any], old: dict[str, Any], new: dict[str, Any]
+) -> float | None:
+    return asyncio.run(writer.write(KEY, meta, old, new))
+
+
+def test_an_unchanged_status_is_not_written() -> None:
+    kube = FakeKube()
+    writer = reconciling.StatusWriter(cast(Kube, kube), "TrainingJob")
+    meta = stored(kube)["metadata"]
+    assert write(writer, meta, {"phase": "Running"}, {"phase": "Running"}) is None
+    assert kube.calls == []
+    assert writer.hold(KEY, 60.0) is None
+
+
+def test_a_write_is_remembered_until_the_cache_shows_a_later_version() -> None:
+    kube = FakeKube()
+    writer = reconciling.StatusWriter(cast(Kube, kube), "TrainingJob")
+    before = stored(kube)["metadata"]
+    assert write(writer, before, {}, {"phase": "Pending"}) is None
+    after = kube.objects[("TrainingJob", "ns", "tj")]
+    assert after["status"] == {"phase": "Pending"}
+    assert writer.stale(KEY, before)
+    assert not writer.stale(KEY, after["metadata"])
+    # Once the cache has moved on, the version our write replaced is forgotten.
+    assert not writer.stale(KEY, before)
+
+
+def test_a_conflicting_write_asks_for_a_retry_and_remembers_nothing() -> None:
+    kube = FakeKube()
+    writer = reconciling.StatusWriter(cast(Kube, kube), "TrainingJob")
+    planned_from = stored(kube)["metadata"]
+    stored(kube)  # someone else's write
+    assert write(writer, planned_from, {}, {"phase": "Pending"}) == reconciling.CONFLICT_RETRY
+    assert "status" not in kube.objects[("TrainingJob", "ns", "tj")]
+    assert not writer.stale(KEY, planned_from)
+    assert writer.hold(KEY, 60.0) is None
+
+
+def test_progress_is_held_for_an_interval_after_a_write_and_forget_drops_it() -> None:
+    kube = FakeKube()
+    writer = reconciling.StatusWriter(cast(Kube, kube), "TrainingJob")
+    meta = stored(kube)["metadata"]
+    write(writer, meta, {}, {"phase": "Pending"})
+    held = writer.hold(KEY, 60.0)
+    assert held is not None
+    assert 0 < held <= 60.0
+    assert writer.hold(KEY, 0.0) is None
+    writer.forget(KEY)
+    assert writer.hold(KEY, 60.0) is None
+    assert not writer.stale(KEY, meta)
+
+
+def test_a_failed_reconcile_is_counted_and_raised() -> None:
+    def errors() -> float:
+        found = REGISTRY.get_sample_value("stratus_reconcile_errors_total", {"kind": "Test"})
+        return found or 0.0
+
+    async def broken() -> float | None:
+        raise RuntimeError("API server unavailable")
+
+    before = errors()
+    with pytest.raises(RuntimeError):
+        asyncio.run(reconciling.timed("Test", broken()))
+    assert errors() - before == 1
+
+
+def test_live_is_none_for_an_object_gone_or_being_deleted() -> None:
+    obj = {"metadata": {"name": "tj"}}
+    assert reconciling.live([obj]) is obj
+    assert reconciling.live([]) is None
+    assert reconciling.live([{"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}]) is None
+
+
+def test_phases_are_counted_with_no_phase_as_pending() -> None:
+    objs: dict[str, list[dict[str, Any]]] = {
+        "a": [{"status": {"phase": "Running"}}],
+        "b": [{}],
+        "c": [{"status": {"phase": ""}}],
+    }
+    assert reconciling.count_phases(objs, lambda k: objs[k]) == {"Running": 1, "Pending": 2}
