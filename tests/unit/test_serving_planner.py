@@ -1,4 +1,5 @@
-"""The rollout state machine without a cluster: analysis verdicts, limits, pauses, splits."""
+"""The rollout without a cluster: analysis verdicts, limits, pauses, splits, an HTTPRoute's
+weights per step, and which autoscaler."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from stratus.api.inferenceservice import AnalysisMetric, InferenceServiceSpec
 from stratus.podspec import Owner
 from stratus.serving import planner
 from stratus.serving.revision import revision_of
-from stratus.serving.views import ChildView, DeploymentView, child_view
+from stratus.serving.views import ChildView, DeploymentView, RouteView, child_view, route_view
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 OWNER = Owner("InferenceService", "web", "ns", "uid")
@@ -453,3 +454,155 @@ def test_without_keda_the_operator_sizes_a_prometheus_autoscaled_stable() -> Non
     keda = planner.plan(observe(s, status, {stable: 2}, keda=True, children=made(first)))
     assert [m["kind"] for m in keda.apply] == ["ScaledObject"]
     assert sized(planner.plan(observe(s, keda.status, {stable: 5}, keda=True))) == {}
+
+
+# -- an HTTPRoute's weights, step by step -------------------------------------------------------
+
+
+def route_of(rules: list[dict[str, Any]]) -> RouteView:
+    return route_view({"metadata": {"name": "web-route"}, "spec": {"rules": rules}})
+
+
+def backends(route: RouteView) -> list[tuple[str, int]]:
+    (rule,) = route.rules
+    return [(ref["name"], ref["weight"]) for ref in rule["backendRefs"]]
+
+
+def test_an_http_route_carries_each_steps_weight_while_the_stable_keeps_its_size() -> None:
+    steps: list[dict[str, Any]] = [
+        {"weight": 10, "pause": {}},
+        {"weight": 50, "pause": {}},
+        {"weight": 100},
+    ]
+    old = fixed(10, steps, trafficRouting={"httpRoute": {"name": "web-route"}})
+    new = with_image(old, "serve:2")
+    stable, canary = revision_of(old), revision_of(new)
+    found = route_of([{"backendRefs": [{"name": "web", "port": 80}]}])
+
+    def step(
+        s: InferenceServiceSpec, status: dict[str, Any], ready: dict[str, int], **extra: Any
+    ) -> planner.Plan:
+        """One pass, the route then as the plan left it."""
+        nonlocal found
+        plan = planner.plan(observe(s, status, ready, routes=(found,), **extra))
+        if plan.route is not None:
+            found = route_of(plan.route[1])
+        return plan
+
+    first = step(old, {}, {})
+    assert backends(found) == [(f"web-{stable}", 100)]
+    assert step(old, first.status, {stable: 10}).route is None  # in place: not patched again
+    status = step(new, first.status, {stable: 10}).status
+    for weight, pods, was in ((10, 1, 0), (50, 5, 1), (100, 10, 5)):
+        if weight > 10:  # the pause is indefinite: a person promotes
+            commands = {"stratus.dev/promote": str(weight)}
+            status = step(new, status, {stable: 10, canary: was}, annotations=commands).status
+        assert status["canaryWeight"] == weight
+        # The canary grows to its share; the stable keeps all 10 replicas.
+        grown = step(new, status, {stable: 10, canary: was})
+        assert sized(grown) == {f"web-{canary}": pods}
+        plan = step(new, grown.status, {stable: 10, canary: pods})
+        assert backends(found) == [(f"web-{stable}", 100 - weight), (f"web-{canary}", weight)]
+        assert plan.status["canaryWeightAchieved"] == weight
+        routed = condition(plan.status, "TrafficRouted")
+        assert routed["message"] == f"HTTPRoute web-route: canary {weight}%"
+        status = plan.status
+    later = NOW + dt.timedelta(minutes=1)
+    done = step(new, status, {stable: 10, canary: 10}, now=later)
+    assert done.outcomes == ["promoted"]
+    # The new stable takes every request; the old one is idle until it is retired.
+    assert backends(found) == [(f"web-{canary}", 100)]
+    assert done.status["retiringRevision"] == stable
+    assert sized(done) == {}
+
+
+# -- which autoscaler ---------------------------------------------------------------------------
+
+
+AUTOSCALER_KINDS = {"HorizontalPodAutoscaler", "ScaledObject"}
+
+
+def kinds(plan: planner.Plan) -> list[str]:
+    """The autoscalers the plan applies."""
+    return sorted(m["kind"] for m in plan.apply if m["kind"] in AUTOSCALER_KINDS)
+
+
+def test_cpu_and_memory_get_an_hpa_and_a_prometheus_query_a_scaled_object() -> None:
+    for metric, made in (("cpu", "HorizontalPodAutoscaler"), ("memory", "HorizontalPodAutoscaler")):
+        s = spec(replicas={"min": 2, "max": 8}, autoscaling={"metric": metric, "target": 70})
+        plan = planner.plan(observe(s, {}, {}, keda=True))
+        assert kinds(plan) == [made]
+        assert condition(plan.status, "Autoscaling")["reason"] == made
+    query = {"metric": "prometheus", "target": 10, "query": "sum(rate(requests[1m]))"}
+    s = spec(replicas={"min": 2, "max": 8}, autoscaling=query)
+    plan = planner.plan(observe(s, {}, {}, keda=True, prometheus_url="http://prom:9090"))
+    (scaled,) = [m for m in plan.apply if m["kind"] == "ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == f"web-{revision_of(s)}"
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (2, 8)
+    autoscaling = condition(plan.status, "Autoscaling")
+    assert (autoscaling["status"], autoscaling["reason"]) == ("True", "ScaledObject")
+    assert autoscaling["message"].startswith("KEDA scales the stable revision from 2 to 8")
+
+
+def test_switching_the_metric_swaps_the_hpa_for_a_scaled_object_and_back() -> None:
+    cpu = spec(replicas={"min": 2, "max": 8}, autoscaling={"metric": "cpu", "target": 70})
+    stable = revision_of(cpu)
+    status = planner.plan(observe(cpu, {}, {}, keda=True)).status
+    query = {"metric": "prometheus", "target": 10, "query": "sum(up)"}
+    prom = with_image(cpu, "serve:1", autoscaling=query)
+    assert revision_of(prom) == stable  # the pods are the same: no canary
+    to_keda = planner.plan(
+        dataclasses.replace(observe(prom, status, {stable: 4}, keda=True), generation=2)
+    )
+    assert to_keda.remove == [("autoscaling/v2", "HorizontalPodAutoscaler", "web")]
+    assert kinds(to_keda) == ["ScaledObject"]
+    assert "canaryRevision" not in to_keda.status
+    back = planner.plan(
+        dataclasses.replace(observe(cpu, to_keda.status, {stable: 4}, keda=True), generation=3)
+    )
+    assert back.remove == [("keda.sh/v1alpha1", "ScaledObject", "web")]
+    assert kinds(back) == ["HorizontalPodAutoscaler"]
+
+
+def test_a_scaled_object_is_applied_again_only_when_what_it_says_may_change() -> None:
+    query = {"metric": "prometheus", "target": 10, "query": "sum(up)"}
+    old = spec(
+        replicas={"min": 2, "max": 8}, autoscaling=query, steps=[{"weight": 50}, {"weight": 100}]
+    )
+    stable = revision_of(old)
+    first = planner.plan(observe(old, {}, {}, keda=True))
+    assert kinds(first) == ["ScaledObject"]
+    steady = planner.plan(observe(old, first.status, {stable: 3}, keda=True))
+    assert kinds(steady) == []
+    # A new spec (generation 2) applies it again, still on the stable; then it is left alone
+    # while the canary runs beside the stable.
+    new = with_image(old, "serve:2")
+    canary = revision_of(new)
+    started = planner.plan(
+        dataclasses.replace(observe(new, steady.status, {stable: 3}, keda=True), generation=2)
+    )
+    (scaled,) = [m for m in started.apply if m["kind"] == "ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == f"web-{stable}"
+    running = planner.plan(
+        dataclasses.replace(
+            observe(new, started.status, {stable: 3, canary: 3}, keda=True), generation=2
+        )
+    )
+    assert running.status["canaryRevision"] == canary
+    assert kinds(running) == []
+    # Promoted: it follows the new stable.
+    promoted = planner.plan(
+        dataclasses.replace(
+            observe(
+                new,
+                running.status,
+                {stable: 3, canary: 3},
+                keda=True,
+                annotations={"stratus.dev/promote-full": "1"},
+            ),
+            generation=2,
+        )
+    )
+    (scaled,) = [m for m in promoted.apply if m["kind"] == "ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == f"web-{canary}"
+    assert promoted.remove == []
