@@ -1,25 +1,19 @@
 """Level-triggered children of an InferenceService: every pass wants its Service, PDB, HPA and
-revision Services; a child missing or edited is applied again, an unchanged one is not, and the
-controller writes children before the status that records them."""
+revision Services; a child missing or edited is applied again, an unchanged one is not. The
+controller's side (children before the status, expectations) is in test_serving_controller."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from stratus.api.inferenceservice import InferenceServiceSpec
-from stratus.config import OperatorConfig
-from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
-from stratus.serving import controller as serving_controller
 from stratus.serving import planner
-from stratus.serving.controller import ServingController
 from stratus.serving.revision import revision_of
 from stratus.serving.views import ChildView, DeploymentView, child_view
 
@@ -184,146 +178,3 @@ def test_revision_services_are_wanted_on_every_pass_with_an_http_route() -> None
     del children[("Service", f"web-{stable}")]
     again = planner.plan(observe(s, later.status, {stable: 2}, views(children)))
     assert applied(again) == [("Service", f"web-{stable}")]
-
-
-# -- the controller: children before the status, and no apply twice for one write ------------
-
-
-class RecordingKube:
-    """The Kube calls a reconcile makes, recorded and answered with nothing."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        # Kinds whose apply the API server refuses as invalid.
-        self.refuse: set[str] = set()
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        async def call(*args: Any) -> Any:
-            self.calls.append((name, args))
-            if name == "apply" and args[0]["kind"] in self.refuse:
-                raise ApiException(status=422, reason="Unprocessable Entity")
-            return False if name == "has_kind" else None
-
-        def event(*args: Any) -> None:
-            self.calls.append((name, args))
-
-        return event if name == "event" else call
-
-    def writes(self) -> list[tuple[str, str]]:
-        """(call, kind) of every write but Events, in order."""
-        found = []
-        for name, args in self.calls:
-            if name == "apply":
-                found.append((name, args[0]["kind"]))
-            elif name in ("patch_status", "merge_patch", "delete"):
-                found.append((name, args[1]))
-            elif name == "scale":
-                found.append((name, "Deployment"))
-        return found
-
-
-class Cluster:
-    """One InferenceService and the caches the controller reads, which a test edits."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.obj: dict[str, Any] = {
-            "apiVersion": "stratus.dev/v1alpha1",
-            "kind": "InferenceService",
-            "metadata": {
-                "name": "web",
-                "namespace": "ns",
-                "uid": "uid",
-                "resourceVersion": "1",
-                "generation": 1,
-            },
-            "spec": spec,
-        }
-        self.deployments: list[DeploymentView] = []
-        self.children: list[ChildView] = []
-        self.kube = RecordingKube()
-        self.controller = ServingController(
-            kube=cast(Kube, self.kube),
-            config=OperatorConfig(),
-            services=lambda _key: [self.obj],
-            deployments=lambda _key: self.deployments,
-            failures=lambda _key: [],
-            children=lambda _key: self.children,
-            clock=lambda: NOW,
-        )
-
-    def reconcile(self) -> float | None:
-        self.kube.calls.clear()
-        return asyncio.run(self.controller.reconcile(("ns", "web")))
-
-    def status_written(self) -> None:
-        """The cache sees the status the last pass wrote."""
-        [args] = [args for name, args in self.kube.calls if name == "patch_status"]
-        self.obj["status"] = args[-1]
-        version = int(self.obj["metadata"]["resourceVersion"]) + 1
-        self.obj["metadata"]["resourceVersion"] = str(version)
-
-    def applied(self) -> list[Manifest]:
-        return [args[0] for name, args in self.kube.calls if name == "apply"]
-
-
-def test_the_controller_writes_children_before_the_status() -> None:
-    cluster = Cluster(raw_spec())
-    cluster.reconcile()
-    writes = cluster.kube.writes()
-    assert writes[-1] == ("patch_status", "InferenceService")
-    assert writes[:-1] == [
-        ("apply", "Service"),
-        ("apply", "PodDisruptionBudget"),
-        ("apply", "Deployment"),
-        ("apply", "HorizontalPodAutoscaler"),
-    ]
-
-
-def test_a_child_applied_but_not_yet_seen_is_not_applied_twice() -> None:
-    cluster = Cluster(raw_spec())
-    cluster.reconcile()
-    made = cluster.applied()
-    cluster.status_written()
-    # Our status write's event reconciles again before the caches have seen the children.
-    requeue = cluster.reconcile()
-    assert [m["kind"] for m in cluster.applied()] == ["Deployment"]
-    # The expectations lapse in time, so a pass comes then even if no event does.
-    assert requeue is not None
-    assert requeue <= serving_controller.EXPECTATION_TTL
-    # The caches catch up: the expectations are met, and still nothing is applied.
-    cluster.children = [child_view(as_served(m)) for m in made if m["kind"] in CHILD_KINDS]
-    stable = revision_of(InferenceServiceSpec.model_validate(raw_spec()))
-    cluster.deployments = [DeploymentView(f"web-{stable}", stable, 2, 2)]
-    cluster.reconcile()
-    assert cluster.applied() == []
-    assert cluster.controller.expected == {}
-
-
-def test_a_deleted_service_comes_back_on_a_pass_that_writes_nothing_else() -> None:
-    s = InferenceServiceSpec.model_validate(raw_spec())
-    cluster = Cluster(raw_spec())
-    cluster.reconcile()
-    made = cluster.applied()
-    cluster.status_written()
-    cluster.children = [child_view(as_served(m)) for m in made if m["kind"] in CHILD_KINDS]
-    cluster.deployments = [DeploymentView(f"web-{revision_of(s)}", revision_of(s), 2, 2)]
-    cluster.reconcile()  # Healthy now
-    cluster.status_written()
-    assert cluster.reconcile() is None
-    assert cluster.kube.writes() == []
-    # Someone deletes the Service: its event reconciles, and it is applied, alone.
-    cluster.children = [c for c in cluster.children if c.kind != "Service"]
-    cluster.reconcile()
-    assert cluster.kube.writes() == [("apply", "Service")]
-
-
-def test_a_child_the_api_server_refuses_is_named_in_the_status() -> None:
-    cluster = Cluster(raw_spec())
-    cluster.kube.refuse.add("Deployment")
-    with pytest.raises(serving_controller.ChildRejected):
-        cluster.reconcile()
-    [args] = [args for name, args in cluster.kube.calls if name == "patch_status"]
-    [healthy] = [c for c in args[-1]["conditions"] if c["type"] == "Healthy"]
-    assert (healthy["status"], healthy["reason"]) == ("False", "ChildRejected")
-    assert healthy["message"].startswith("the API server rejected Deployment web-")
-    assert "stableRevision" not in args[-1]

@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stratus import metrics, reconciling
+from stratus import metrics, policy, reconciling
 from stratus.api.inferenceservice import KIND, InferenceServiceSpec
 from stratus.conditions import Event, set_condition
 from stratus.config import OperatorConfig
@@ -28,6 +28,7 @@ from stratus.serving.views import (
     RouteView,
     StagingFailure,
     child_view,
+    deployment_view,
     route_view,
     up_to_date,
 )
@@ -38,9 +39,11 @@ KEDA = builders.SCALED_OBJECT
 Lookup = Callable[[Key], Iterable[Any]]
 # The children the caches watch (Services, PodDisruptionBudgets, HPAs), by kind.
 WATCHED = frozenset({"Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"})
-# A child applied but not yet seen as applied in the cache counts as there for this long
-# (seconds), so the pass that our own write's event starts does not apply it again.
+# A child applied but not yet seen as applied in the cache (a watched one, or a Deployment)
+# counts as there for this long (seconds), so the pass that our own write's event starts does
+# not apply it again.
 EXPECTATION_TTL = 10.0
+EXPECTED = WATCHED | {"Deployment"}
 
 
 class ChildRejected(Exception):
@@ -74,7 +77,7 @@ class ServingController:
         assert isinstance(key, tuple)
         return await reconciling.timed(KIND, self._reconcile(key))
 
-    async def _reconcile(self, key: Key) -> float | None:
+    async def _reconcile(self, key: Key) -> float | None:  # noqa: PLR0911 (a return per refusal)
         obj = reconciling.live(self.services(key))
         if obj is None:
             # Deleted (or being deleted): nothing of it is kept, its metric series included.
@@ -104,13 +107,23 @@ class ServingController:
                 f"{prometheus.one_line(str(spec.rollout.analysis.prometheus_address))} is not one "
                 "of the operator's allowed Prometheus addresses (set by the cluster admin)",
             )
+        if violations := policy.check(spec, self.config.workload_policy):
+            # Refused before anything is created; the status and one Event name the fields.
+            refused, events = policy.refused(
+                status, violations, "Healthy", self.clock(), int(meta.get("generation") or 0)
+            )
+            retry = await self.status_writer.write(key, meta, status, refused)
+            if retry is None:
+                reconciling.record(self.kube, obj, events)
+            return retry
+        deployments, children = self._observe_children(key)
         observed = planner.Observed(
             owner=owner,
             generation=int(meta.get("generation") or 0),
             spec=spec,
             status=status,
             annotations=dict(meta.get("annotations") or {}),
-            deployments=tuple(d for d in self.deployments(key) if isinstance(d, DeploymentView)),
+            deployments=deployments,
             staging_failures=tuple(f for f in self.failures(key) if isinstance(f, StagingFailure)),
             now=self.clock(),
             staging_image=self.config.staging_image,
@@ -122,7 +135,7 @@ class ServingController:
                 and await self.kube.has_kind(*KEDA)
             ),
             prometheus_url=self.config.prometheus_url,
-            children=self._children(key, owner),
+            children=children,
         )
         plan = planner.plan(observed)
         if plan.analyze:
@@ -150,23 +163,37 @@ class ServingController:
         )
         return _sooner(plan.requeue_after, self._expectations_lapse(key))
 
-    def _children(self, key: Key, owner: Owner) -> tuple[ChildView, ...]:
-        """The watched children from the cache, with those applied but not yet seen so taken as
-        applied (until EXPECTATION_TTL): an expectation is met, and dropped, once the cache
-        shows the child as it was applied."""
+    def _observe_children(
+        self, key: Key
+    ) -> tuple[tuple[DeploymentView, ...], tuple[ChildView, ...]]:
+        """Its Deployments and watched children from the caches, with those applied but not yet
+        seen so taken as applied (until EXPECTATION_TTL): an expectation is met, and dropped,
+        once the cache shows the child as it was applied (a Deployment: at the replicas
+        applied; its ready pods are the cache's)."""
+        deployments = {d.name: d for d in self.deployments(key) if isinstance(d, DeploymentView)}
         seen = {(c.kind, c.name): c for c in self.children(key) if isinstance(c, ChildView)}
         now = time.monotonic()
         pending: dict[tuple[str, str], tuple[float, Manifest]] = {}
         for ident, (at, manifest) in self.expected.get(key, {}).items():
-            if now - at >= EXPECTATION_TTL or up_to_date(manifest, seen.get(ident)):
+            if now - at >= EXPECTATION_TTL:
                 continue
+            kind, name = ident
+            if kind == "Deployment":
+                found = deployments.get(name)
+                applied = deployment_view(manifest)
+                if found is not None and found.replicas == applied.replicas:
+                    continue
+                deployments[name] = dataclasses.replace(applied, ready=found.ready if found else 0)
+            elif up_to_date(manifest, seen.get(ident)):
+                continue
+            else:
+                seen[ident] = child_view(manifest)
             pending[ident] = (at, manifest)
-            seen[ident] = child_view(manifest)
         if pending:
             self.expected[key] = pending
         else:
             self.expected.pop(key, None)
-        return tuple(seen.values())
+        return tuple(deployments.values()), tuple(seen.values())
 
     def _expectations_lapse(self, key: Key) -> float | None:
         """Seconds until the oldest expectation lapses: then the cache alone is believed."""
@@ -189,7 +216,7 @@ class ServingController:
                     f"the API server rejected {manifest['kind']} "
                     f"{manifest['metadata']['name']}: {_reason(exc)}"
                 ) from exc
-            if manifest["kind"] in WATCHED:
+            if manifest["kind"] in EXPECTED:
                 ident = (manifest["kind"], manifest["metadata"]["name"])
                 self.expected.setdefault(key, {})[ident] = (time.monotonic(), manifest)
         for name in plan.adopt:
