@@ -1,12 +1,17 @@
 """Operator configuration: where spot capacity is and how it is marked, which namespaces to
-watch, where metrics are served, which Prometheus addresses canary analysis may query. Read once
-at start-up from flags and STRATUS_* variables."""
+watch, where metrics are served, which Prometheus addresses canary analysis may query, what the
+workload policy lets a resource put into its pods. Read once at start-up from flags and
+STRATUS_* variables."""
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass, field
+
+from stratus.api.common import DNS_SUBDOMAIN_PATTERN
+from stratus.policy import LEVELS, WorkloadPolicy
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class OperatorConfig:
     # This replica's peering priority: the live replica with the highest acts. None: a random
     # one per process, so that replicas of one Deployment never tie (a tie pauses them all).
     peering_priority: int | None = None
+    # What a TrainingJob or InferenceService may put into the pods the operator creates.
+    workload_policy: WorkloadPolicy = field(default_factory=WorkloadPolicy)
 
     def prometheus_for(self, requested: str | None) -> str | None:
         """The configured Prometheus address that `requested` names (compared normalized), the
@@ -141,6 +148,7 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
                 "(scheme, host, optional port and path; no credentials, query or fragment)"
             )
     return OperatorConfig(
+        workload_policy=_workload_policy(env),
         spot=spot,
         namespaces=namespaces,
         metrics_port=metrics_port,
@@ -154,6 +162,22 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         peering_lifetime=_number(env, "STRATUS_PEERING_LIFETIME", 60),
         peering_priority=_optional_number(env, "STRATUS_PEERING_PRIORITY"),
     )
+
+
+def _workload_policy(env: dict[str, str]) -> WorkloadPolicy:
+    value = env.get("STRATUS_WORKLOAD_POLICY", LEVELS[0])
+    level = next((known for known in LEVELS if known == value), None)
+    if level is None:
+        raise ConfigError(f"STRATUS_WORKLOAD_POLICY: {value!r} is not one of {', '.join(LEVELS)}")
+    accounts = tuple(
+        a.strip() for a in env.get("STRATUS_ALLOWED_SERVICE_ACCOUNTS", "").split(",") if a.strip()
+    )
+    for account in accounts:
+        if not re.fullmatch(DNS_SUBDOMAIN_PATTERN, account) or len(account) > 253:
+            raise ConfigError(
+                f"STRATUS_ALLOWED_SERVICE_ACCOUNTS: {account!r} is not a ServiceAccount name"
+            )
+    return WorkloadPolicy(level=level, service_accounts=accounts)
 
 
 def _number(env: dict[str, str], name: str, default: int) -> int:

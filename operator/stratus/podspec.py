@@ -1,5 +1,6 @@
 """Pure pieces of pod specs shared by both controllers: the owner reference, GPU requests and
-placement, the workload container's fields, and the escape-hatch merge."""
+placement, the workload container's fields, the escape-hatch merge (placement only narrows) and
+the restricted Pod Security defaults."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ MANAGER = "stratus"
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+# What a container asks for when the spec names no cpu or memory: a pod without requests is
+# BestEffort (evicted first) and refused where a ResourceQuota counts requests.
+DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
+REQUIRED_NODE_AFFINITY = (
+    "affinity",
+    "nodeAffinity",
+    "requiredDuringSchedulingIgnoredDuringExecution",
+)
+# Capabilities the API server will not combine with allowPrivilegeEscalation: false.
+_ESCALATING = frozenset({"SYS_ADMIN", "CAP_SYS_ADMIN"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,8 @@ class Owner:
 
 
 def resources(spec: GpuResources) -> Manifest:
+    """Requests and limits: what the spec names is both; cpu and memory it leaves out are
+    requested at DEFAULT_REQUESTS and not limited."""
     amounts: dict[str, str] = {}
     if spec.gpu:
         amounts[GPU] = str(spec.gpu)
@@ -46,7 +59,7 @@ def resources(spec: GpuResources) -> Manifest:
         amounts["cpu"] = str(spec.cpu)
     if spec.memory is not None:
         amounts["memory"] = str(spec.memory)
-    return {"requests": dict(amounts), "limits": dict(amounts)}
+    return {"requests": {**DEFAULT_REQUESTS, **amounts}, "limits": dict(amounts)}
 
 
 def gpu_placement(spec: GpuResources) -> tuple[list[Manifest], list[Manifest]]:
@@ -124,13 +137,83 @@ def merge_pod_spec(base: Manifest, override: Manifest) -> Manifest:
     return merged
 
 
+def _required_terms(pod_spec: Manifest) -> list[Manifest]:
+    node: Any = pod_spec
+    for key in REQUIRED_NODE_AFFINITY:
+        node = node.get(key) if isinstance(node, dict) else None
+    terms = node.get("nodeSelectorTerms") if isinstance(node, dict) else None
+    return [t for t in terms if isinstance(t, dict)] if isinstance(terms, list) else []
+
+
+def narrow(base: Manifest, override: Manifest) -> tuple[Manifest, Manifest]:
+    """The generated pod spec with the override's required node-affinity terms AND-ed into each
+    of its own, and the override without them. The scheduler ORs the terms of a list, so the
+    plain merge (which appends lists) would let a user's term widen placement: (H100 and spot)
+    or zone=a. Each pair of a generated and a user term becomes one term instead. A nodeSelector
+    needs nothing of the kind: the scheduler ANDs it with the affinity, and no generated
+    requirement lives in one that a user's key could replace."""
+    wanted = _required_terms(override)
+    if not wanted:
+        return base, override
+    ours = _required_terms(base)
+    terms = [
+        {
+            key: merged
+            for key in ("matchExpressions", "matchFields")
+            if (merged := [*(g.get(key) or []), *(u.get(key) or [])])
+        }
+        for g in ours or [{}]
+        for u in wanted
+    ]
+    base, override = copy.deepcopy(base), copy.deepcopy(override)
+    required = override[REQUIRED_NODE_AFFINITY[0]][REQUIRED_NODE_AFFINITY[1]][
+        REQUIRED_NODE_AFFINITY[2]
+    ]
+    del required["nodeSelectorTerms"]
+    node = base
+    for key in REQUIRED_NODE_AFFINITY:
+        node = node.setdefault(key, {})
+    node["nodeSelectorTerms"] = terms
+    return base, override
+
+
+def restricted_defaults(pod_spec: Manifest) -> Manifest:
+    """The restricted Pod Security profile wherever the pod spec leaves a field unset: non-root,
+    RuntimeDefault seccomp, every container (a user's sidecars too) without privilege escalation
+    and with ALL capabilities dropped (what it adds back, it still gets). What a spec sets
+    explicitly is kept; the workload policy decides whether it may."""
+    spec = copy.deepcopy(pod_spec)
+    containers = [c for kind in ("initContainers", "containers") for c in spec.get(kind) or []]
+    pod = spec["securityContext"] = dict(spec.get("securityContext") or {})
+    contexts = [pod] + [c.get("securityContext") or {} for c in containers]
+    # A pod that asks for root anywhere runs as root there; runAsNonRoot would stop it starting.
+    if all(c.get("runAsUser") != 0 for c in contexts):
+        _default(pod, "runAsNonRoot", True)
+    _default(pod, "seccompProfile", {"type": "RuntimeDefault"})
+    for container in containers:
+        context = container["securityContext"] = dict(container.get("securityContext") or {})
+        capabilities = context["capabilities"] = dict(context.get("capabilities") or {})
+        if not context.get("privileged") and not _ESCALATING & set(capabilities.get("add") or []):
+            _default(context, "allowPrivilegeEscalation", False)
+        drop = list(capabilities.get("drop") or [])
+        capabilities["drop"] = drop if "ALL" in drop else [*drop, "ALL"]
+    return spec
+
+
+def _default(mapping: Manifest, key: str, value: Any) -> None:
+    if mapping.get(key) is None:
+        mapping[key] = value
+
+
 def template(workload: Workload, labels: dict[str, str], pod_spec: Manifest) -> Manifest:
-    """The pod template: our labels win over the escape hatch's, its spec merges over ours."""
+    """The pod template: our labels win over the escape hatch's, its spec merges over ours
+    (placement only narrows), and what is still unset gets the restricted defaults."""
     meta: Manifest = {"labels": dict(labels), "annotations": {}}
     override = workload.pod_template
     if override and override.metadata:
         meta["labels"] = {**override.metadata.labels, **labels}
         meta["annotations"] = dict(override.metadata.annotations)
     if override and override.spec:
-        pod_spec = merge_pod_spec(pod_spec, override.spec)
-    return {"metadata": meta, "spec": pod_spec}
+        base, extra = narrow(pod_spec, override.spec.model_dump(by_alias=True, exclude_none=True))
+        pod_spec = merge_pod_spec(base, extra)
+    return {"metadata": meta, "spec": restricted_defaults(pod_spec)}

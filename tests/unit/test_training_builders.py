@@ -101,7 +101,7 @@ def test_pod_template_escape_hatch_merges() -> None:
     assert pod["metadata"]["labels"]["stratus.dev/attempt"] == "3"
     assert pod["metadata"]["labels"]["extra"] == "1"
     containers = {c["name"]: c for c in pod["spec"]["containers"]}
-    assert containers["train"]["securityContext"] == {"runAsUser": 1000}
+    assert containers["train"]["securityContext"]["runAsUser"] == 1000
     assert containers["train"]["image"] == "train:1"
     assert containers["sidecar"]["image"] == "log:1"
     assert {"key": "x", "operator": "Exists"} in pod["spec"]["tolerations"]

@@ -196,13 +196,31 @@ class VolumeMount(ApiModel):
     read_only: bool = Field(default=False, description="Mount read-only.")
 
 
+class PodSpecOverride(OpenModel):
+    """A partial PodSpec. Its required node-affinity terms are AND-ed into every generated one,
+    so placement only narrows; the cluster's workload policy decides what else it may set."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.nodeName)",
+            message="must not be set: it would skip the scheduler and the generated placement "
+            "(GPU type, spot or on-demand capacity, taints); use nodeSelector or affinity",
+            field_path=".nodeName",
+            check=lambda s: s.node_name is None,
+        ),
+    )
+
+    # Declared only so that CEL can see it (fields a schema keeps unknown are hidden from CEL).
+    node_name: str | None = Field(default=None, description="Not allowed: placement only narrows.")
+
+
 class PodTemplateOverride(ApiModel):
     """What the simple form cannot say: a partial pod template merged over the generated one
     (labels and annotations are added; spec fields replace the generated ones, lists such as
-    tolerations are appended)."""
+    tolerations are appended, required node-affinity terms are AND-ed into the generated ones)."""
 
     metadata: PodMetadata | None = Field(default=None, description="Extra labels and annotations.")
-    spec: dict[str, Any] | None = Field(default=None, description="A partial PodSpec.")
+    spec: PodSpecOverride | None = Field(default=None, description=PodSpecOverride.__doc__)
 
 
 class PodMetadata(ApiModel):

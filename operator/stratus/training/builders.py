@@ -99,8 +99,9 @@ def _placement(
                 "effect": "NoSchedule",
             }
             tolerations.append(toleration)
-    elif spec.spot.enabled:
-        # Fallen back to on-demand: keep off spot nodes explicitly.
+    else:
+        # Not on spot (never asked for, or fallen back): kept off spot nodes by rule, not by the
+        # chance that they are tainted (EKS's are not). NotIn also matches nodes without the label.
         terms.append({"key": capacity.label, "operator": "NotIn", "values": [capacity.spot_value]})
     return podspec.affinity(terms), tolerations
 

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stratus import metrics, reconciling
+from stratus import metrics, policy, reconciling
 from stratus.api.common import API_VERSION
 from stratus.api.trainingjob import KIND, TrainingJobSpec
 from stratus.conditions import Event
@@ -79,6 +79,18 @@ class TrainingController:
             return reconciling.STALE_RETRY
         observed = self._observe(key, obj)
         status = observed.status
+        violations = (
+            policy.check(observed.spec, self.config.workload_policy) if observed.spec else ()
+        )
+        if violations:
+            # Refused before anything is created; the status and one Event name the fields.
+            refused, events = policy.refused(
+                status, violations, "Ready", observed.now, observed.generation
+            )
+            retry = await self.status_writer.write(key, meta, status, refused)
+            if retry is None:
+                reconciling.record(self.kube, obj, events)
+            return retry
         plan = planner.plan(observed, self.config.spot, self.config.master_port)
         if plan.progress_only and plan.status != status:
             held = self.status_writer.hold(key, PROGRESS_INTERVAL)
