@@ -271,4 +271,32 @@ INVALID = (
         ),
         "spec.replicas.min",
     ),
+    Invalid(
+        "infs-pvc-path-climbs-out",
+        INFS,
+        (("spec.model.uri", "pvc://models/../../../etc/passwd"), ("spec.model.sha256", DELETE)),
+        "spec.model.uri",
+    ),
+    Invalid(
+        "infs-pvc-bad-claim",
+        INFS,
+        (("spec.model.uri", "pvc://Models_A/m.bin"), ("spec.model.sha256", DELETE)),
+        "spec.model.uri",
+    ),
+    Invalid("infs-size-limit-zero", INFS, (("spec.model.sizeLimit", "0"),), "spec.model.sizeLimit"),
+    Invalid(
+        "infs-size-limit-fraction",
+        INFS,
+        (("spec.model.sizeLimit", "1.5Gi"),),
+        "spec.model.sizeLimit",
+    ),
+    Invalid(
+        "infs-size-limit-milli", INFS, (("spec.model.sizeLimit", "500m"),), "spec.model.sizeLimit"
+    ),
+    Invalid(
+        "infs-size-limit-overflows",
+        INFS,
+        (("spec.model.sizeLimit", "9999999Ti"),),
+        "spec.model.sizeLimit",
+    ),
 )

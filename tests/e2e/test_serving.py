@@ -279,9 +279,11 @@ def test_deleting_the_inferenceservice_removes_every_child(serving: Serving) -> 
 
 def test_a_model_that_fails_staging_is_a_clear_condition(serving: Serving) -> None:
     obj = service("broken")
+    # Credentials and a presigned query in the message (as an older staging image would leave
+    # them) never reach the status.
     reason = (
-        "model staging failed: https://models.example.com/m.bin: sha256 mismatch: "
-        f"expected {'a' * 64}, got {'b' * 64}"
+        "model staging failed: https://user:s3cret@models.example.com/m.bin?sig=t0ken: "
+        f"sha256 mismatch: expected {'a' * 64}, got {'b' * 64}"
     )
     obj["spec"]["podTemplate"]["metadata"] = {
         "annotations": {
@@ -292,5 +294,10 @@ def test_a_model_that_fails_staging_is_a_clear_condition(serving: Serving) -> No
     serving.create(obj)
     status, staged = serving.wait_condition("broken", "ModelStaged", "False")
     assert staged["reason"] == "StagingFailed"
-    assert "sha256 mismatch" in staged["message"]
+    assert staged["message"].endswith(
+        "model staging failed: https://***@models.example.com/m.bin?***: sha256 mismatch: "
+        f"expected {'a' * 64}, got {'b' * 64}"
+    )
+    assert "s3cret" not in staged["message"]
+    assert "t0ken" not in staged["message"]
     assert status["phase"] == "Progressing"

@@ -37,6 +37,13 @@ MIN_PROGRESS_DEADLINE = "1s"
 # (a float, so no quantity suffixes). Bounded digits keep CEL's int() and double() from failing.
 PERCENT_PATTERN = r"^[0-9]{1,3}$"
 NUMBER_PATTERN = r"^[0-9]{1,15}([.][0-9]{1,15})?$"
+# A model's size limit: whole bytes as a quantity the API server takes for an emptyDir's
+# sizeLimit, small enough to fit an int64 (at most 999999Ti, or 15 plain digits).
+SIZE_PATTERN = r"^([1-9][0-9]{0,5}(Ki|Mi|Gi|Ti|k|M|G|T)|[1-9][0-9]{0,14})$"
+DEFAULT_MODEL_SIZE_LIMIT = "100Gi"
+# pvc://<claim>/<path>: the claim a PersistentVolumeClaim name, the path never climbing out.
+PVC_CLAIM_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)"
+PVC_UP_PATTERN = r"/[.][.](/|$)"
 
 
 def _percentage(target: int | str) -> bool:
@@ -61,6 +68,19 @@ class ModelSource(ApiModel):
             field_path=".caConfigMap",
             check=lambda m: m.ca_config_map is None or m.uri.startswith("https://"),
         ),
+        Rule(
+            cel="!self.uri.startsWith('pvc://') || "
+            f"(self.uri.matches('{PVC_CLAIM_PATTERN}') && !self.uri.matches('{PVC_UP_PATTERN}'))",
+            message="a pvc:// model is pvc://<claim>/<path>: a claim name, and no '..' in the path",
+            field_path=".uri",
+            check=lambda m: (
+                not m.uri.startswith("pvc://")
+                or (
+                    re.search(PVC_CLAIM_PATTERN, m.uri) is not None
+                    and re.search(PVC_UP_PATTERN, m.uri) is None
+                )
+            ),
+        ),
     )
 
     uri: str = Field(
@@ -81,6 +101,14 @@ class ModelSource(ApiModel):
         "certificates an https:// model server's certificate must chain to (a private CA). "
         "Staging then trusts only these, instead of the staging image's public CAs. It is "
         "mounted into the staging init container only.",
+    )
+    size_limit: str | None = Field(
+        default=None,
+        pattern=SIZE_PATTERN,
+        max_length=16,
+        description="The most disk the model may take, as a quantity such as 20Gi (default "
+        f"{DEFAULT_MODEL_SIZE_LIMIT}): staging aborts a download past it, and the pod's model "
+        "volume (an emptyDir) gets it as its sizeLimit.",
     )
 
 

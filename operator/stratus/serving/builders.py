@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from stratus import podspec
-from stratus.api.inferenceservice import InferenceServiceSpec
+from stratus.api.inferenceservice import DEFAULT_MODEL_SIZE_LIMIT, InferenceServiceSpec
 from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
 from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
 from stratus.serving.revision import LENGTH as REVISION_LENGTH
@@ -19,6 +19,7 @@ PVC_ROOT = "/mnt/model-source"
 MODEL_CA_VOLUME = "stratus-model-ca"
 MODEL_CA_DIR = "/etc/stratus/model-ca"
 MODEL_CA_KEY = "ca.crt"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # (apiVersion, kind) of the autoscalers, for deleting one no longer asked for.
 HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
@@ -52,6 +53,7 @@ def _meta(owner: Owner, name: str, labels: dict[str, str]) -> Manifest:
 
 def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, list[Manifest]]:
     """The init container that stages the model, and the volumes it needs."""
+    size_limit = spec.model.size_limit or DEFAULT_MODEL_SIZE_LIMIT
     args = [
         "python",
         "-m",
@@ -61,11 +63,13 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
         spec.model.uri,
         "--dest",
         MODEL_DIR,
+        "--max-size",
+        size_limit,
     ]
     if spec.model.sha256:
         args += ["--sha256", spec.model.sha256]
     mounts: list[Manifest] = [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}]
-    volumes: list[Manifest] = [{"name": MODEL_VOLUME, "emptyDir": {}}]
+    volumes: list[Manifest] = [{"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": size_limit}}]
     if spec.model.uri.startswith("pvc://"):
         claim = spec.model.uri.removeprefix("pvc://").split("/", 1)[0]
         volumes.append(
@@ -93,6 +97,8 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
         "image": staging_image,
         "command": args,
         "volumeMounts": mounts,
+        # Staging writes its one-line reason here, on every failure; the pod status carries it.
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",
     }
     return init, volumes

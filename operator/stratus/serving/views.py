@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from stratus.serving.labels import REVISION_LABEL
+from stratus.storage.redact import redact
 
 Obj = Mapping[str, Any]
+# A staging failure's message, as the condition quotes it.
+MAX_STAGING_MESSAGE = 1024
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,17 @@ def staging_failure(pod: Obj) -> StagingFailure | None:
         state = init.get("state") or {}
         ended = state.get("terminated") or (init.get("lastState") or {}).get("terminated")
         if ended and ended.get("exitCode"):
-            message = ended.get("message") or f"exit code {ended['exitCode']}"
+            # Staging writes one redacted line. Anything else (an older staging image, a crash
+            # before staging ran) is held to the same: its last line, as a traceback's names
+            # the error; a kill leaves only its reason (OOMKilled) and code.
+            lines = (ended.get("message") or "").strip().splitlines()
+            message = redact(" ".join(lines[-1].split()))[:MAX_STAGING_MESSAGE] if lines else ""
+            code = f"exit code {ended['exitCode']}"
+            why = ended.get("reason")
             revision = pod["metadata"].get("labels", {}).get(REVISION_LABEL, "")
-            return StagingFailure(revision, message.strip())
+            return StagingFailure(
+                revision, message or (f"{why}, {code}" if why and why != "Error" else code)
+            )
     return None
 
 

@@ -1,18 +1,33 @@
-"""`python -m stratus.storage fetch --uri URI --dest DIR [--sha256 HEX] [--ca-file PEM]`."""
+"""`python -m stratus.storage fetch --uri URI --dest DIR [--max-size SIZE] [--sha256 HEX]
+[--ca-file PEM]`. Any failure, expected or not, ends as one line on stderr and in the
+termination message (the pod's status carries it; the InferenceService's condition quotes it)
+and exit code 1, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from stratus.storage import PVC_ROOT, StagingError, fetch
+from stratus.storage import PVC_ROOT, StagingError, fetch, size_bytes
+from stratus.storage.redact import redact
+
+TERMINATION_LOG = "/dev/termination-log"
+# The kubelet keeps 4096 bytes of a termination message; a reason needs far fewer.
+MAX_REASON = 1024
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stratus.storage")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise StagingError(f"bad arguments: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m stratus.storage")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     get = sub.add_parser("fetch", help="stage a model into a directory")
     get.add_argument("--uri", required=True)
     get.add_argument("--dest", type=Path, required=True)
@@ -21,17 +36,37 @@ def main(argv: list[str] | None = None) -> int:
     get.add_argument(
         "--ca-file", type=Path, default=None, help="PEM CAs an https:// server must chain to"
     )
-    get.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"))
-    args = parser.parse_args(argv)
+    get.add_argument(
+        "--max-size", type=size_bytes, default=None, help="abort past this size, e.g. 100Gi"
+    )
+    get.add_argument(
+        "--termination-log",
+        type=Path,
+        default=Path(os.environ.get("STRATUS_TERMINATION_LOG", TERMINATION_LOG)),
+    )
+    return parser
+
+
+def reason(exc: BaseException) -> str:
+    """One line that says why staging failed, with every URI in it redacted."""
+    what = str(exc) if isinstance(exc, StagingError) else f"{type(exc).__name__}: {exc}"
+    line = " ".join(redact(f"model staging failed: {what}").split())
+    return line[:MAX_REASON]
+
+
+def main(argv: list[str] | None = None) -> int:
+    log = Path(os.environ.get("STRATUS_TERMINATION_LOG", TERMINATION_LOG))
     try:
-        staged = fetch(args.uri, args.dest, args.sha256, args.pvc_root, args.ca_file)
-    except StagingError as exc:
-        print(f"model staging failed: {exc}", file=sys.stderr)
-        # The pod's status carries the reason; the InferenceService's condition quotes it.
+        args = _parser().parse_args(argv)
+        log = args.termination_log
+        staged = fetch(args.uri, args.dest, args.sha256, args.pvc_root, args.ca_file, args.max_size)
+    except Exception as exc:  # noqa: BLE001 - every failure is a reason, never a traceback
+        line = reason(exc)
+        print(line, file=sys.stderr)
         with contextlib.suppress(OSError):
-            args.termination_log.write_text(f"model staging failed: {exc}")
+            log.write_text(line)
         return 1
-    print(f"staged {args.uri} at {staged}")
+    print(redact(f"staged {args.uri} at {staged}"))
     return 0
 
 
