@@ -81,10 +81,26 @@ inference_specs = st.fixed_dictionaries(
     {
         "image": st.just("serve:1"),
         "model": st.fixed_dictionaries(
-            {"uri": st.sampled_from(["s3://m/model", "https://x/m", "pvc://claim/m", "ftp://m"])},
+            {
+                "uri": st.sampled_from(
+                    [
+                        "s3://m/model",
+                        "https://x/m",
+                        "pvc://claim/m",
+                        "ftp://m",
+                        "pvc://claim",
+                        "pvc://claim/../etc/passwd",
+                        "pvc://claim/a..b/m",
+                        "pvc://Bad_Claim/m",
+                    ]
+                )
+            },
             optional={
                 "sha256": st.sampled_from(["a" * 64, "abc", "A" * 64]),
                 "caConfigMap": st.sampled_from(["model-ca", "Bad_Name"]),
+                "sizeLimit": st.sampled_from(
+                    ["20Gi", "0", "1.5Gi", "999999Ti", "9999999Ti", "100"]
+                ),
             },
         ),
     },
