@@ -20,6 +20,8 @@ MODEL_CA_VOLUME = "stratus-model-ca"
 MODEL_CA_DIR = "/etc/stratus/model-ca"
 MODEL_CA_KEY = "ca.crt"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# The staging init container's share: it streams the download to disk, so memory stays small.
+STAGING_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
 # (apiVersion, kind) of the autoscalers, for deleting one no longer asked for.
 HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
@@ -97,6 +99,7 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
         "image": staging_image,
         "command": args,
         "volumeMounts": mounts,
+        "resources": STAGING_RESOURCES,
         # Staging writes its one-line reason here, on every failure; the pod status carries it.
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",
