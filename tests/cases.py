@@ -115,6 +115,18 @@ INVALID = (
         (("spec.terminationGracePeriodSeconds", 99999),),
         "spec.terminationGracePeriodSeconds",
     ),
+    Invalid(
+        "tj-pod-bound-to-a-node",
+        TJ,
+        (("spec.podTemplate", {"spec": {"nodeName": "gpu-spot-1"}}),),
+        "spec.podTemplate.spec.nodeName",
+    ),
+    Invalid(
+        "infs-pod-bound-to-a-node",
+        INFS,
+        (("spec.podTemplate", {"spec": {"nodeName": "real-0"}}),),
+        "spec.podTemplate.spec.nodeName",
+    ),
     Invalid("infs-no-model", INFS, (("spec.model", DELETE),), "spec.model"),
     Invalid("infs-model-ftp", INFS, (("spec.model.uri", "ftp://host/m"),), "spec.model.uri"),
     Invalid("infs-bad-sha", INFS, (("spec.model.sha256", "abc"),), "spec.model.sha256"),
