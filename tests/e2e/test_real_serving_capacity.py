@@ -16,11 +16,11 @@ from kubernetes import client
 from stratus.api.common import GROUP, VERSION
 from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
 from tests.e2e.test_real_canary import BODY, IMAGE, PORT, ModelFiles, model_files
-from tests.e2e.test_serving import Serving
+from tests.e2e.test_serving import Serving, serving
 from tests.support import Recorder, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
-__all__ = ["model_files"]  # the fixture, shared with the canary test
+__all__ = ["model_files", "serving"]  # fixtures, shared with the other serving tests
 
 OPERATOR_MANAGER = "stratus"  # the operator's field manager
 
