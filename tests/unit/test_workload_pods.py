@@ -189,10 +189,10 @@ def test_a_users_node_selector_and_tolerations_only_narrow(preset: str) -> None:
     pod = training_pod(
         capacity,
         on_spot=False,
-        podTemplate={"spec": {"nodeSelector": {ZONE: "b"}, "tolerations": [spot_toleration]}},
+        podTemplate={"spec": {"nodeSelector": {ZONE: "a"}, "tolerations": [spot_toleration]}},
     )
     # Tolerating the spot taint does not put an on-demand attempt on spot: the rule still holds.
-    assert eligible(pod, nodes) == {"ondemand-b"}
+    assert eligible(pod, nodes) == {"ondemand-a"}
 
 
 def test_match_fields_and_preferences_of_the_user_are_kept() -> None:
