@@ -49,7 +49,7 @@ def main() -> int:
         state = State(saved["step"], saved["weights"])
         print(f"resuming from {resume.path} (step {resume.step})", flush=True)
 
-    def save() -> Checkpoint:
+    def save() -> Checkpoint | None:
         snapshot = state  # immutable: one consistent (step, weights) pair
         body = json.dumps({"step": snapshot.step, "weights": snapshot.weights})
         return ckpts.save(snapshot.step, lambda d: (d / "state.json").write_text(body))

@@ -4,32 +4,53 @@ after any interruption, reported to Stratus through the container's termination 
 Dependency-free on purpose: the program imports it and nothing else of Stratus.
 
     ckpts = CheckpointManager()               # STRATUS_CHECKPOINT_DIR, keep the last 3
-    start = ckpts.latest()                    # None on a fresh start
+    start = ckpts.resume_point()              # None on a fresh start
     ckpts.on_sigterm(lambda: ckpts.save(step, write_state))
     ...
     ckpts.save(step, write_state)             # write_state(directory) writes the files
+
+Who writes in a job of several workers (rank from RANK, world size from WORLD_SIZE):
+- by default only rank 0; `save()` on any other rank writes nothing and returns None;
+- with `sharded=True` every rank writes its own shard of the step, and the step becomes a
+  checkpoint only when the shards of all ranks from the same attempt are present: whichever rank
+  completes the set commits them together.
+
+Any number of processes may share one directory. Each writes into a scratch directory of its own,
+locked while it lives, and publishes it with an atomic rename; a checkpoint, once published, is
+never changed. Cleaning removes only scratch whose writer is gone (its lock is free), and `keep`
+counts and prunes only checkpoints that verify.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 MANIFEST = "MANIFEST.json"
 PREFIX = "step-"
+SHARD_PREFIX = "rank-"
+# Everything the SDK keeps for itself starts with `.stratus-`: never a checkpoint, never data.
+_SCRATCH = ".stratus-tmp-"
+_LOCK_SUFFIX = ".lock"
+_STAGING = ".stratus-shards-"
+_TRASH = ".stratus-trash-"
+_DIRECTORY_LOCK = ".stratus.lock"
 # 128 + SIGTERM: the attempt was stopped, not finished. Exiting 0 here would mark the worker
 # complete and could end the whole run as a success.
 PREEMPTED_EXIT_CODE = 143
+# The kubelet keeps at most 4096 bytes of a termination message.
+_REASON_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -37,9 +58,14 @@ class Checkpoint:
     path: Path
     step: int
     sha256: str
+    # 0 for a checkpoint written whole; the number of ranks for one committed from shards.
+    shards: int = 0
 
     def report(self) -> str:
-        return json.dumps({"path": str(self.path), "step": self.step, "sha256": self.sha256})
+        return json.dumps(self._fields())
+
+    def _fields(self) -> dict[str, object]:
+        return {"path": str(self.path), "step": self.step, "sha256": self.sha256}
 
 
 def _digest(path: Path) -> str:
@@ -62,12 +88,102 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+def _seal(directory: Path, header: dict[str, object]) -> None:
+    """Hash every file into the manifest and make all of it durable."""
+    files = {str(p.relative_to(directory)): _digest(p) for p in _files(directory)}
+    manifest = directory / MANIFEST
+    manifest.write_text(json.dumps({**header, "files": files}, sort_keys=True))
+    for path in [*_files(directory), manifest]:
+        _fsync(path)
+    for sub in sorted(p for p in directory.rglob("*") if p.is_dir()):
+        _fsync(sub)
+    _fsync(directory)
+
+
+def _identity(path: Path) -> tuple[object, ...] | None:
+    """What changes when any file of a checkpoint is replaced, resized or rewritten."""
+    try:
+        if not (path / MANIFEST).is_file():
+            return None
+        stats = [(p, p.stat()) for p in sorted(path.rglob("*")) if p.is_file()]
+    except OSError:
+        return None
+    return (path, *((p, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in stats))
+
+
+def _step_of(name: str, prefix: str) -> int | None:
+    digits = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
+    return int(digits) if digits.isdigit() else None
+
+
+def _lock(path: Path, *, wait: bool, create: bool) -> int | None:
+    """A descriptor holding an exclusive flock on `path`, or None: held by a live process (when
+    not waiting), missing, or removed meanwhile by a cleaner (the inode check). Where the
+    filesystem has no locks, a waiting caller goes on unlocked and a cleaner gets None: it never
+    removes anything it cannot prove abandoned."""
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
+        except PermissionError:
+            # Another user's lock file (umask): flock needs no write access on local filesystems.
+            fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if create:
+            raise
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        if wait:
+            return fd
+        os.close(fd)
+        return None
+    try:
+        same = os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        same = False
+    if not same:
+        os.close(fd)
+        return None
+    return fd
+
+
+class _Shutdown:
+    """The directory lock and SIGTERM: the handler saves, which takes the lock, so a SIGTERM that
+    arrives while this process holds it waits until the lock is released instead of deadlocking
+    on itself."""
+
+    depth = 0
+    pending: Callable[[], None] | None = None
+
+
+_SHUTDOWN = _Shutdown()
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
 class CheckpointManager:
     def __init__(
         self,
         directory: str | Path | None = None,
         keep: int = 3,
         termination_log: str | Path | None = None,
+        *,
+        sharded: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        attempt: int | None = None,
     ) -> None:
         root = directory or os.environ.get("STRATUS_CHECKPOINT_DIR", "/checkpoints")
         self.directory = Path(root)
@@ -75,32 +191,126 @@ class CheckpointManager:
         self.termination_log = Path(
             termination_log or os.environ.get("STRATUS_TERMINATION_LOG", "/dev/termination-log")
         )
+        self.rank = _env_int("RANK", 0) if rank is None else rank
+        self.world_size = _env_int("WORLD_SIZE", 1) if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside a world of size {self.world_size}")
+        self.sharded = sharded
+        self.attempt = _env_int("STRATUS_ATTEMPT", -1) if attempt is None else attempt
+        if sharded and self.attempt < 0:
+            # Shards of different attempts must never be committed together, and only the
+            # attempt number tells them apart.
+            raise ValueError(
+                "sharded checkpoints need STRATUS_ATTEMPT (Stratus sets it) or attempt="
+            )
+        self._last: Checkpoint | None = None
+        self._verified: dict[tuple[object, ...], Checkpoint | None] = {}
 
-    def save(self, step: int, write: Callable[[Path], object]) -> Checkpoint:
-        """Write a checkpoint for `step` atomically: `write` fills a temporary directory, every
+    @property
+    def writes(self) -> bool:
+        """Whether `save()` writes in this process: every rank when sharded, else rank 0."""
+        return self.sharded or self.rank == 0
+
+    def _path(self, step: int) -> Path:
+        return self.directory / f"{PREFIX}{step:012d}"
+
+    def shard_path(self, checkpoint: Checkpoint) -> Path:
+        """The directory this rank reads: its own shard of a sharded checkpoint, else all of it."""
+        if checkpoint.shards:
+            return checkpoint.path / f"{SHARD_PREFIX}{self.rank:05d}"
+        return checkpoint.path
+
+    def save(self, step: int, write: Callable[[Path], object]) -> Checkpoint | None:
+        """Write a checkpoint for `step`: `write` fills a scratch directory of this process, every
         file is hashed into the manifest and fsynced, then the directory is renamed into place.
-        A crash at any point leaves either the previous checkpoints or this one complete."""
+        A crash at any point leaves either the previous checkpoints or this one complete.
+
+        Returns the checkpoint of `step`, or None when this process publishes nothing: not the
+        writer (rank 0 writes unless sharded), or a shard saved while other ranks' are missing.
+        A step already saved is kept as it is and returned: checkpoints are immutable."""
+        if step < 0:
+            raise ValueError(f"step {step} is negative")
+        if not self.writes:
+            return None
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"{PREFIX}{step:012d}"
-        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{PREFIX}{step}-", dir=self.directory))
-        try:
-            write(staging)
-            files = {str(p.relative_to(staging)): _digest(p) for p in _files(staging)}
-            manifest = staging / MANIFEST
-            manifest.write_text(json.dumps({"step": step, "files": files}, sort_keys=True))
-            for path in [*_files(staging), manifest]:
-                _fsync(path)
-            _fsync(staging)
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-            _fsync(self.directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        checkpoint = Checkpoint(final, step, _digest(final / MANIFEST))
-        self._prune()
+        checkpoint = self._known(self._path(step))
+        if checkpoint is None:
+            with self._scratch() as scratch:
+                write(scratch)
+                header: dict[str, object] = {"step": step}
+                if self.sharded:
+                    header |= {
+                        "rank": self.rank,
+                        "world_size": self.world_size,
+                        "attempt": self.attempt,
+                    }
+                _seal(scratch, header)
+                with self._exclusive():
+                    place = self._commit_shard if self.sharded else self._install
+                    checkpoint = place(step, scratch)
+            if checkpoint is None:
+                return None
         self.report(checkpoint)
+        try:
+            self._prune(checkpoint)
+        except OSError as error:  # the checkpoint is saved; only the cleaning failed
+            print(f"checkpoint pruning failed: {error}", file=sys.stderr)
+        return checkpoint
+
+    def _install(self, step: int, scratch: Path) -> Checkpoint:
+        final = self._path(step)
+        existing = self._known(final)
+        if existing is not None:
+            return existing  # another writer published this step first
+        return self._publish(scratch, final, step, 0)
+
+    def _commit_shard(self, step: int, scratch: Path) -> Checkpoint | None:
+        """Place this rank's shard; if that completes the step, commit all shards together."""
+        final = self._path(step)
+        existing = self._known(final)
+        if existing is not None:
+            return existing
+        staging = self.directory / f"{_STAGING}{step:012d}-{self.attempt}"
+        staging.mkdir(exist_ok=True)
+        mine = staging / f"{SHARD_PREFIX}{self.rank:05d}"
+        if not mine.exists():  # this rank saved the step already in this attempt: keep that one
+            os.rename(scratch, mine)
+            _fsync(staging)
+        files: dict[str, str] = {}
+        for rank in range(self.world_size):
+            shard = f"{SHARD_PREFIX}{rank:05d}"
+            try:
+                manifest = json.loads((staging / shard / MANIFEST).read_text())
+                if manifest["world_size"] != self.world_size:
+                    return None
+                files |= {f"{shard}/{name}": sha for name, sha in manifest["files"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return None  # that rank's shard is not there yet
+        header = {"step": step, "world_size": self.world_size, "attempt": self.attempt}
+        manifest_path = staging / MANIFEST
+        manifest_path.write_text(json.dumps({**header, "files": files}, sort_keys=True))
+        _fsync(manifest_path)
+        _fsync(staging)
+        return self._publish(staging, final, step, self.world_size)
+
+    def _publish(self, source: Path, final: Path, step: int, shards: int) -> Checkpoint:
+        """Rename a complete, durable directory into place. Whatever sits at `final` has failed
+        verification (the callers checked), so it is moved aside, never mixed with."""
+        if final.exists() or final.is_symlink():
+            self._trash(final)
+        try:
+            os.rename(source, final)
+        except OSError:
+            # Only where locks do not work: another writer published this step meanwhile.
+            existing = self._known(final)
+            if existing is None:
+                raise
+            return existing
+        _fsync(self.directory)
+        checkpoint = Checkpoint(final, step, _digest(final / MANIFEST), shards)
+        key = _identity(final)
+        if key is not None:
+            self._verified[key] = checkpoint  # hashed while it was written
         return checkpoint
 
     def _candidates(self) -> list[Path]:
@@ -114,18 +324,35 @@ class CheckpointManager:
         return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]), reverse=True)
 
     def verify(self, path: Path) -> Checkpoint | None:
-        """The checkpoint at `path` if its manifest and every file in it check out."""
+        """The checkpoint at `path` if its manifest and every file in it check out; None for
+        anything else, a missing path included."""
         try:
             manifest = json.loads((path / MANIFEST).read_text())
             files: dict[str, str] = manifest["files"]
+            step = manifest["step"]
+            if not isinstance(step, int) or not isinstance(files, dict):
+                return None
             on_disk = {str(p.relative_to(path)) for p in _files(path)}
             if on_disk != set(files):
                 return None
             if any(_digest(path / name) != digest for name, digest in files.items()):
                 return None
-            return Checkpoint(path, int(manifest["step"]), _digest(path / MANIFEST))
-        except (OSError, ValueError, KeyError, TypeError):
+            shards = manifest.get("world_size", 0)
+            if not isinstance(shards, int):
+                return None
+            return Checkpoint(path, step, _digest(path / MANIFEST), shards)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    def _known(self, path: Path) -> Checkpoint | None:
+        """`verify`, remembered while no file of the checkpoint changes (inode, size, mtime):
+        hashing every kept checkpoint on every save would cost as much as writing them."""
+        key = _identity(path)
+        if key is None:
+            return None
+        if key not in self._verified:
+            self._verified[key] = self.verify(path)
+        return self._verified[key]
 
     def latest(self) -> Checkpoint | None:
         """The newest checkpoint that verifies; torn or corrupt ones are skipped."""
@@ -137,36 +364,154 @@ class CheckpointManager:
 
     def resume_point(self) -> Checkpoint | None:
         """Where to resume: the newest checkpoint that verifies. STRATUS_RESUME_FROM (what the
-        last attempt reported) is only a hint; a newer verified checkpoint on disk wins."""
-        newest = self.latest()
-        hinted = os.environ.get("STRATUS_RESUME_FROM")
-        if hinted and (newest is None or not newest.path.samefile(hinted)):
-            checked = self.verify(Path(hinted))
-            if checked is not None and (newest is None or checked.step > newest.step):
-                return checked
-        return newest
+        last attempt reported) is only a hint: used when it verifies and is newer than anything
+        here, ignored when it is missing or corrupt."""
+        point = self.latest()
+        hint = os.environ.get("STRATUS_RESUME_FROM")
+        if hint and (point is None or Path(hint) != point.path):
+            hinted = self.verify(Path(hint))
+            if hinted is not None and (point is None or hinted.step > point.step):
+                point = hinted
+        if point is not None:
+            self._last = point
+        return point
 
-    def _prune(self) -> None:
-        for stale in self._candidates()[self.keep :]:
-            shutil.rmtree(stale, ignore_errors=True)
-        for leftover in self.directory.glob(f".tmp-{PREFIX}*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+    def _prune(self, saved: Checkpoint) -> None:
+        """Keep the newest `keep` checkpoints that verify (and `saved`, whatever its step); remove
+        older verified ones, shard staging of steps already superseded, and what dead writers
+        left. Anything that does not verify is left for a person to look at."""
+        candidates = self._candidates()
+        verified = [c for p in candidates if (c := self._known(p)) is not None]
+        self._verified = {k: v for k, v in self._verified.items() if k[0] in candidates}
+        doomed = [c for c in verified[self.keep :] if c.path != saved.path]
+        removed: list[Path] = []
+        with self._exclusive():
+            for checkpoint in doomed:
+                if self._known(checkpoint.path) == checkpoint:
+                    removed += self._trash(checkpoint.path)
+            if verified:
+                for entry in self.directory.glob(f"{_STAGING}*"):
+                    step = _step_of(entry.name, _STAGING)
+                    if step is not None and step <= verified[0].step:
+                        removed += self._trash(entry)
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+        self._sweep()
+
+    def _trash(self, path: Path) -> list[Path]:
+        """Move `path` out of sight in one rename, so nobody ever sees it half deleted."""
+        trash = self.directory / f"{_TRASH}{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return []  # another process moved it first
+        return [trash]
+
+    def _sweep(self) -> None:
+        """Remove scratch whose writer is gone (nobody holds its lock) and trash."""
+        try:
+            entries = list(self.directory.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith(_SCRATCH) and name.endswith(_LOCK_SUFFIX):
+                fd = _lock(entry, wait=False, create=False)
+                if fd is None:
+                    continue  # its writer is alive (or locks cannot tell): not ours to touch
+                try:
+                    shutil.rmtree(entry.with_name(name[: -len(_LOCK_SUFFIX)]), ignore_errors=True)
+                    entry.unlink(missing_ok=True)
+                finally:
+                    os.close(fd)
+            elif name.startswith(_SCRATCH):
+                # A writer creates its lock before its scratch and removes it after: scratch
+                # without a lock has no writer.
+                if not entry.with_name(name + _LOCK_SUFFIX).exists():
+                    shutil.rmtree(entry, ignore_errors=True)
+            elif name.startswith(_TRASH):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        """A directory only this process writes, locked for as long as it exists."""
+        while True:
+            path = self.directory / f"{_SCRATCH}{os.getpid()}-{secrets.token_hex(8)}"
+            lock = path.with_name(path.name + _LOCK_SUFFIX)
+            fd = _lock(lock, wait=True, create=True)
+            if fd is not None:
+                break
+        try:
+            path.mkdir()
+            try:
+                yield path
+            finally:
+                shutil.rmtree(path, ignore_errors=True)  # already gone once published
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The directory lock: publishing and pruning are short and done by one process at a
+        time. A SIGTERM handler installed by `on_sigterm` waits for the end of it."""
+        _SHUTDOWN.depth += 1
+        try:
+            while (fd := _lock(self.directory / _DIRECTORY_LOCK, wait=True, create=True)) is None:
+                pass  # the file was replaced while we waited: lock the one in place now
+            try:
+                yield
+            finally:
+                os.close(fd)
+        finally:
+            _SHUTDOWN.depth -= 1
+            if _SHUTDOWN.depth == 0 and _SHUTDOWN.pending is not None:
+                stop, _SHUTDOWN.pending = _SHUTDOWN.pending, None
+                stop()
 
     def report(self, checkpoint: Checkpoint) -> None:
         """Leave the checkpoint in the termination message, where Stratus reads it."""
+        self._last = checkpoint
         with contextlib.suppress(OSError):
             self.termination_log.write_text(checkpoint.report())
 
+    def _report_failure(self, error: BaseException) -> None:
+        """The reason a save failed, in one line, next to the newest checkpoint this process
+        knows (so Stratus still records where to resume)."""
+        reason = " ".join(f"checkpoint save failed: {type(error).__name__}: {error}".split())
+        reason = reason[:_REASON_LIMIT]
+        print(reason, file=sys.stderr)
+        message = reason
+        if self._last is not None:
+            message = json.dumps({**self._last._fields(), "error": reason})
+        with contextlib.suppress(OSError):
+            self.termination_log.write_text(message)
+
     def on_sigterm(self, save: Callable[[], Checkpoint | None]) -> None:
         """On SIGTERM (spot notice, eviction, suspend): run `save`, report what it saved, and
-        exit with 143 so the attempt counts as stopped, not as finished."""
+        exit with 143 so the attempt counts as stopped, not as finished. If `save` fails, the
+        reason goes to the termination message and the exit code is still 143."""
+
+        def stop() -> None:
+            try:
+                checkpoint = save()
+                if checkpoint is not None:
+                    self.report(checkpoint)
+            except BaseException as error:  # noqa: BLE001 - whatever happened, exit 143
+                self._report_failure(error)
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(PREEMPTED_EXIT_CODE)
 
         def handler(_signum: int, _frame: FrameType | None) -> None:
-            checkpoint = save()
-            if checkpoint is not None:
-                self.report(checkpoint)
-            sys.stdout.flush()
-            os._exit(PREEMPTED_EXIT_CODE)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second notice must not restart it
+            if _SHUTDOWN.depth:
+                _SHUTDOWN.pending = stop
+                return
+            stop()
 
         signal.signal(signal.SIGTERM, handler)
 
@@ -179,7 +524,10 @@ def save_state_dict(state: object, directory: Path, name: str = "state.pt") -> N
     torch.save(state, directory / name)
 
 
-def load_state_dict(checkpoint: Checkpoint, name: str = "state.pt") -> object:
+def load_state_dict(checkpoint: Checkpoint | Path, name: str = "state.pt") -> object:
+    """Read what `save_state_dict` wrote: from a checkpoint, or from a directory such as
+    `CheckpointManager.shard_path(checkpoint)`."""
     import torch  # noqa: PLC0415
 
-    return torch.load(checkpoint.path / name, map_location="cpu", weights_only=True)
+    directory = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
+    return torch.load(directory / name, map_location="cpu", weights_only=True)
