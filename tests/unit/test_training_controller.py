@@ -195,9 +195,14 @@ def test_an_expectation_that_lapses_leaves_the_cache_believed(
     # it, say) is created again; a create of one that exists is harmless.
     monkeypatch.setattr(training_controller, "EXPECTATION_TTL", 0.0)
     world.cache.sync("TrainingJob")
+    started = attempts()
+    world.kube.events.clear()
     world.reconcile()
     assert world.kube.writes() == [("create", "Job")]
     assert list(world.controller.expected[world.key]) == ["tj-1"]
+    # The same attempt, made again: not started, nor counted, a second time.
+    assert world.kube.events == []
+    assert attempts() - started == 0
 
 
 def test_a_deleted_trainingjob_leaves_nothing_behind() -> None:

@@ -278,6 +278,22 @@ def test_a_job_whose_status_write_was_lost_is_recorded_not_created_again() -> No
     assert plan.counts == ["attempts"]
 
 
+def test_a_recorded_attempt_whose_job_vanished_is_made_again_uncounted() -> None:
+    s = spec(spot={"enabled": True})
+    # Attempt 2 resumes from a checkpoint; its Job then leaves the cache for good.
+    status = {
+        **run(s).status,
+        "attempt": 2,
+        "activeJob": "tj-2",
+        "lastCheckpoint": {"path": "/ckpt/step-9", "step": 9},
+    }
+    plan = run(s, status)
+    assert [m["metadata"]["name"] for m in plan.create] == ["tj-2"]
+    assert plan.events == []
+    assert plan.counts == []
+    assert (plan.status["attempt"], plan.status["activeJob"]) == (2, "tj-2")
+
+
 def test_a_refused_child_is_reported_in_the_ready_condition() -> None:
     status = planner.rejected(
         observe(spec(), {"phase": "Pending"}), "the API server rejected Job tj-1: exceeded quota"

@@ -222,7 +222,10 @@ class _Planner:
         # Created a moment ago, so not in the cache yet; recorded too, unless the status write
         # after it lost a conflict.
         created = name in self.obs.pending_jobs
-        if created and self.status.get("activeJob") == name:
+        # Started and counted already: its Job vanished (deleted by hand, or gone before the
+        # cache saw it) and is made again, as the same attempt.
+        recorded = self.status.get("activeJob") == name
+        if created and recorded:
             return
         older_alive = [p for p in self.obs.pods if p.attempt < attempt and not p.terminal]
         if older_alive and not created:
@@ -251,12 +254,13 @@ class _Planner:
             self.plan.create.append(job)
         self.plan.delete_jobs += [j.name for j in self.obs.jobs if j.attempt < attempt]
         self.status["activeJob"] = job["metadata"]["name"]
-        self.plan.counts.append("attempts")
-        where = "spot" if on_spot else "on-demand"
-        self.event(ATTEMPT_STARTED, f"attempt {attempt} started on {where} capacity")
-        if resume and attempt > 1:
-            self.plan.counts.append("resumes")
-            self.event(RESUMED, f"attempt {attempt} resumes from {resume}")
+        if not recorded:
+            self.plan.counts.append("attempts")
+            where = "spot" if on_spot else "on-demand"
+            self.event(ATTEMPT_STARTED, f"attempt {attempt} started on {where} capacity")
+            if resume and attempt > 1:
+                self.plan.counts.append("resumes")
+                self.event(RESUMED, f"attempt {attempt} resumes from {resume}")
         self.phase(
             "Pending" if attempt == 1 else "Restarting",
             "AttemptPending",
