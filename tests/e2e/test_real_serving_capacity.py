@@ -171,7 +171,7 @@ def test_a_canary_never_ready_is_rolled_back_at_its_deadline_and_stable_capacity
             "stuck",
             model_files,
             {"min": 2, "max": 2},
-            rollout={"steps": [{"weight": 50}], "progressDeadline": "20s"},
+            rollout={"steps": [{"weight": 50}, {"weight": 100}], "progressDeadline": "20s"},
         ),
     )
     status = serving.wait("stuck", "Healthy", lambda s: s.get("phase") == "Healthy", timeout=120)
