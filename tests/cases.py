@@ -311,4 +311,28 @@ INVALID = (
         (("spec.model.sizeLimit", "9999999Ti"),),
         "spec.model.sizeLimit",
     ),
+    Invalid(
+        "tj-negative-retryable-restarts",
+        TJ,
+        (("spec.retry.maxRetryableRestarts", -1),),
+        "spec.retry.maxRetryableRestarts",
+    ),
+    Invalid(
+        "tj-backoff-past-its-cap",
+        TJ,
+        (("spec.retry.backoffSeconds", 60), ("spec.retry.maxBackoffSeconds", 30)),
+        "spec.retry.backoffSeconds",
+    ),
+    Invalid(
+        "tj-backoff-over-default-cap",
+        TJ,
+        (("spec.retry.backoffSeconds", 600),),
+        "spec.retry.backoffSeconds",
+    ),
+    Invalid(
+        "tj-backoff-too-long",
+        TJ,
+        (("spec.retry.maxBackoffSeconds", 90000),),
+        "spec.retry.maxBackoffSeconds",
+    ),
 )

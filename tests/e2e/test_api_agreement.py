@@ -57,6 +57,9 @@ training_specs = st.fixed_dictionaries(
         "retry": optional(
             maxRestarts=st.integers(-1, 1001),
             retryableExitCodes=st.lists(st.integers(-1, 256), max_size=3),
+            maxRetryableRestarts=st.integers(-1, 1001),
+            backoffSeconds=st.integers(-1, 3601),
+            maxBackoffSeconds=st.integers(-1, 86401),
         ),
         "team": label_values,
         "terminationGracePeriodSeconds": st.integers(-1, 3700),

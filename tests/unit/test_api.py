@@ -41,6 +41,8 @@ def test_defaults_are_what_a_user_expects() -> None:
     assert spec.resources.gpu == 1
     assert spec.spot.enabled is False
     assert spec.retry.max_restarts == 3
+    assert (spec.retry.max_retryable_restarts, spec.retry.backoff_seconds) == (10, 10)
+    assert spec.retry.max_backoff_seconds == 300
     assert spec.termination_grace_period_seconds == 120
     assert spec.checkpoint is None
 

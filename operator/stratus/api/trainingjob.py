@@ -95,7 +95,17 @@ class CheckpointSpec(ApiModel):
 
 
 class RetryPolicy(ApiModel):
-    """How application failures (not preemptions) are retried."""
+    """How application failures (not preemptions) are retried: each failed attempt is followed
+    by a backoff that doubles from `backoffSeconds` up to `maxBackoffSeconds`."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.backoffSeconds <= self.maxBackoffSeconds",
+            message="backoffSeconds must not exceed maxBackoffSeconds",
+            field_path=".backoffSeconds",
+            check=lambda r: r.backoff_seconds <= r.max_backoff_seconds,
+        ),
+    )
 
     max_restarts: int = Field(
         default=3,
@@ -107,8 +117,28 @@ class RetryPolicy(ApiModel):
         default_factory=list,
         max_length=64,
         description="Exit codes that restart the attempt without counting against "
-        "maxRestarts (for example a NCCL timeout).",
+        "maxRestarts (for example a NCCL timeout); they count against maxRetryableRestarts.",
         json_schema_extra=SET_LIST,
+    )
+    max_retryable_restarts: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="Attempts ended by a retryable exit code that are retried; one more fails "
+        "the TrainingJob (reason RetryableRestartLimitExceeded).",
+    )
+    backoff_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description="Wait before the attempt after the first failed one; it doubles with each "
+        "further failure (retryable or not). Preemptions restart at once.",
+    )
+    max_backoff_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="The longest wait between a failed attempt and the next.",
     )
 
     @field_validator("retryable_exit_codes")
@@ -202,13 +232,25 @@ class TrainingJobStatus(ApiModel):
     restarts: int | None = Field(
         default=None, description="Attempts ended by a counted application failure."
     )
+    retryable_restarts: int | None = Field(
+        default=None, description="Attempts ended by a retryable exit code."
+    )
+    next_attempt_at: str | None = Field(
+        default=None,
+        description="When the next attempt starts, while it waits out the backoff after a "
+        "failed attempt (RFC 3339).",
+    )
     active_job: str | None = Field(default=None, description="Job running the current attempt.")
     last_checkpoint: CheckpointRecord | None = Field(
         default=None, description="Latest checkpoint reported."
     )
     start_time: str | None = Field(default=None, description="When the first attempt started.")
     completion_time: str | None = Field(default=None, description="When the run finished.")
-    gpu_seconds: int | None = Field(default=None, description="GPU time across all attempts.")
+    gpu_seconds: int | None = Field(
+        default=None,
+        description="GPU time across ended attempts: from when each worker's containers "
+        "started running to when they stopped, times its GPUs.",
+    )
     message: str | None = Field(default=None, description="Latest notable event, for humans.")
     observed_generation: int | None = Field(
         default=None, description="The spec generation this status reflects."
