@@ -1,7 +1,7 @@
 """Operator configuration: where spot capacity is and how it is marked, which namespaces to
-watch, where metrics are served, which Prometheus addresses canary analysis may query, what the
-workload policy lets a resource put into its pods. Read once at start-up from flags and
-STRATUS_* variables."""
+watch, where metrics are served and which teams they name, which Prometheus addresses canary
+analysis may query, what the workload policy lets a resource put into its pods. Read once at
+start-up from flags and STRATUS_* variables."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from stratus.api.common import DNS_SUBDOMAIN_PATTERN
+from stratus.api.common import DNS_SUBDOMAIN_PATTERN, LABEL_VALUE_PATTERN
 from stratus.policy import LEVELS, WorkloadPolicy
 
 
@@ -71,6 +71,8 @@ class OperatorConfig:
     peering_priority: int | None = None
     # What a TrainingJob or InferenceService may put into the pods the operator creates.
     workload_policy: WorkloadPolicy = field(default_factory=WorkloadPolicy)
+    # Teams that get their own metric series; any other shares the series of `other`.
+    teams: frozenset[str] = frozenset()
 
     def prometheus_for(self, requested: str | None) -> str | None:
         """The configured Prometheus address that `requested` names (compared normalized), the
@@ -161,7 +163,16 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         log_format=_choice(env, "STRATUS_LOG_FORMAT", ("text", "json")),
         peering_lifetime=_number(env, "STRATUS_PEERING_LIFETIME", 60),
         peering_priority=_optional_number(env, "STRATUS_PEERING_PRIORITY"),
+        teams=_teams(env),
     )
+
+
+def _teams(env: dict[str, str]) -> frozenset[str]:
+    teams = [t.strip() for t in env.get("STRATUS_TEAMS", "").split(",") if t.strip()]
+    for team in teams:
+        if not re.fullmatch(LABEL_VALUE_PATTERN, team) or len(team) > 63:
+            raise ConfigError(f"STRATUS_TEAMS: {team!r} is not a label value")
+    return frozenset(teams)
 
 
 def _workload_policy(env: dict[str, str]) -> WorkloadPolicy:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -11,18 +11,37 @@ from prometheus_client.registry import Collector
 
 PREFIX = "stratus"
 TRAININGJOBS = f"{PREFIX}_trainingjobs"
+# `spec.team` is tenant input: only the teams the admin lists become label values, and every
+# other team (or none) shares one, so no tenant can grow the number of series.
+TEAM_LABELS = ("team",)
+OTHER_TEAM = "other"
 TRAINING_ATTEMPTS = Counter(
-    f"{PREFIX}_training_attempts", "Attempts started (Jobs created) for TrainingJobs."
+    f"{PREFIX}_training_attempts",
+    "Attempts started (Jobs created) for TrainingJobs.",
+    TEAM_LABELS,
 )
 TRAINING_PREEMPTIONS = Counter(
-    f"{PREFIX}_training_preemptions", "Attempts ended by preemption (spot reclaim, node loss)."
+    f"{PREFIX}_training_preemptions",
+    "Attempts ended by preemption (spot reclaim, node loss).",
+    TEAM_LABELS,
 )
 TRAINING_RESTARTS = Counter(
-    f"{PREFIX}_training_restarts", "Attempts ended by a counted application failure."
+    f"{PREFIX}_training_restarts",
+    "Attempts ended by a counted application failure.",
+    TEAM_LABELS,
 )
-TRAINING_RESUMES = Counter(f"{PREFIX}_training_resumes", "Attempts started from a checkpoint.")
+TRAINING_RETRYABLE_RESTARTS = Counter(
+    f"{PREFIX}_training_retryable_restarts",
+    "Attempts ended by a retryable exit code.",
+    TEAM_LABELS,
+)
+TRAINING_RESUMES = Counter(
+    f"{PREFIX}_training_resumes", "Attempts started from a checkpoint.", TEAM_LABELS
+)
 TRAINING_GPU_SECONDS = Counter(
-    f"{PREFIX}_training_gpu_seconds", "GPU time of finished attempts.", ["team"]
+    f"{PREFIX}_training_gpu_seconds",
+    "GPU time of ended attempts, from when their containers started running.",
+    TEAM_LABELS,
 )
 RECONCILE_SECONDS = Histogram(
     f"{PREFIX}_reconcile_duration_seconds",
@@ -70,8 +89,14 @@ TRAINING_COUNTS = {
     "attempts": TRAINING_ATTEMPTS,
     "preemptions": TRAINING_PREEMPTIONS,
     "restarts": TRAINING_RESTARTS,
+    "retryable_restarts": TRAINING_RETRYABLE_RESTARTS,
     "resumes": TRAINING_RESUMES,
 }
+
+
+def team_label(team: str | None, teams: Collection[str]) -> str:
+    """The `team` label value of a TrainingJob's series: its team when the admin listed it."""
+    return team if team and team in teams else OTHER_TEAM
 
 
 class PhaseCollector(Collector):

@@ -40,7 +40,7 @@ def reasons(world: TrainingWorld) -> list[str]:
 
 def attempts() -> float:
     """Attempts counted by the metrics so far (in this process)."""
-    return REGISTRY.get_sample_value("stratus_training_attempts_total") or 0.0
+    return REGISTRY.get_sample_value("stratus_training_attempts_total", {"team": "other"}) or 0.0
 
 
 # -- children before status ------------------------------------------------------------------

@@ -3,8 +3,10 @@ It holds no decisions of its own."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +23,9 @@ from stratus.config import OperatorConfig
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
 from stratus.training import planner
-from stratus.training.views import PodView
+from stratus.training.views import EventView, JobView, PodView, event_view
+
+log = logging.getLogger(__name__)
 
 EXPECTATION_TTL = 30.0
 # Progress alone (Scheduled, Running, a checkpoint) is written at most this often per
@@ -92,6 +96,11 @@ class TrainingController:
                 reconciling.record(self.kube, obj, events)
             return retry
         plan = planner.plan(observed, self.config.spot, self.config.master_port)
+        if plan.read_events is not None:
+            events = await self._events(observed.owner.namespace, plan.read_events)
+            if events is not None:
+                observed = dataclasses.replace(observed, job_events=events)
+                plan = planner.plan(observed, self.config.spot, self.config.master_port)
         if plan.progress_only and plan.status != status:
             held = self.status_writer.hold(key, PROGRESS_INTERVAL)
             if held is not None:
@@ -127,10 +136,21 @@ class TrainingController:
         if plan.delete_self:
             await self.kube.delete(API_VERSION, KIND, meta["namespace"], meta["name"])
         reconciling.record(self.kube, obj, plan.events)
+        team = metrics.team_label(spec.team if spec else None, self.config.teams)
         for name in plan.counts:
-            metrics.TRAINING_COUNTS[name].inc()
-        if plan.gpu_seconds and spec is not None:
-            metrics.TRAINING_GPU_SECONDS.labels(spec.team or "").inc(plan.gpu_seconds)
+            metrics.TRAINING_COUNTS[name].labels(team).inc()
+        if plan.gpu_seconds:
+            metrics.TRAINING_GPU_SECONDS.labels(team).inc(plan.gpu_seconds)
+
+    async def _events(self, namespace: str, job: JobView) -> tuple[EventView, ...] | None:
+        """The Job's Events, or None when they cannot be read (the plan then keeps what the
+        status last said)."""
+        try:
+            found = await self.kube.list_events(namespace, "Job", job.name, job.uid)
+        except ApiException as exc:
+            log.warning("cannot read the Events of Job %s/%s: %s", namespace, job.name, exc.reason)
+            return None
+        return tuple(event_view(e) for e in found)
 
     def _observe(self, key: Key, obj: dict[str, Any]) -> planner.Observed:
         """The TrainingJob with its Jobs and pods, from the caches and this process's memory
