@@ -218,6 +218,7 @@ def test_a_canary_never_ready_is_rolled_back_at_its_deadline_and_stable_capacity
     ready: dict[str, bool] = {}
     lowest = 2
     canary_seen = False
+    seen = []
     for pod in pods.objects:
         revision = pod.metadata.labels.get(REVISION_LABEL)
         canary_seen |= revision == canary
@@ -226,9 +227,10 @@ def test_a_canary_never_ready_is_rolled_back_at_its_deadline_and_stable_capacity
         ready[pod.metadata.name] = pod.metadata.deletion_timestamp is None and any(
             c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
         )
+        seen.append(f"{pod.metadata.name} {pod.status.phase} ready={ready[pod.metadata.name]}")
         lowest = min(lowest, sum(ready.values()))
     assert canary_seen, "the canary never had a pod"
-    assert lowest == 2, f"the stable fell to {lowest} ready pods during the canary"
+    assert lowest == 2, f"the stable fell to {lowest} ready pods during the canary: {seen}"
     wait_for(
         "the canary's pods gone",
         lambda: (
