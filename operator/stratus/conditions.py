@@ -16,6 +16,15 @@ class Event:
     message: str
 
 
+# A message quoted from Kubernetes (an Event, a child's condition), as a condition shows it.
+MAX_QUOTED = 1024
+
+
+def one_line(text: str, limit: int = MAX_QUOTED) -> str:
+    """`text` on one line, its whitespace runs made single spaces, at most `limit` characters."""
+    return " ".join(text.split())[:limit]
+
+
 def timestamp(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -263,6 +263,19 @@ class Kube:
             return None
         return dict(found.to_dict())
 
+    async def list_events(self, namespace: str, kind: str, name: str, uid: str) -> list[Obj]:
+        """The Events about one object (by kind, name and uid), from the API server's watch
+        cache (resourceVersion 0): cheap, and at most a moment old."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name},involvedObject.uid={uid}"
+        found = await self._run(
+            self._resource("v1", "Event").get,
+            namespace=namespace,
+            field_selector=selector,
+            resource_version="0",
+            serializer=_decoded,
+        )
+        return list(found.get("items") or []) if isinstance(found, dict) else []
+
     async def has_kind(self, api_version: str, kind: str) -> bool:
         """Whether the cluster serves this kind. A CRD may be installed or removed at any time,
         so the answer is looked up again once it is KIND_PRESENT_TTL seconds old (found) or

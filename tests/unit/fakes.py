@@ -144,6 +144,20 @@ class FakeKube:
     async def has_kind(self, api_version: str, kind: str) -> bool:
         return (api_version, kind) in self.served
 
+    async def list_events(
+        self, namespace: str, kind: str, name: str, uid: str
+    ) -> list[dict[str, Any]]:
+        """The Events a test put (kind Event) about the object of that kind, name and uid."""
+        self._call("list_events", "Event", name)
+        about = {"kind": kind, "name": name, "uid": uid}
+        return [
+            copy.deepcopy(e)
+            for (k, ns, _), e in self.objects.items()
+            if k == "Event"
+            and ns == namespace
+            and {f: e["involvedObject"].get(f) for f in about} == about
+        ]
+
     async def merge_patch(
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
     ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -190,7 +191,15 @@ def test_too_many_restarts_fail_naming_exit_code_and_message() -> None:
 
 def test_success_accumulates_gpu_seconds() -> None:
     s = spec(workers=2, resources={"gpu": 4})
-    plan = run(s, run(s).status, (job(1, complete=True),))
+    ran = [
+        dataclasses.replace(
+            pod(1, name, phase="Succeeded"),
+            started_at="2026-01-01T11:58:00Z",
+            finished_at="2026-01-01T11:59:00Z",
+        )
+        for name in ("a", "b")
+    ]
+    plan = run(s, run(s).status, (job(1, complete=True),), tuple(ran))
     assert plan.status["phase"] == "Succeeded"
     assert plan.status["gpuSeconds"] == 60 * 2 * 4
     assert plan.gpu_seconds == 480

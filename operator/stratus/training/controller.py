@@ -97,9 +97,9 @@ class TrainingController:
             return retry
         plan = planner.plan(observed, self.config.spot, self.config.master_port)
         if plan.read_events is not None:
-            events = await self._events(observed.owner.namespace, plan.read_events)
-            if events is not None:
-                observed = dataclasses.replace(observed, job_events=events)
+            read = await self._events(observed.owner.namespace, plan.read_events)
+            if read is not None:
+                observed = dataclasses.replace(observed, job_events=read)
                 plan = planner.plan(observed, self.config.spot, self.config.master_port)
         if plan.progress_only and plan.status != status:
             held = self.status_writer.hold(key, PROGRESS_INTERVAL)

@@ -28,6 +28,8 @@ RESUMED = "Resumed"
 RESTARTED = "Restarted"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
+# The Ready reason while the next attempt waits out the backoff after a failed one.
+BACKING_OFF = "BackingOff"
 CREATE_FAILED = "CreateFailed"
 
 
@@ -91,12 +93,18 @@ def _record_checkpoint(status: Status, pods: tuple[PodView, ...], now: dt.dateti
         status["lastCheckpoint"] = record
 
 
-def _gpu_seconds(spec: TrainingJobSpec, job: JobView, now: dt.datetime) -> int:
-    start = parse_time(job.started_at)
-    end = parse_time(job.finished_at) or now
-    if start is None:
-        return 0
-    return max(0, int((end - start).total_seconds())) * spec.resources.gpu * spec.workers
+def _gpu_seconds(spec: TrainingJobSpec, job: JobView, pods: list[PodView], now: dt.datetime) -> int:
+    """GPU time of an attempt: each worker's from when its containers started running (not
+    while Pending, pulling or waiting for a node) until they stopped, or until the attempt
+    ended for one still stopping. A pod never seen running counts nothing."""
+    ended = (parse_time(job.finished_at) if job.finished else None) or now
+    seconds = 0
+    for pod in pods:
+        start = parse_time(pod.started_at)
+        if start is not None:
+            end = parse_time(pod.finished_at) or ended
+            seconds += max(0, int((end - start).total_seconds()))
+    return seconds * spec.resources.gpu
 
 
 class _Planner:
@@ -108,7 +116,7 @@ class _Planner:
         self.master_port = master_port
         self.plan = Plan(status=copy.deepcopy(obs.status))
         self.status = self.plan.status
-        for key in ("attempt", "preemptions", "restarts", "gpuSeconds"):
+        for key in ("attempt", "preemptions", "restarts", "retryableRestarts", "gpuSeconds"):
             self.status.setdefault(key, 0)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -136,9 +144,43 @@ class _Planner:
         self.event(
             SUCCEEDED if phase == "Succeeded" else FAILED, message, warning=phase == "Failed"
         )
+        self.status.pop("nextAttemptAt", None)
         active = self.job(self.status["attempt"])
         if active and not active.finished:
+            self.account(active)
             self.plan.delete_jobs.append(active.name)
+
+    def account(self, job: JobView) -> None:
+        """Count the GPU time of an attempt that ended, or that is ended now; in the status
+        write that moves past the attempt, so never twice."""
+        seconds = _gpu_seconds(self.spec, job, self.pods(job.attempt), self.obs.now)
+        self.plan.gpu_seconds += seconds
+        self.status["gpuSeconds"] += seconds
+
+    def back_off(self) -> int:
+        """Hold the next attempt back after a failed one: the wait doubles with each failure,
+        retryable or not, up to the cap. Its seconds."""
+        retry = self.spec.retry
+        failures = self.status["restarts"] + self.status["retryableRestarts"]
+        delay: int = min(
+            retry.max_backoff_seconds, retry.backoff_seconds * 2 ** min(failures - 1, 30)
+        )
+        if delay > 0:
+            self.status["nextAttemptAt"] = timestamp(self.obs.now + dt.timedelta(seconds=delay))
+        return delay
+
+    def backing_off(self, attempt: int) -> bool:
+        """Whether the attempt waits out the backoff after a failed one (and says until when)."""
+        due = self.status.get("nextAttemptAt")
+        at = parse_time(due)
+        left = (at - self.obs.now).total_seconds() if at else 0.0
+        if left <= 0:
+            return False
+        message = f"attempt {attempt} starts at {due}, after a backoff"
+        self.phase("Restarting", BACKING_OFF, message)
+        self.condition("Scheduled", False, BACKING_OFF, message)
+        self.plan.requeue_after = min(left, self.plan.requeue_after or left)
+        return True
 
     # -- the machine ---------------------------------------------------------------------------
     def run(self) -> Plan:
@@ -195,9 +237,12 @@ class _Planner:
         if job and not job.finished:
             # The active attempt ends uncounted; resuming starts the next one.
             self.plan.delete_jobs.append(job.name)
+            self.account(job)
             self.status["attempt"] = attempt + 1
             self.event("Suspended", f"attempt {attempt} stopped: the TrainingJob is suspended")
         self.status.pop("activeJob", None)
+        # Resuming is a person's decision: it does not wait out a backoff.
+        self.status.pop("nextAttemptAt", None)
         self.phase("Suspended", "Suspended", "suspended by spec.suspend")
 
     def step(self) -> bool:
@@ -208,8 +253,7 @@ class _Planner:
             self.start(attempt)
             return False
         if job.complete:
-            self.plan.gpu_seconds += _gpu_seconds(self.spec, job, self.obs.now)
-            self.status["gpuSeconds"] += _gpu_seconds(self.spec, job, self.obs.now)
+            self.account(job)
             self.finish("Succeeded", "Succeeded", f"attempt {attempt} completed")
             return False
         if job.failed:
@@ -227,6 +271,9 @@ class _Planner:
         recorded = self.status.get("activeJob") == name
         if created and recorded:
             return
+        if not created and self.backing_off(attempt):
+            return
+        self.status.pop("nextAttemptAt", None)
         older_alive = [p for p in self.obs.pods if p.attempt < attempt and not p.terminal]
         if older_alive and not created:
             # A new attempt starts only once the last one's pods have stopped (and saved).
@@ -270,8 +317,7 @@ class _Planner:
 
     def attempt_failed(self, attempt: int, job: JobView) -> bool:
         pods = self.pods(attempt)
-        self.plan.gpu_seconds += _gpu_seconds(self.spec, job, self.obs.now)
-        self.status["gpuSeconds"] += _gpu_seconds(self.spec, job, self.obs.now)
+        self.account(job)
         disrupted = [p for p in pods if p.disrupted]
         if job.disrupted or disrupted:
             where = f" (pod {disrupted[0].name} on node {disrupted[0].node})" if disrupted else ""
@@ -300,28 +346,35 @@ class _Planner:
         if failed and failed.termination_message and not failed.checkpoint:
             detail += f": {failed.termination_message.strip()[:512]}"
         if code is not None and code in self.spec.retry.retryable_exit_codes:
-            self.event(
-                RESTARTED,
-                f"attempt {attempt} failed with retryable {detail}; restarting",
-                warning=True,
-            )
-            self.status["attempt"] = attempt + 1
-            return True
-        self.status["restarts"] += 1
-        limit = self.spec.retry.max_restarts
-        if self.status["restarts"] > limit:
-            self.finish(
-                "Failed",
-                "RestartLimitExceeded",
-                f"attempt {attempt} failed with {detail}; more than maxRestarts ({limit}) restarts",
-            )
-            return False
-        self.plan.counts.append("restarts")
-        self.event(
-            RESTARTED,
-            f"attempt {attempt} failed with {detail}; restart {self.status['restarts']} of {limit}",
-            warning=True,
-        )
+            self.status["retryableRestarts"] += 1
+            limit = self.spec.retry.max_retryable_restarts
+            if self.status["retryableRestarts"] > limit:
+                self.finish(
+                    "Failed",
+                    "RetryableRestartLimitExceeded",
+                    f"attempt {attempt} failed with retryable {detail}; more than "
+                    f"maxRetryableRestarts ({limit}) retryable restarts",
+                )
+                return False
+            self.plan.counts.append("retryable_restarts")
+            count = f"retryable restart {self.status['retryableRestarts']} of {limit}"
+            detail = f"retryable {detail}"
+        else:
+            self.status["restarts"] += 1
+            limit = self.spec.retry.max_restarts
+            if self.status["restarts"] > limit:
+                self.finish(
+                    "Failed",
+                    "RestartLimitExceeded",
+                    f"attempt {attempt} failed with {detail}; more than maxRestarts ({limit}) "
+                    "restarts",
+                )
+                return False
+            self.plan.counts.append("restarts")
+            count = f"restart {self.status['restarts']} of {limit}"
+        delay = self.back_off()
+        after = f"; attempt {attempt + 1} starts in {delay}s" if delay else ""
+        self.event(RESTARTED, f"attempt {attempt} failed with {detail}; {count}{after}", True)
         self.status["attempt"] = attempt + 1
         return True
 

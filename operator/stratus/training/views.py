@@ -65,6 +65,10 @@ class PodView:
     unschedulable: str | None
     exit_code: int | None
     termination_message: str | None
+    # When its containers started running (never while Pending) and, once all stopped, when the
+    # last one did: what GPU time is counted from.
+    started_at: str | None = None
+    finished_at: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -128,13 +132,15 @@ def pod_view(pod: Obj, deleted: bool = False) -> PodView:
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         unschedulable = scheduled.get("message") or "Unschedulable"
     exit_code = message = None
-    for container in status.get("containerStatuses") or []:
+    containers = status.get("containerStatuses") or []
+    for container in containers:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
             exit_code = terminated.get("exitCode")
             message = terminated.get("message") or message
             if exit_code:
                 break
+    started_at, finished_at = _run_times(containers)
     return PodView(
         name=pod["metadata"]["name"],
         attempt=_attempt(pod),
@@ -145,7 +151,23 @@ def pod_view(pod: Obj, deleted: bool = False) -> PodView:
         unschedulable=unschedulable,
         exit_code=exit_code,
         termination_message=message,
+        started_at=started_at,
+        finished_at=finished_at,
     )
+
+
+def _run_times(containers: list[Obj]) -> tuple[str | None, str | None]:
+    """The earliest container start and, when every container has stopped, the latest stop.
+    The API server writes these times in one RFC 3339 form, so they compare as strings."""
+    states = [c.get("state") or {} for c in containers]
+    started = [
+        at
+        for state in states
+        if (at := (state.get("running") or state.get("terminated") or {}).get("startedAt"))
+    ]
+    stopped = [at for state in states if (at := (state.get("terminated") or {}).get("finishedAt"))]
+    all_stopped = bool(states) and len(stopped) == len(states)
+    return min(started, default=None), max(stopped) if all_stopped else None
 
 
 def parse_report(message: str | None) -> CheckpointReport | None:
