@@ -17,7 +17,7 @@ from stratus.conditions import Event, parse_time, set_condition, timestamp
 from stratus.config import CapacityConvention
 from stratus.podspec import Manifest, Owner
 from stratus.training import builders
-from stratus.training.views import CheckpointReport, JobView, PodView
+from stratus.training.views import CheckpointReport, EventView, JobView, PodView, failed_create
 
 Status = dict[str, Any]
 
@@ -31,6 +31,12 @@ FAILED = "Failed"
 # The Ready reason while the next attempt waits out the backoff after a failed one.
 BACKING_OFF = "BackingOff"
 CREATE_FAILED = "CreateFailed"
+PODS_NOT_CREATED = "PodsNotCreated"
+
+# An attempt's Job with fewer pods than workers this long (seconds) after its creation may be
+# refused them: its Events are read then, and again this often while it lasts.
+PODS_GRACE = 2.0
+PODS_RECHECK = 3.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Observed:
     now: dt.datetime
     # Jobs this operator created that its cache has not shown yet: not to be created again.
     pending_jobs: frozenset[str] = frozenset()
+    # The active Job's Events, read when the last plan asked for them (`Plan.read_events`).
+    job_events: tuple[EventView, ...] | None = None
 
 
 @dataclass
@@ -60,6 +68,12 @@ class Plan:
     counts: list[str] = field(default_factory=list)
     gpu_seconds: int = 0
     requeue_after: float | None = None
+    # A Job whose Events this plan needs (why its pods are missing): planned again with them.
+    read_events: JobView | None = None
+
+    def later(self, seconds: float) -> None:
+        if self.requeue_after is None or seconds < self.requeue_after:
+            self.requeue_after = seconds
 
     @property
     def progress_only(self) -> bool:
@@ -380,6 +394,19 @@ class _Planner:
 
     def observe_running(self, attempt: int, job: JobView) -> None:
         pods = self.pods(attempt)
+        refused_before = _reason(self.obs.status, "Ready") == PODS_NOT_CREATED
+        if self.pods_missing(job, pods):
+            if self.obs.job_events is None:
+                self.plan.read_events = job
+                if refused_before:
+                    return  # the last answer stands until the Events are read
+            elif refusal := failed_create(self.obs.job_events):
+                self.pods_not_created(attempt, refusal)
+                return
+        if refused_before:
+            # The pods came, or the refusal ended: back to waiting for them.
+            self.condition("Scheduled", False, "Pending", "waiting for the scheduler")
+            self.status["message"] = f"attempt {attempt} is starting"
         waiting = next((p.unschedulable for p in pods if p.unschedulable), None)
         if waiting:
             self.condition("Scheduled", False, "Unschedulable", waiting)
@@ -395,6 +422,38 @@ class _Planner:
                 "AttemptPending",
                 self.status.get("message", ""),
             )
+
+    def pods_missing(self, job: JobView, pods: list[PodView]) -> bool:
+        """Whether the attempt's Job has had fewer pods than workers for longer than the Job
+        controller takes to create them: then they may be refused (admission, quota, a missing
+        PriorityClass), which only the Job's Events say."""
+        created = parse_time(job.created_at)
+        present = [p for p in pods if not p.deleted]
+        if job.suspended or created is None or len(present) >= self.spec.workers:
+            return False
+        waited = (self.obs.now - created).total_seconds()
+        if waited < PODS_GRACE:
+            self.plan.later(PODS_GRACE - waited)
+            return False
+        self.plan.later(PODS_RECHECK)
+        return True
+
+    def pods_not_created(self, attempt: int, refusal: str) -> None:
+        message = f"attempt {attempt} cannot create its pods: {refusal}"
+        self.phase("Pending" if attempt == 1 else "Restarting", PODS_NOT_CREATED, message)
+        self.condition("Scheduled", False, PODS_NOT_CREATED, message)
+        self.status["message"] = message
+        previous = _condition_of(self.obs.status, "Ready")
+        if (previous.get("reason"), previous.get("message")) != (PODS_NOT_CREATED, message):
+            self.event(PODS_NOT_CREATED, message, warning=True)
+
+
+def _condition_of(status: Status, kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def _reason(status: Status, kind: str) -> str | None:
+    return _condition_of(status, kind).get("reason")
 
 
 def rejected(obs: Observed, why: str) -> Status:

@@ -4,12 +4,14 @@ so kopf's bodies are read in place, uncopied."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stratus.conditions import one_line, parse_time
 from stratus.training.labels import ATTEMPT_LABEL
 
 Obj = Mapping[str, Any]
@@ -38,6 +40,10 @@ class JobView:
     ready: int
     # Whether the Job still points to its TrainingJob (a person may have removed the reference).
     owned: bool = True
+    uid: str = ""
+    created_at: str | None = None
+    # Held back (spec.suspend, as Kueue does until it admits the Job): no pods are due.
+    suspended: bool = False
 
     @property
     def finished(self) -> bool:
@@ -113,6 +119,9 @@ def job_view(job: Obj) -> JobView:
         active=int(status.get("active") or 0),
         ready=int(status.get("ready") or 0),
         owned=_owned_by(job, "TrainingJob"),
+        uid=str(job["metadata"].get("uid") or ""),
+        created_at=job["metadata"].get("creationTimestamp"),
+        suspended=bool((job.get("spec") or {}).get("suspend")),
     )
 
 
@@ -188,3 +197,50 @@ def parse_report(message: str | None) -> CheckpointReport | None:
         step=step if isinstance(step, int) else None,
         sha256=sha if isinstance(sha, str) else None,
     )
+
+
+@dataclass(frozen=True)
+class EventView:
+    """An Event the Job controller posted about a Job: whether it created a pod or failed to."""
+
+    reason: str
+    message: str
+    at: dt.datetime | None
+
+
+# The Job controller's Event reasons for a pod it created, or could not create.
+FAILED_CREATE = "FailedCreate"
+SUCCESSFUL_CREATE = "SuccessfulCreate"
+
+
+def event_view(event: Obj) -> EventView:
+    series = event.get("series") or {}
+    at = (
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+    )
+    return EventView(
+        reason=str(event.get("reason") or ""),
+        message=str(event.get("message") or ""),
+        at=parse_time(at) if isinstance(at, str) else None,
+    )
+
+
+def failed_create(events: tuple[EventView, ...]) -> str | None:
+    """Why the Job controller cannot create pods, in one line: the message of its latest
+    FailedCreate Event, unless a pod was created since. A tie counts as a refusal: it lasts only
+    until the created pods reach the cache."""
+    never = dt.datetime.min.replace(tzinfo=dt.UTC)
+    failed = max(
+        (e for e in events if e.reason == FAILED_CREATE), key=lambda e: e.at or never, default=None
+    )
+    if failed is None:
+        return None
+    created = max((e.at or never for e in events if e.reason == SUCCESSFUL_CREATE), default=None)
+    if created is not None and created > (failed.at or never):
+        return None
+    # The Job controller's "Error creating: " adds nothing to the API server's own message.
+    return one_line(failed.message.removeprefix("Error creating: ")) or FAILED_CREATE
