@@ -2,7 +2,8 @@
 # Builds the local control plane's binaries from Go modules, once, into a cache outside the repo:
 #   ${STRATUS_CACHE:-$HOME/.cache/stratus}/bin/<component>-<version>/
 # `hack/build-binaries.sh peer` builds instead the Kubeflow training operator that the benchmarks
-# compare against, with the PyTorchJob CRD from the same module.
+# compare against, with the PyTorchJob CRD from the same module; `hack/build-binaries.sh lint`
+# only what `make lint` runs: helm, to render the chart, and kube-score, to scan it.
 # A later run finds them and builds nothing. Each binary is linked under a temporary name and
 # renamed into place only when complete, so an interrupted build never leaves one that looks done.
 set -euo pipefail
@@ -30,7 +31,7 @@ build() {
   mkdir -p "$dir"
   local tmp
   tmp=$(mktemp -d "$dir/.build.XXXXXX")
-  trap 'rm -rf "$tmp"' RETURN
+  trap 'rm -rf "$tmp"; trap - RETURN' RETURN
   (cd "$here/tools/$component" && go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "${missing[@]}")
   for pkg in "${missing[@]}"; do mv -f "$tmp/$(basename "$pkg")" "$dir/"; done
   log "$component $version: done"
@@ -52,9 +53,21 @@ if [ "${1:-}" = peer ]; then
   exit 0
 fi
 
+lint_tools() {
+  build helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    helm.sh/helm/v3/cmd/helm
+  build kube-score "$KUBE_SCORE_VERSION" "-X main.version=$KUBE_SCORE_VERSION" \
+    github.com/zegl/kube-score/cmd/kube-score
+}
+
+if [ "${1:-}" = lint ]; then
+  lint_tools
+  exit 0
+fi
+
 build etcd "$ETCD_VERSION" "" stratus.dev/hack/tools/etcd
 build kwok "$KWOK_VERSION" "" sigs.k8s.io/kwok/cmd/kwok
-build helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+lint_tools
 build kubernetes "$KUBERNETES_VERSION" "$k8s_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
