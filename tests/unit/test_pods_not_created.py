@@ -11,10 +11,14 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from stratus.api.inferenceservice import InferenceServiceSpec
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.conditions import one_line, timestamp
 from stratus.config import SPOT_PRESETS
 from stratus.podspec import Owner
+from stratus.serving import planner as serving_planner
+from stratus.serving.revision import revision_of
+from stratus.serving.views import DeploymentView, deployment_view
 from stratus.training import controller as training_controller
 from stratus.training import planner
 from stratus.training.views import (
@@ -25,7 +29,7 @@ from stratus.training.views import (
     failed_create,
     job_view,
 )
-from tests.unit.fakes import NOW, TrainingWorld
+from tests.unit.fakes import NOW, ServingWorld, TrainingWorld
 
 OWNER = Owner("TrainingJob", "tj", "ns", "uid-1")
 REFUSAL = 'pods "tj-1-0-" is forbidden: no PriorityClass with name high was found'
@@ -338,3 +342,144 @@ def test_events_that_cannot_be_read_leave_the_refusal_shown() -> None:
     assert world.reconcile() == planner.PODS_RECHECK
     assert [c.method for c in world.kube.calls] == ["list_events"]
     assert world.obj["status"] == shown
+
+
+# -- the InferenceService --------------------------------------------------------------------
+
+SERVING_QUOTA = 'pods "web-1a2b3c-7d9f8-" is forbidden: exceeded quota: q, limited: pods=0'
+
+
+def replica_failure(message: str) -> dict[str, Any]:
+    return {
+        "type": "ReplicaFailure",
+        "status": "True",
+        "reason": "FailedCreate",
+        "message": message,
+    }
+
+
+def test_the_deployment_view_quotes_its_replica_failure_in_one_line() -> None:
+    raw = {
+        "metadata": {"name": "web-1", "labels": {}},
+        "status": {
+            "conditions": [
+                {"type": "Available", "status": "False"},
+                replica_failure(f"  {SERVING_QUOTA}\n"),
+            ]
+        },
+    }
+    assert deployment_view(raw).replica_failure == SERVING_QUOTA
+    cleared = {**raw, "status": {"conditions": [{**replica_failure("x"), "status": "False"}]}}
+    assert deployment_view(cleared).replica_failure is None
+
+
+def serving_spec(image: str = "serve:1") -> InferenceServiceSpec:
+    return InferenceServiceSpec.model_validate(
+        {
+            "image": image,
+            "model": {"uri": "https://m/x"},
+            "replicas": {"min": 2, "max": 2},
+            "rollout": {"steps": [{"weight": 50, "pause": {"duration": "1m"}}, {"weight": 100}]},
+        }
+    )
+
+
+def serve(
+    s: InferenceServiceSpec, status: dict[str, Any], *deployments: DeploymentView
+) -> serving_planner.Plan:
+    return serving_planner.plan(
+        serving_planner.Observed(
+            owner=Owner("InferenceService", "web", "ns", "uid"),
+            generation=1,
+            spec=s,
+            status=status,
+            annotations={},
+            deployments=deployments,
+            staging_failures=(),
+            now=NOW,
+            staging_image="img",
+        )
+    )
+
+
+def healthy(status: dict[str, Any]) -> tuple[str, str, str]:
+    return conditions(status)["Healthy"]
+
+
+def test_a_stable_revision_that_cannot_create_pods_says_why_once() -> None:
+    s = serving_spec()
+    revision = revision_of(s)
+    first = serve(s, {})
+    refused = DeploymentView(f"web-{revision}", revision, 2, 0, replica_failure=SERVING_QUOTA)
+    plan = serve(s, first.status, refused)
+    message = f"revision {revision} cannot create pods: {SERVING_QUOTA}"
+    assert healthy(plan.status) == ("False", "PodsNotCreated", message)
+    assert plan.status["phase"] == "Progressing"
+    assert [(e.type, e.reason, e.message) for e in plan.events] == [
+        ("Warning", "PodsNotCreated", message)
+    ]
+    again = serve(s, plan.status, refused)
+    assert again.events == []
+    assert again.status == plan.status
+    # The quota goes: the ReplicaFailure condition clears, the pods come.
+    fine = DeploymentView(f"web-{revision}", revision, 2, 2)
+    recovered = serve(s, plan.status, fine)
+    assert healthy(recovered.status)[:2] == ("True", "StableReady")
+    assert recovered.status["phase"] == "Healthy"
+
+
+def test_a_canary_that_cannot_create_pods_names_its_revision() -> None:
+    old, new = serving_spec("serve:1"), serving_spec("serve:2")
+    stable, canary = revision_of(old), revision_of(new)
+    status = serve(old, {}).status
+    serving = DeploymentView(f"web-{stable}", stable, 2, 2)
+    status = serve(new, status, serving).status
+    assert status["canaryRevision"] == canary
+    refused = DeploymentView(f"web-{canary}", canary, 1, 0, replica_failure=SERVING_QUOTA)
+    plan = serve(new, status, serving, refused)
+    assert healthy(plan.status) == (
+        "False",
+        "PodsNotCreated",
+        f"revision {canary} cannot create pods: {SERVING_QUOTA}",
+    )
+    assert [e.reason for e in plan.events] == ["PodsNotCreated"]
+
+
+def test_a_healthy_stable_is_not_called_unhealthy() -> None:
+    s = serving_spec()
+    revision = revision_of(s)
+    first = serve(s, {})
+    # Two replicas ready (replicas.min), a third refused (an autoscaler asked for it).
+    partly = DeploymentView(f"web-{revision}", revision, 3, 2, replica_failure=SERVING_QUOTA)
+    plan = serve(s, first.status, partly)
+    assert healthy(plan.status)[:2] == ("True", "StableReady")
+    assert "PodsNotCreated" not in [e.reason for e in plan.events]
+
+
+def test_the_serving_controller_shows_a_replica_failure_and_recovers() -> None:
+    world = ServingWorld(
+        {
+            "image": "serve:1",
+            "model": {"uri": "https://m/x"},
+            "replicas": {"min": 2, "max": 2},
+        }
+    )
+    world.reconcile()
+    [deployment] = world.kube.of("Deployment")
+    world.kube.put({**deployment, "status": {"conditions": [replica_failure(SERVING_QUOTA)]}})
+    world.cache.sync()
+    world.reconcile()
+    status = world.obj["status"]
+    assert healthy(status)[1] == "PodsNotCreated"
+    assert SERVING_QUOTA in healthy(status)[2]
+    assert [r for _, r, _ in world.kube.events].count("PodsNotCreated") == 1
+    # Nothing new: no write, no Event.
+    world.cache.sync()
+    world.reconcile()
+    assert world.kube.writes() == []
+    assert [r for _, r, _ in world.kube.events].count("PodsNotCreated") == 1
+    # The quota is deleted: the ReplicaSet makes its pods and the condition goes.
+    world.ready()
+    world.cache.sync()
+    world.reconcile()
+    assert healthy(world.obj["status"])[:2] == ("True", "StableReady")

@@ -183,7 +183,11 @@ class ServingController:
                 applied = deployment_view(manifest)
                 if found is not None and found.replicas == applied.replicas:
                     continue
-                deployments[name] = dataclasses.replace(applied, ready=found.ready if found else 0)
+                deployments[name] = dataclasses.replace(
+                    applied,
+                    ready=found.ready if found else 0,
+                    replica_failure=found.replica_failure if found else None,
+                )
             elif up_to_date(manifest, seen.get(ident)):
                 continue
             else:

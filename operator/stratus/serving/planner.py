@@ -7,12 +7,17 @@ summed up."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from stratus.conditions import Event
 from stratus.serving import builders, children
 from stratus.serving.context import Observed, Pass, Plan
 from stratus.serving.steps import Steps
 from stratus.serving.verdict import Measurement
 
 __all__ = ["Measurement", "Observed", "Plan", "plan"]
+
+PODS_NOT_CREATED = "PodsNotCreated"
 
 
 def plan(obs: Observed) -> Plan:
@@ -24,6 +29,7 @@ def plan(obs: Observed) -> Plan:
     machine.run()
     children.want_all(p)
     _summarize(p)
+    _pods_not_created(p)
     return p.plan
 
 
@@ -73,3 +79,30 @@ def _summarize(p: Pass) -> None:
         "StableReady" if healthy else "StableNotReady",
         f"{stable.ready if stable else 0} of {size} replicas of the stable revision ready",
     )
+
+
+def _pods_not_created(p: Pass) -> None:
+    """A revision that is not all there because its ReplicaSet cannot create pods (a quota,
+    admission, a missing PriorityClass) says why, with a Warning Event once per distinct
+    reason. It clears with the Deployment's ReplicaFailure condition. A rollback (Degraded)
+    keeps its own reason; a stable that is healthy stays so."""
+    status = p.status
+    if status.get("phase") == "Degraded" or _healthy(status).get("status") == "True":
+        return
+    for revision in (status.get("canaryRevision"), status.get("stableRevision")):
+        deployment = p.deployments.get(revision or "")
+        if deployment is None or not deployment.replica_failure:
+            continue
+        message = f"revision {revision} cannot create pods: {deployment.replica_failure}"
+        p.condition("Healthy", False, PODS_NOT_CREATED, message)
+        before = _healthy(p.obs.status)
+        if (before.get("reason"), before.get("message")) != (PODS_NOT_CREATED, message):
+            p.plan.events.append(Event("Warning", PODS_NOT_CREATED, message))
+        return
+
+
+def _healthy(status: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c["type"] == "Healthy"), {}
+    )
+    return found

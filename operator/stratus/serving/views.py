@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stratus.conditions import one_line
 from stratus.serving.labels import REVISION_LABEL
 from stratus.storage.redact import redact
 
@@ -24,6 +25,9 @@ class DeploymentView:
     ready: int
     # Whether the Deployment still points to its InferenceService.
     owned: bool = True
+    # Why its ReplicaSet cannot create pods (a quota, admission, a missing PriorityClass), from
+    # the Deployment's ReplicaFailure condition, in one line.
+    replica_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,14 @@ class StagingFailure:
 
 def deployment_view(obj: Obj) -> DeploymentView:
     status = obj.get("status") or {}
+    failure = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+        ),
+        None,
+    )
     return DeploymentView(
         name=obj["metadata"]["name"],
         revision=obj["metadata"].get("labels", {}).get(REVISION_LABEL, ""),
@@ -42,6 +54,11 @@ def deployment_view(obj: Obj) -> DeploymentView:
         owned=any(
             ref.get("kind") == "InferenceService" and ref.get("controller")
             for ref in obj["metadata"].get("ownerReferences") or []
+        ),
+        replica_failure=(
+            one_line(failure.get("message") or failure.get("reason") or "ReplicaFailure")
+            if failure
+            else None
         ),
     )
 
