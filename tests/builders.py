@@ -20,6 +20,8 @@ class TrainingJobBuilder:
                 "image": "example.com/train:1",
                 "resources": {"gpu": 1},
                 "terminationGracePeriodSeconds": 5,
+                # Failed attempts back off 1s, then 2s: the tests stay fast, and still wait.
+                "retry": {"backoffSeconds": 1, "maxBackoffSeconds": 2},
                 # Simulated: kwok plays the kubelet, even beside a real node.
                 "podTemplate": {"spec": copy.deepcopy(SIMULATED_POD_SPEC)},
             },
@@ -52,13 +54,30 @@ class TrainingJobBuilder:
         self._spec["workers"] = count
         return self
 
-    def retry(self, max_restarts: int, retryable: list[int] | None = None) -> Self:
-        self._spec["retry"] = {"maxRestarts": max_restarts, "retryableExitCodes": retryable or []}
+    def retry(
+        self,
+        max_restarts: int,
+        retryable: list[int] | None = None,
+        max_retryable: int | None = None,
+    ) -> Self:
+        retry = self._spec["retry"]
+        retry["maxRestarts"] = max_restarts
+        retry["retryableExitCodes"] = retryable or []
+        if max_retryable is not None:
+            retry["maxRetryableRestarts"] = max_retryable
+        return self
+
+    def backoff(self, seconds: int, most: int) -> Self:
+        self._spec["retry"].update(backoffSeconds=seconds, maxBackoffSeconds=most)
         return self
 
     def team(self, team: str) -> Self:
         self._spec["team"] = team
         return self
+
+    def starts_after(self, duration: str) -> Self:
+        """Time from scheduling to the containers running (pulling images, say)."""
+        return self._annotate("stratus.dev/sim-start-delay", duration)
 
     def runs_for(self, duration: str) -> Self:
         return self._annotate("stratus.dev/sim-duration", duration)

@@ -240,7 +240,8 @@ def operator(
     proc = OperatorProcess(
         cluster.kubeconfig,
         tmp_path_factory.mktemp("operator"),
-        {"STRATUS_PROMETHEUS_ADDRESSES": allowed},
+        # nlp gets its own metric series; any other team shares `other`.
+        {"STRATUS_PROMETHEUS_ADDRESSES": allowed, "STRATUS_TEAMS": "nlp"},
     )
     proc.start()
     try:

@@ -3,6 +3,7 @@ kwok plays the workload, and spot reclaims happen the way a cloud does them."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -221,11 +222,61 @@ def test_retryable_exit_codes_restart_without_counting(env: Env) -> None:
     )
     obj = env.wait("flaky", "a third attempt", lambda s: s.get("attempt", 0) >= 3)
     assert obj["status"]["restarts"] == 0
+    assert obj["status"]["retryableRestarts"] >= 2
     assert obj["status"]["phase"] != "Failed"
     wait_for(
         "an event naming retryable exit code 75",
         lambda: any("retryable exit code 75" in e.message for e in env.events("flaky")),
     )
+
+
+def test_retryable_exits_fail_past_their_own_limit(env: Env) -> None:
+    env.create(
+        TrainingJobBuilder("flakier")
+        .retry(max_restarts=5, retryable=[75], max_retryable=1)
+        .runs_for("200ms")
+        .exits_with(75)
+    )
+    obj = env.wait("flakier", "Failed", lambda s: s.get("phase") == "Failed")
+    status = obj["status"]
+    assert (status["attempt"], status["retryableRestarts"], status["restarts"]) == (2, 2, 0)
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "RetryableRestartLimitExceeded"
+
+
+def test_the_attempt_after_a_failed_one_waits_out_the_backoff(env: Env) -> None:
+    env.create(
+        TrainingJobBuilder("patient")
+        .retry(max_restarts=3)
+        .backoff(4, 8)
+        .runs_for("200ms")
+        .exits_with(3)
+    )
+    obj = env.wait("patient", "backing off", lambda s: bool(s.get("nextAttemptAt")), timeout=30)
+    due = dt.datetime.fromisoformat(obj["status"]["nextAttemptAt"].replace("Z", "+00:00"))
+    ready = {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
+    assert (obj["status"]["phase"], ready["reason"]) == ("Restarting", "BackingOff")
+    assert obj["status"]["nextAttemptAt"] in ready["message"]
+    assert [j.metadata.name for j in env.jobs("patient")] == ["patient-1"]
+    second = wait_for(
+        "the second attempt's Job",
+        lambda: next((j for j in env.jobs("patient") if j.metadata.name == "patient-2"), None),
+        timeout=30,
+    )
+    # Timestamps are whole seconds: the Job is made no earlier than the second it was due.
+    assert second.metadata.creation_timestamp >= due
+    obj = env.wait("patient", "the second attempt failed", lambda s: s.get("restarts") == 2)
+    # The wait doubles: 4s, then 8s.
+    due_again = dt.datetime.fromisoformat(obj["status"]["nextAttemptAt"].replace("Z", "+00:00"))
+    assert due_again - second.metadata.creation_timestamp >= dt.timedelta(seconds=7)
+
+
+def test_gpu_seconds_count_from_when_containers_run(env: Env) -> None:
+    env.create(TrainingJobBuilder("metered").gpus(2).starts_after("5s").runs_for("2s"))
+    obj = env.wait("metered", "Succeeded", lambda s: s.get("phase") == "Succeeded")
+    # 2 GPUs for about 2 s of running (whole seconds, a loaded machine), not the 7 s and more
+    # since the Job was made.
+    assert 2 <= obj["status"]["gpuSeconds"] <= 10
 
 
 def test_preempting_one_worker_restarts_all_workers_as_one_attempt(env: Env) -> None:
@@ -350,9 +401,14 @@ def test_a_refused_job_is_reported_and_created_once_allowed(env: Env) -> None:
 
 
 def test_metrics_count_what_happened(env: Env, operator: OperatorProcess) -> None:
-    env.create(TrainingJobBuilder("m").runs_for("100ms"))
-    env.wait("m", "Succeeded", lambda s: s.get("phase") == "Succeeded")
+    env.create(TrainingJobBuilder("m").team("nlp").runs_for("100ms"))
+    env.create(TrainingJobBuilder("m2").team("unlisted-team").runs_for("100ms"))
+    for name in ("m", "m2"):
+        env.wait(name, "Succeeded", lambda s: s.get("phase") == "Succeeded")
     text = operator.metrics()
-    assert "stratus_training_attempts_total" in text
+    # nlp is in the operator's team list (STRATUS_TEAMS); any other team is counted as other.
+    assert 'stratus_training_attempts_total{team="nlp"}' in text
+    assert 'stratus_training_attempts_total{team="other"}' in text
+    assert "unlisted-team" not in text
     assert 'stratus_trainingjobs{phase="Succeeded"}' in text
     assert "stratus_reconcile_duration_seconds_bucket" in text
