@@ -167,6 +167,9 @@ def test_a_job_without_pods_past_the_moment_asks_for_its_events_and_to_look_agai
     plan = run(s, started(s), (job(5),))
     assert plan.read_events == job(5)
     assert plan.requeue_after == planner.PODS_RECHECK
+    # Looked at less often the longer it lasts.
+    assert run(s, started(s), (job(60),)).requeue_after == 20.0
+    assert run(s, started(s), (job(3600),)).requeue_after == planner.PODS_RECHECK_MAX
 
 
 def test_a_refusal_is_shown_with_the_api_servers_message_and_one_warning() -> None:

@@ -34,9 +34,12 @@ CREATE_FAILED = "CreateFailed"
 PODS_NOT_CREATED = "PodsNotCreated"
 
 # An attempt's Job with fewer pods than workers this long (seconds) after its creation may be
-# refused them: its Events are read then, and again this often while it lasts.
+# refused them: its Events are read then, and again every PODS_RECHECK seconds while it lasts,
+# or every third of the time waited so far, up to PODS_RECHECK_MAX (a Job controller slow under
+# a burst of Jobs is not made slower by reads).
 PODS_GRACE = 2.0
 PODS_RECHECK = 3.0
+PODS_RECHECK_MAX = 30.0
 
 
 @dataclass(frozen=True)
@@ -435,7 +438,7 @@ class _Planner:
         if waited < PODS_GRACE:
             self.plan.later(PODS_GRACE - waited)
             return False
-        self.plan.later(PODS_RECHECK)
+        self.plan.later(min(PODS_RECHECK_MAX, max(PODS_RECHECK, waited / 3)))
         return True
 
     def pods_not_created(self, attempt: int, refusal: str) -> None:
