@@ -3,7 +3,10 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# The operator image runs Debian bookworm's python3, 3.11 (Dockerfile); the venv, and so the tests
+# and CI, run the same minor version, and `make venv` refuses a .venv built with another.
+IMAGE_PYTHON := 3.11
+PYTHON ?= python$(IMAGE_PYTHON)
 VENV := .venv
 BIN := $(VENV)/bin
 STATE_DIR ?= .stratus
@@ -25,6 +28,8 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 venv: $(VENV)/.installed
+	@$(BIN)/python -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(IMAGE_PYTHON)")' \
+	  || { echo "$(VENV) is not Python $(IMAGE_PYTHON), the image's: rm -rf $(VENV) and rerun" >&2; exit 1; }
 
 binaries:
 	hack/build-binaries.sh
