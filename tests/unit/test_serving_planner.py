@@ -493,6 +493,7 @@ def test_an_http_route_carries_each_steps_weight_while_the_stable_keeps_its_size
     assert backends(found) == [(f"web-{stable}", 100)]
     assert step(old, first.status, {stable: 10}).route is None  # in place: not patched again
     status = step(new, first.status, {stable: 10}).status
+    before = 0
     for weight, pods, was in ((10, 1, 0), (50, 5, 1), (100, 10, 5)):
         if weight > 10:  # the pause is indefinite: a person promotes
             commands = {"stratus.dev/promote": str(weight)}
@@ -501,6 +502,12 @@ def test_an_http_route_carries_each_steps_weight_while_the_stable_keeps_its_size
         # The canary grows to its share; the stable keeps all 10 replicas.
         grown = step(new, status, {stable: 10, canary: was})
         assert sized(grown) == {f"web-{canary}": pods}
+        # Until the canary's new pods are ready, the route keeps the previous step's weight.
+        assert dict(backends(found)).get(f"web-{canary}", 0) == before
+        assert f"{weight}% once the canary has {pods} ready pods ({was} now)" in (
+            condition(grown.status, "TrafficRouted")["message"]
+        )
+        before = weight
         plan = step(new, grown.status, {stable: 10, canary: pods})
         assert backends(found) == [(f"web-{stable}", 100 - weight), (f"web-{canary}", weight)]
         assert plan.status["canaryWeightAchieved"] == weight

@@ -188,17 +188,30 @@ def _route(p: Pass) -> None:
         )
         return
     stable, canary = p.status["stableRevision"], p.status.get("canaryRevision")
-    rules = builders.weighted_rules(
-        list(found.rules), p.obs.owner, stable, canary, p.status.get("canaryWeight") or 0
-    )
+    weight = p.status.get("canaryWeight") or 0
+    routed = route_weight(p)
+    rules = builders.weighted_rules(list(found.rules), p.obs.owner, stable, canary, routed)
     if rules != list(found.rules):
         p.plan.route = (ref.name, rules)
-    p.condition(
-        "TrafficRouted",
-        True,
-        "WeightsApplied",
-        f"HTTPRoute {ref.name}: canary {p.status.get('canaryWeight') or 0}%",
-    )
+    message = f"HTTPRoute {ref.name}: canary {routed}%"
+    if routed != weight:
+        ready, wanted = canary_pods(p)
+        message += f"; {weight}% once the canary has {wanted} ready pods ({ready} now)"
+    p.condition("TrafficRouted", True, "WeightsApplied", message)
+
+
+def route_weight(p: Pass) -> int:
+    """The canary's weight on the route: the step's once the canary has every pod the step
+    needs ready, the previous step's until then (those pods were ready to get here), so that
+    no request is sent to a Service without the pods to answer it."""
+    weight = p.status.get("canaryWeight") or 0
+    if not p.status.get("canaryRevision"):
+        return weight
+    ready, wanted = canary_pods(p)
+    if ready >= wanted:
+        return weight
+    step = p.status.get("currentStep") or 0
+    return min(weight, p.steps[step - 1].weight) if 0 < step <= len(p.steps) else 0
 
 
 def _revision_services(p: Pass) -> None:
@@ -221,7 +234,7 @@ def _weights(p: Pass) -> None:
     if canary:
         ready, _ = canary_pods(p)
         if routed:
-            achieved = weight if ready and not route_missing(p) else 0
+            achieved = route_weight(p) if ready and not route_missing(p) else 0
         else:
             view = p.deployments.get(p.status["stableRevision"])
             total = ready + (view.ready if view else 0)
