@@ -196,7 +196,7 @@ class _Planner:
         message = f"attempt {attempt} starts at {due}, after a backoff"
         self.phase("Restarting", BACKING_OFF, message)
         self.condition("Scheduled", False, BACKING_OFF, message)
-        self.plan.requeue_after = min(left, self.plan.requeue_after or left)
+        self.plan.later(left)
         return True
 
     # -- the machine ---------------------------------------------------------------------------
