@@ -122,6 +122,17 @@ def test_an_aborted_canary_stays_down_until_a_person_retries_it() -> None:
     assert restarted.status["canaryRevision"] == canary
 
 
+def test_an_aborted_canarys_deployment_goes_when_a_newer_revision_is_tried() -> None:
+    new, status, stable, canary = canary_status()
+    aborted = planner.plan(observe(new, status, {stable: 8, canary: 2}, annotations={ABORT: "1"}))
+    newer = spec("serve:3")
+    latest = revision_of(newer)
+    tried = planner.plan(observe(newer, aborted.status, {stable: 10, canary: 0}))
+    assert tried.status["canaryRevision"] == latest
+    assert tried.delete == [f"web-{canary}"]
+    assert "abortedRevision" not in tried.status
+
+
 def test_a_retry_without_an_aborted_canary_changes_nothing() -> None:
     new, status, stable, canary = canary_status()
     ready = {stable: 8, canary: 2}

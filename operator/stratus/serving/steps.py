@@ -63,7 +63,10 @@ class Steps:
             RETRY_ANNOTATION not in self.commands
         ):
             return
-        self.status.pop("abortedRevision", None)
+        aborted = self.status.pop("abortedRevision", None)
+        if aborted and aborted != p.revision:
+            # Kept at zero for inspection only until something newer is tried.
+            p.plan.delete.append(builders.deployment_name(p.obs.owner, aborted))
         previous = self.status.get("canaryRevision")
         if previous:
             p.plan.delete.append(builders.deployment_name(p.obs.owner, previous))
