@@ -100,7 +100,10 @@ class RetryPolicy(ApiModel):
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="self.backoffSeconds <= self.maxBackoffSeconds",
+            # The API server also checks the rules against the schema's default ({}), which
+            # names neither field.
+            cel="!has(self.backoffSeconds) || !has(self.maxBackoffSeconds) "
+            "|| self.backoffSeconds <= self.maxBackoffSeconds",
             message="backoffSeconds must not exceed maxBackoffSeconds",
             field_path=".backoffSeconds",
             check=lambda r: r.backoff_seconds <= r.max_backoff_seconds,
