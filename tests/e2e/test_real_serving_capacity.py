@@ -15,7 +15,7 @@ from kubernetes import client
 
 from stratus.api.common import GROUP, VERSION
 from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
-from tests.e2e.test_real_canary import BODY, IMAGE, PORT, ModelFiles, model_files
+from tests.e2e.test_real_canary import BODY, IMAGE, PORT, ModelFiles, get_json, model_files
 from tests.e2e.test_serving import Serving, serving
 from tests.support import Recorder, wait_for
 
@@ -157,6 +157,24 @@ def test_a_cpu_loaded_stable_is_scaled_up_by_a_real_hpa_and_left_alone(
         assert hammer.answered > 0
     finally:
         hammer.stop()
+    # Level-triggered: the Service and PDB deleted by hand come back, and serve again.
+    policy = client.PolicyV1Api(serving.cluster.api)
+    old = core.read_namespaced_service("busy", serving.ns).metadata.uid
+    core.delete_namespaced_service("busy", serving.ns)
+    policy.delete_namespaced_pod_disruption_budget("busy", serving.ns)
+    wait_for(
+        "the Service and PDB recreated",
+        lambda: (
+            core.list_namespaced_service(serving.ns, field_selector="metadata.name=busy").items
+            and core.read_namespaced_service("busy", serving.ns).metadata.uid != old
+            and policy.list_namespaced_pod_disruption_budget(
+                serving.ns, field_selector="metadata.name=busy"
+            ).items
+        ),
+        timeout=20,
+    )
+    ip = core.read_namespaced_service("busy", serving.ns).spec.cluster_ip
+    assert wait_for("an answer through the new Service", lambda: get_json(ip, "/healthz"))
 
 
 @pytest.mark.usefixtures("real_node")
