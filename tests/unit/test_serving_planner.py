@@ -504,8 +504,9 @@ def test_an_http_route_carries_each_steps_weight_while_the_stable_keeps_its_size
         assert sized(grown) == {f"web-{canary}": pods}
         # Until the canary's new pods are ready, the route keeps the previous step's weight.
         assert dict(backends(found)).get(f"web-{canary}", 0) == before
-        assert f"{weight}% once the canary has {pods} ready pods ({was} now)" in (
-            condition(grown.status, "TrafficRouted")["message"]
+        assert (
+            f"{weight}% once the canary has {pods} ready pods ({was} now)"
+            in (condition(grown.status, "TrafficRouted")["message"])
         )
         before = weight
         plan = step(new, grown.status, {stable: 10, canary: pods})
