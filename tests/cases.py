@@ -335,4 +335,96 @@ INVALID = (
         (("spec.retry.maxBackoffSeconds", 90000),),
         "spec.retry.maxBackoffSeconds",
     ),
+    Invalid(
+        "tj-checkpoint-gs",
+        TJ,
+        (("spec.checkpoint.uri", "gs://example-ml-checkpoints/run"),),
+        "spec.checkpoint.uri",
+    ),
+    Invalid(
+        "tj-checkpoint-uri-with-query",
+        TJ,
+        (("spec.checkpoint.uri", "s3://example-ml-checkpoints/run?versionId=1"),),
+        "spec.checkpoint.uri",
+    ),
+    Invalid(
+        "tj-checkpoint-endpoint-with-credentials",
+        TJ,
+        (("spec.checkpoint.endpoint", "https://key:secret@s3.example.com"),),
+        "spec.checkpoint.endpoint",
+    ),
+    Invalid(
+        "tj-checkpoint-endpoint-not-http",
+        TJ,
+        (("spec.checkpoint.endpoint", "ftp://s3.example.com"),),
+        "spec.checkpoint.endpoint",
+    ),
+    Invalid(
+        "tj-checkpoint-endpoint-without-uri",
+        TJ,
+        (
+            ("spec.checkpoint.uri", DELETE),
+            ("spec.checkpoint.persistentVolumeClaim", "ckpt"),
+            ("spec.checkpoint.endpoint", "https://s3.example.com"),
+        ),
+        "spec.checkpoint.endpoint",
+    ),
+    Invalid(
+        "tj-checkpoint-credentials-without-uri",
+        TJ,
+        (
+            ("spec.checkpoint.uri", DELETE),
+            ("spec.checkpoint.persistentVolumeClaim", "ckpt"),
+            ("spec.checkpoint.credentialsSecret", "s3-credentials"),
+        ),
+        "spec.checkpoint.credentialsSecret",
+    ),
+    Invalid(
+        "tj-checkpoint-bad-credentials-name",
+        TJ,
+        (("spec.checkpoint.credentialsSecret", "S3_Credentials"),),
+        "spec.checkpoint.credentialsSecret",
+    ),
+    Invalid(
+        "infs-s3-model-bad-bucket",
+        INFS,
+        (("spec.model.uri", "s3://My_Bucket/model.bin"),),
+        "spec.model.uri",
+    ),
+    Invalid(
+        "infs-s3-model-presigned",
+        INFS,
+        (("spec.model.uri", "s3://models/m.bin?X-Amz-Signature=abc"),),
+        "spec.model.uri",
+    ),
+    Invalid(
+        "infs-endpoint-on-https-model",
+        INFS,
+        (("spec.model.endpoint", "https://s3.example.com"),),
+        "spec.model.endpoint",
+    ),
+    Invalid(
+        "infs-credentials-on-https-model",
+        INFS,
+        (("spec.model.credentialsSecret", "s3-credentials"),),
+        "spec.model.credentialsSecret",
+    ),
+    Invalid(
+        "infs-endpoint-with-path",
+        INFS,
+        (
+            ("spec.model.uri", "s3://models/sentiment/v7/"),
+            ("spec.model.endpoint", "https://s3.example.com/bucket?x=1"),
+        ),
+        "spec.model.endpoint",
+    ),
+    Invalid(
+        "infs-bad-credentials-name",
+        INFS,
+        (
+            ("spec.model.uri", "gs://models/sentiment/v7/"),
+            ("spec.model.credentialsSecret", "-hmac"),
+        ),
+        "spec.model.credentialsSecret",
+    ),
 )

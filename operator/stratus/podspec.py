@@ -8,7 +8,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from stratus.api.common import API_VERSION, GpuResources, Workload
+from stratus.api.common import API_VERSION, CREDENTIAL_KEYS, REGION_KEY, GpuResources, Workload
 
 Manifest = dict[str, Any]
 # Written on every child, by both controllers.
@@ -108,6 +108,37 @@ def container(
     if workload.working_dir:
         built["workingDir"] = workload.working_dir
     return built
+
+
+def object_store_env(endpoint: str | None, credentials_secret: str | None) -> list[Manifest]:
+    """What an S3 client (the SDK's, the staging container's) reads: the store's endpoint, and
+    the credentials as references to the tenant's Secret, resolved by the kubelet, so their
+    values never pass through the operator or land in a child's spec. AWS_REGION is optional:
+    a Secret without it leaves the variable unset (or as the tenant's own env sets it)."""
+    env: list[Manifest] = []
+    if endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint.rstrip("/")})
+    if credentials_secret:
+        env += [
+            {
+                "name": key,
+                "valueFrom": {"secretKeyRef": {"name": credentials_secret, "key": key}},
+            }
+            for key in CREDENTIAL_KEYS
+        ]
+        env.append(
+            {
+                "name": REGION_KEY,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": credentials_secret,
+                        "key": REGION_KEY,
+                        "optional": True,
+                    }
+                },
+            }
+        )
+    return env
 
 
 def volumes(workload: Workload, extra: list[Manifest]) -> list[Manifest]:

@@ -51,7 +51,9 @@ training_specs = st.fixed_dictionaries(
         ),
         "checkpoint": optional(
             persistentVolumeClaim=st.sampled_from(["ckpt", "Bad_Name"]),
-            uri=st.sampled_from(["s3://b/p", "gs://b", "ftp://x", "s3:/nope"]),
+            uri=st.sampled_from(["s3://bkt/p", "s3://b/p", "gs://bkt", "ftp://x", "s3:/nope"]),
+            endpoint=st.sampled_from(["http://s3.local:8333", "https://u:p@s3", "s3.local"]),
+            credentialsSecret=st.sampled_from(["s3-creds", "S3_Creds"]),
             mountPath=st.sampled_from(["/checkpoints", "relative"]),
         ),
         "retry": optional(
@@ -88,6 +90,9 @@ inference_specs = st.fixed_dictionaries(
                 "uri": st.sampled_from(
                     [
                         "s3://m/model",
+                        "s3://models/m.bin",
+                        "gs://models/bert/",
+                        "s3://models/m?versionId=1",
                         "https://x/m",
                         "pvc://claim/m",
                         "ftp://m",
@@ -101,6 +106,8 @@ inference_specs = st.fixed_dictionaries(
             optional={
                 "sha256": st.sampled_from(["a" * 64, "abc", "A" * 64]),
                 "caConfigMap": st.sampled_from(["model-ca", "Bad_Name"]),
+                "endpoint": st.sampled_from(["https://storage.googleapis.com", "http://h/p"]),
+                "credentialsSecret": st.sampled_from(["hmac-keys", "-bad"]),
                 "sizeLimit": st.sampled_from(
                     ["20Gi", "0", "1.5Gi", "999999Ti", "9999999Ti", "100"]
                 ),

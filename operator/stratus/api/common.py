@@ -31,6 +31,16 @@ DNS_1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Marks a schema the CRD generator turns into x-kubernetes-int-or-string.
 INT_OR_STRING = "x-stratus-int-or-string"
+# An S3-compatible store's address: scheme, host and port only. No userinfo (credentials come
+# from a Secret, never from the spec) and no path, query or fragment.
+ENDPOINT_PATTERN = r"^https?://[-A-Za-z0-9.]+(:[0-9]{1,5})?/?$"
+# What the pods read from a credentials Secret, under these keys; AWS_REGION may be absent.
+CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+REGION_KEY = "AWS_REGION"
+# A bucket in an s3:// or gs:// URI: the names S3 (3 to 63) and GCS (3 to 222 characters) allow.
+BUCKET_PATTERN = r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"
+# Google Cloud Storage's S3-compatible (XML) API, which gs:// models use with HMAC keys.
+GCS_ENDPOINT = "https://storage.googleapis.com"
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,28 @@ CONDITIONS_LIST: JsonDict = {
 }
 # An object field whose nested defaults the API server fills in even when it is omitted.
 DEFAULTED: JsonDict = {"default": {}}
+
+
+Endpoint = Annotated[str, Field(pattern=ENDPOINT_PATTERN, max_length=2048)]
+SecretName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+
+
+def endpoint_description(default: str) -> str:
+    return (
+        "URL of an S3-compatible store (http:// or https://, host and port only), for "
+        f"example https://storage.googleapis.com or http://seaweedfs.storage:8333; {default}. "
+        "Given to the pod as AWS_ENDPOINT_URL; the store is addressed path-style."
+    )
+
+
+def credentials_description(use: str) -> str:
+    return (
+        "Name of a Secret in the same namespace with the keys AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (HMAC keys for Google Cloud Storage), and optionally AWS_REGION. "
+        f"{use} gets them as environment variables that refer to the Secret (secretKeyRef): "
+        "their values are never copied into a child, a status or a log. Without it the pod's "
+        "own cloud identity is used (for example IRSA on EKS)."
+    )
 
 
 class EnvVar(ApiModel):

@@ -9,17 +9,23 @@ from pydantic import Field, field_validator
 from pydantic.config import JsonDict
 
 from stratus.api.common import (
+    BUCKET_PATTERN,
     CONDITIONS_LIST,
     DEFAULTED,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
+    GCS_ENDPOINT,
     ApiModel,
     Condition,
     Duration,
+    Endpoint,
     GpuResources,
     Quantity,
     Rule,
+    SecretName,
     Workload,
+    credentials_description,
+    endpoint_description,
     min_duration_rule,
 )
 
@@ -44,6 +50,15 @@ DEFAULT_MODEL_SIZE_LIMIT = "100Gi"
 # pvc://<claim>/<path>: the claim a PersistentVolumeClaim name, the path never climbing out.
 PVC_CLAIM_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)"
 PVC_UP_PATTERN = r"/[.][.](/|$)"
+# s3:// and gs:// models: a bucket, then a key (one object) or a prefix ending in / (a directory).
+OBJECT_SCHEME_PATTERN = r"^(s3|gs)://"
+OBJECT_URI_PATTERN = f"^(s3|gs)://{BUCKET_PATTERN}(/[^?#]*)?$"
+# What a directory model's prefix holds beside its files: each file's size and SHA-256.
+MODEL_MANIFEST = "stratus-manifest.json"
+
+
+def _object_store(uri: str) -> bool:
+    return re.search(OBJECT_SCHEME_PATTERN, uri) is not None
 
 
 def _percentage(target: int | str) -> bool:
@@ -81,17 +96,51 @@ class ModelSource(ApiModel):
                 )
             ),
         ),
+        Rule(
+            cel=f"!self.uri.matches('{OBJECT_SCHEME_PATTERN}') || "
+            f"self.uri.matches('{OBJECT_URI_PATTERN}')",
+            message="an s3:// or gs:// model is <scheme>://<bucket>/<key>, or "
+            "<scheme>://<bucket>/<prefix>/ for a directory: a bucket name of 3 to 222 lowercase "
+            "letters, digits, '.', '_' and '-', and no query or fragment",
+            field_path=".uri",
+            check=lambda m: (
+                not _object_store(m.uri) or re.search(OBJECT_URI_PATTERN, m.uri) is not None
+            ),
+        ),
+        Rule(
+            cel=f"!has(self.endpoint) || self.uri.matches('{OBJECT_SCHEME_PATTERN}')",
+            message="endpoint applies to s3:// and gs:// models only",
+            field_path=".endpoint",
+            check=lambda m: m.endpoint is None or _object_store(m.uri),
+        ),
+        Rule(
+            cel=f"!has(self.credentialsSecret) || self.uri.matches('{OBJECT_SCHEME_PATTERN}')",
+            message="credentialsSecret applies to s3:// and gs:// models only",
+            field_path=".credentialsSecret",
+            check=lambda m: m.credentials_secret is None or _object_store(m.uri),
+        ),
     )
 
     uri: str = Field(
         max_length=2048,
         pattern=r"^(s3|gs|https|pvc)://.+",
-        description="Where the model is: s3://, gs://, https:// or pvc://<claim>/<path>.",
+        description="Where the model is: https://, pvc://<claim>/<path>, or in object storage "
+        "s3://<bucket>/<key> (one object) or s3://<bucket>/<prefix>/ (a directory: every file "
+        f"its {MODEL_MANIFEST} lists, each checked against the size and SHA-256 there). gs:// "
+        "is the same through Google Cloud Storage's S3-compatible API, with HMAC keys.",
     )
     sha256: str | None = Field(
         default=None,
         pattern=r"^[a-f0-9]{64}$",
-        description="Expected SHA-256 of the model file; a mismatch fails staging.",
+        description="Expected SHA-256 of the model file, or for an s3:// or gs:// directory of "
+        f"its {MODEL_MANIFEST}; a mismatch fails staging.",
+    )
+    endpoint: Endpoint | None = Field(
+        default=None,
+        description=endpoint_description(f"AWS S3 when absent for s3://, {GCS_ENDPOINT} for gs://"),
+    )
+    credentials_secret: SecretName | None = Field(
+        default=None, description=credentials_description("The model-staging init container")
     )
     ca_config_map: str | None = Field(
         default=None,

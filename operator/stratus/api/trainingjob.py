@@ -8,15 +8,20 @@ from pydantic import Field, field_validator
 from pydantic.config import JsonDict
 
 from stratus.api.common import (
+    BUCKET_PATTERN,
     CONDITIONS_LIST,
     DEFAULTED,
     DNS_SUBDOMAIN_PATTERN,
     LABEL_VALUE_PATTERN,
     ApiModel,
     Condition,
+    Endpoint,
     GpuResources,
     Rule,
+    SecretName,
     Workload,
+    credentials_description,
+    endpoint_description,
 )
 
 KIND = "TrainingJob"
@@ -24,6 +29,9 @@ PLURAL = "trainingjobs"
 # `<name>-<attempt>` must stay a valid Job name, and its pods' hostnames DNS labels.
 MAX_NAME_LENGTH = 48
 SET_LIST: JsonDict = {"x-kubernetes-list-type": "set"}
+# s3://<bucket>/<prefix>: the one object store the SDK writes to (GCS and others through their
+# S3-compatible APIs). No query or fragment: the URI is a location, never a presigned request.
+CHECKPOINT_URI_PATTERN = f"^s3://{BUCKET_PATTERN}(/[^?#]*)?$"
 
 
 class SpotPolicy(ApiModel):
@@ -61,8 +69,10 @@ class SpotPolicy(ApiModel):
 
 
 class CheckpointSpec(ApiModel):
-    """Where checkpoints live. The location is mounted at `mountPath`; every attempt gets
-    STRATUS_CHECKPOINT_DIR, and STRATUS_RESUME_FROM once a checkpoint is known."""
+    """Where checkpoints live. The program writes them under `mountPath` (STRATUS_CHECKPOINT_DIR):
+    a PersistentVolumeClaim, or with an s3:// `uri` a scratch directory that the SDK uploads
+    from (STRATUS_CHECKPOINT_URI, with the store's endpoint and credentials). Every attempt after
+    a checkpoint was reported gets STRATUS_RESUME_FROM: its path on the claim, or its URI."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -70,6 +80,18 @@ class CheckpointSpec(ApiModel):
             message="set persistentVolumeClaim or uri, not both",
             field_path=".uri",
             check=lambda c: not (c.persistent_volume_claim and c.uri),
+        ),
+        Rule(
+            cel="!has(self.endpoint) || has(self.uri)",
+            message="endpoint applies to an s3:// uri only",
+            field_path=".endpoint",
+            check=lambda c: c.endpoint is None or c.uri is not None,
+        ),
+        Rule(
+            cel="!has(self.credentialsSecret) || has(self.uri)",
+            message="credentialsSecret applies to an s3:// uri only",
+            field_path=".credentialsSecret",
+            check=lambda c: c.credentials_secret is None or c.uri is not None,
         ),
     )
 
@@ -82,9 +104,18 @@ class CheckpointSpec(ApiModel):
     uri: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^(s3|gs|az|https)://.+",
-        description="Object-storage prefix for checkpoints (s3://, gs://, az://, https://); "
-        "passed to the program as STRATUS_CHECKPOINT_URI.",
+        pattern=CHECKPOINT_URI_PATTERN,
+        description="Object-storage prefix for checkpoints, s3://<bucket>/<prefix>: on AWS S3, "
+        "or on any S3-compatible store (Google Cloud Storage with HMAC keys, SeaweedFS, Ceph, "
+        "...) named by `endpoint`. Passed to the program as STRATUS_CHECKPOINT_URI; the SDK "
+        "writes each checkpoint locally under mountPath (a scratch emptyDir) and uploads it "
+        "there.",
+    )
+    endpoint: Endpoint | None = Field(
+        default=None, description=endpoint_description("AWS S3 when absent")
+    )
+    credentials_secret: SecretName | None = Field(
+        default=None, description=credentials_description("Every worker")
     )
     mount_path: str = Field(
         default="/checkpoints",
@@ -213,6 +244,11 @@ class TrainingJobSpec(Workload):
         description="Cost center, copied as the label stratus.dev/cost-center.",
     )
 
+    @property
+    def checkpoint_uri(self) -> str | None:
+        """The object-storage prefix checkpoints go to, if any."""
+        return self.checkpoint.uri if self.checkpoint else None
+
 
 TrainingJobPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 
@@ -220,7 +256,10 @@ TrainingJobPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Fai
 class CheckpointRecord(ApiModel):
     """A checkpoint a worker reported through its termination message."""
 
-    path: str = Field(description="Path of the checkpoint, as the program wrote it.")
+    path: str = Field(
+        description="Where the checkpoint is: its s3:// URI with an object-storage uri, else "
+        "its path in the container, as the program reported it."
+    )
     step: int | None = Field(default=None, description="Training step it holds.")
     sha256: str | None = Field(default=None, description="Digest of its manifest.")
     time: str | None = Field(default=None, description="When it was reported (RFC 3339).")

@@ -94,7 +94,7 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
         )
         mounts.append({"name": MODEL_CA_VOLUME, "mountPath": MODEL_CA_DIR, "readOnly": True})
         args += ["--ca-file", f"{MODEL_CA_DIR}/{MODEL_CA_KEY}"]
-    init = {
+    init: Manifest = {
         "name": "stage-model",
         "image": staging_image,
         "command": args,
@@ -104,6 +104,10 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",
     }
+    # The store's endpoint and the tenant's credentials, for the download only: the server
+    # container never sees them.
+    if env := podspec.object_store_env(spec.model.endpoint, spec.model.credentials_secret):
+        init["env"] = env
     return init, volumes
 
 

@@ -16,6 +16,7 @@ from stratus.training.labels import (
     TEAM_LABEL,
     TRAININGJOB_LABEL,
 )
+from stratus.training.views import resumable
 
 CONTAINER = "train"
 CHECKPOINT_VOLUME = "stratus-checkpoints"
@@ -58,9 +59,13 @@ def _env(
         {"name": "STRATUS_CHECKPOINT_DIR", "value": mount},
         {"name": "STRATUS_ATTEMPT", "value": str(attempt.number)},
     ]
-    if spec.checkpoint and spec.checkpoint.uri:
-        env.append({"name": "STRATUS_CHECKPOINT_URI", "value": spec.checkpoint.uri})
-    if attempt.resume_from:
+    uri = spec.checkpoint_uri
+    if spec.checkpoint and uri:
+        env.append({"name": "STRATUS_CHECKPOINT_URI", "value": uri})
+        env += podspec.object_store_env(
+            spec.checkpoint.endpoint, spec.checkpoint.credentials_secret
+        )
+    if attempt.resume_from and resumable(attempt.resume_from, uri):
         env.append({"name": "STRATUS_RESUME_FROM", "value": attempt.resume_from})
     if spec.workers > 1:
         index = {
@@ -113,7 +118,7 @@ def _checkpoint_volume(spec: TrainingJobSpec) -> tuple[Manifest, Manifest]:
             "persistentVolumeClaim": {"claimName": checkpoint.persistent_volume_claim}
         }
     else:
-        # Object storage (the program syncs it) or nothing: a scratch directory per pod.
+        # Object storage (the SDK writes here, then uploads) or nothing: scratch per pod.
         source = {"emptyDir": {}}
     mount = {
         "name": CHECKPOINT_VOLUME,

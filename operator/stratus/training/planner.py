@@ -17,7 +17,14 @@ from stratus.conditions import Event, parse_time, set_condition, timestamp
 from stratus.config import CapacityConvention
 from stratus.podspec import Manifest, Owner
 from stratus.training import builders
-from stratus.training.views import CheckpointReport, EventView, JobView, PodView, failed_create
+from stratus.training.views import (
+    CheckpointReport,
+    EventView,
+    JobView,
+    PodView,
+    failed_create,
+    resumable,
+)
 
 Status = dict[str, Any]
 
@@ -92,8 +99,11 @@ def _newest_report(reports: list[CheckpointReport]) -> CheckpointReport | None:
     return max(reports, key=lambda r: r.step if r.step is not None else -1)
 
 
-def _record_checkpoint(status: Status, pods: tuple[PodView, ...], now: dt.datetime) -> None:
-    report = _newest_report([r for p in pods if (r := p.checkpoint)])
+def _record_checkpoint(
+    status: Status, pods: tuple[PodView, ...], now: dt.datetime, uri: str | None
+) -> None:
+    # Only what a later attempt can resume from: with object storage, an uploaded checkpoint.
+    report = _newest_report([r for p in pods if (r := p.checkpoint) and resumable(r.path, uri)])
     if report is None:
         return
     current = status.get("lastCheckpoint") or {}
@@ -203,7 +213,7 @@ class _Planner:
     def run(self) -> Plan:
         self.status["observedGeneration"] = self.obs.generation
         self.plan.adopt = [j.name for j in self.obs.jobs if not j.owned]
-        _record_checkpoint(self.status, self.obs.pods, self.obs.now)
+        _record_checkpoint(self.status, self.obs.pods, self.obs.now, self.spec.checkpoint_uri)
         if self.status.get("phase") in ("Succeeded", "Failed"):
             self.after_finish()
             return self.plan
@@ -304,6 +314,8 @@ class _Planner:
         fallback = self.spec.spot.fallback_to_on_demand_after
         on_spot = self.spec.spot.enabled and (fallback is None or preemptions < fallback)
         resume = (self.status.get("lastCheckpoint") or {}).get("path")
+        if resume and not resumable(resume, self.spec.checkpoint_uri):
+            resume = None  # recorded before the checkpoint location was edited
         left = None
         if self.spec.active_deadline_seconds is not None:
             started = parse_time(self.status["startTime"]) or self.obs.now

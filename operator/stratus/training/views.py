@@ -199,6 +199,15 @@ def parse_report(message: str | None) -> CheckpointReport | None:
     )
 
 
+def resumable(path: str, uri: str | None) -> bool:
+    """Whether a reported checkpoint is where a later attempt can read it: under the
+    object-storage prefix `uri` when there is one (a local path died with its pod's scratch
+    volume), a local path otherwise (a URI is no path on the claim)."""
+    if uri:
+        return path.startswith(uri.rstrip("/") + "/")
+    return "://" not in path
+
+
 @dataclass(frozen=True)
 class EventView:
     """An Event the Job controller posted about a Job: whether it created a pod or failed to."""
