@@ -1,4 +1,5 @@
-# The operator image, also the model-staging init container (`python -m stratus.storage fetch`).
+# The operator image, also the model-staging init container (`python -m stratus.storage fetch`,
+# with boto3 for s3:// and gs:// models).
 # Debian bookworm's own python3 (3.11, the version CI tests with), a venv at /opt/stratus built
 # in a stage of its own, run as non-root from a stage with no pip toolchain packages.
 # docker build -t ghcr.io/stratus-dev/stratus-operator:0.1.0 .   (or: make images)
@@ -18,11 +19,12 @@ RUN apt-get update \
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Runtime dependencies only, at the versions pyproject.toml pins as lower bounds: a layer of
-# their own, so a change to the sources reinstalls only the package.
+# their own, so a change to the sources reinstalls only the package. boto3 (the `s3` extra) is
+# for the staging init container: models from s3:// and gs://.
 RUN python3 -m venv /opt/stratus \
     && /opt/stratus/bin/pip install --no-compile \
         "kopf==1.45.2" "kubernetes==37.0.2" "pydantic==2.14.4" "prometheus-client==0.26.0" \
-        "PyYAML==6.0.4"
+        "PyYAML==6.0.4" "boto3==1.44.8"
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN /opt/stratus/bin/pip install --no-compile --no-deps .

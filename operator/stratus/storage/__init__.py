@@ -1,11 +1,12 @@
 """Model staging: fetch a model from its URI into a local directory, verify it, and fail with a
 message that says what went wrong. The InferenceService's init container runs it as
 `python -m stratus.storage fetch --uri URI --dest DIR [--max-size SIZE] [--sha256 HEX]
-[--ca-file PEM]`.
+[--ca-file PEM] [--endpoint URL]`.
 
 Staging never lies: a body shorter than its Content-Length, a cut chunked body, a redirect away
-from https, a model past the size limit or a pvc:// path that leaves its claim all fail, and
-nothing is left at the final path unless the whole model arrived. URIs in messages are
+from https, a model past the size limit, a pvc:// path that leaves its claim, or an object or a
+directory's file that differs from its manifest (see `s3`) all fail, and nothing is left at the
+final path unless the whole model arrived. URIs in messages are
 redacted (see `redact`)."""
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from stratus.storage import s3
+from stratus.storage.errors import StagingError as StagingError
 from stratus.storage.redact import redact_uri
 
 CHUNK = 1 << 20
@@ -39,10 +42,6 @@ _UNITS: dict[str, int] = {
     **{unit: 1000 ** (i + 1) for i, unit in enumerate("kMGTPE")},
     **{f"{unit}i": 1024 ** (i + 1) for i, unit in enumerate("KMGTPE")},
 }
-
-
-class StagingError(RuntimeError):
-    pass
 
 
 def size_bytes(text: str) -> int:
@@ -217,28 +216,6 @@ def _copy_pvc(uri: str, shown: str, target: Path, pvc_root: Path, max_bytes: int
             _copy_file(real, destination, root, shown)
 
 
-def _object_store(uri: str, shown: str, target: Path, max_bytes: int | None) -> None:
-    parsed = urllib.parse.urlsplit(uri)
-    key = parsed.path.lstrip("/")
-    try:
-        if parsed.scheme == "s3":
-            import boto3  # type: ignore[import-not-found] # noqa: PLC0415 - optional client
-
-            boto3.client("s3").download_file(parsed.netloc, key, str(target))
-        else:
-            from google.cloud import storage  # type: ignore[import-not-found] # noqa: PLC0415
-
-            storage.Client().bucket(parsed.netloc).blob(key).download_to_filename(str(target))
-    except ImportError as exc:
-        client = "boto3" if parsed.scheme == "s3" else "google-cloud-storage"
-        raise StagingError(
-            f"{shown}: {parsed.scheme}:// needs {client} in the staging image"
-        ) from exc
-    size = target.stat().st_size
-    if max_bytes is not None and size > max_bytes:
-        raise StagingError(f"{shown}: {size} bytes, over the size limit of {max_bytes} bytes")
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -253,19 +230,21 @@ def fetch(
     pvc_root: Path = PVC_ROOT,
     ca_file: Path | None = None,
     max_bytes: int | None = None,
+    endpoint: str | None = None,
 ) -> Path:
     """Stage `uri` into `dest` (a directory); return the staged path. Nothing is left at the
     final path unless the whole model arrived, within `max_bytes`, and, when `sha256` is
-    given, matched it. With `ca_file`, an https:// server must present a certificate from one
-    of its CAs. Every failure is a StagingError whose message holds the URI redacted."""
+    given, matched it (for an s3:// or gs:// directory, its manifest did). With `ca_file`, an
+    https:// server must present a certificate from one of its CAs; `endpoint` is the S3
+    store's (see `s3`). Every failure is a StagingError whose message holds the URI redacted."""
     shown = redact_uri(uri)
     parsed = urllib.parse.urlsplit(uri)
     name = Path(parsed.path).name or "model"
     fetchers: dict[str, Callable[[], None]] = {
         "https": lambda: _download_https(uri, shown, staging, ca_file, max_bytes),
         "pvc": lambda: _copy_pvc(uri, shown, staging, pvc_root, max_bytes),
-        "s3": lambda: _object_store(uri, shown, staging, max_bytes),
-        "gs": lambda: _object_store(uri, shown, staging, max_bytes),
+        "s3": lambda: s3.fetch(uri, shown, staging, sha256, max_bytes, endpoint),
+        "gs": lambda: s3.fetch(uri, shown, staging, sha256, max_bytes, endpoint),
     }
     if parsed.scheme not in fetchers:
         raise StagingError(
@@ -284,7 +263,7 @@ def fetch(
     staging = work / name
     try:
         fetchers[parsed.scheme]()
-        if sha256 is not None:
+        if sha256 is not None and parsed.scheme not in ("s3", "gs"):  # s3.fetch checked it
             if staging.is_dir():
                 raise StagingError(f"{shown}: sha256 applies to a single file, not a directory")
             actual = _sha256_of(staging)

@@ -8,6 +8,7 @@ import re
 import urllib.parse
 
 HIDDEN = "***"
+MIN_SECRET = 8
 # A URI inside free text (an exception's message, a log line): a scheme, then anything up to
 # whitespace or a quote, which no URI may hold unescaped, less the punctuation that ends a
 # clause ("https://host/m.bin: 404").
@@ -31,3 +32,12 @@ def redact_uri(uri: str) -> str:
 def redact(text: str) -> str:
     """Every URI in `text` redacted."""
     return _URI.sub(lambda match: redact_uri(match.group()), text)
+
+
+def mask(text: str, secrets: list[str]) -> str:
+    """`text` with each of `secrets` (values too short to be a credential are left alone, or
+    every "a" would go) replaced by `***`."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_SECRET:
+            text = text.replace(secret, HIDDEN)
+    return text
