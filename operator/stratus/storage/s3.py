@@ -42,6 +42,7 @@ IO_QUEUE = 64
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_FILES = 100_000
 MAX_PATH = 1024
+CHANGED = "{what} changed while it was downloaded (its ETag no longer matches)"
 # The store's answers that mean there is no such object (a HEAD's error has only its status).
 MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 # The store's answers that mean the keys (or the bucket's policy) do not allow the request.
@@ -182,6 +183,7 @@ class _Store:
             botocore.exceptions.BotoCoreError,
             botocore.exceptions.ClientError,
             s3transfer.exceptions.RetriesExceededError,
+            s3transfer.exceptions.S3DownloadFailedError,
             s3transfer.exceptions.S3ValidationError,
         )
         config = botocore.config.Config(
@@ -227,6 +229,8 @@ class _Store:
             )
         if isinstance(exc, errors.ClientError):
             return self._refusal(what, exc.response)
+        if isinstance(exc, self.transfer.exceptions.S3DownloadFailedError) and "ETag" in str(exc):
+            return CHANGED.format(what=what)
         if isinstance(exc, errors.EndpointConnectionError | errors.ConnectTimeoutError):
             return f"cannot reach {self.endpoint or 'AWS S3'}: {exc}"
         return f"{what}: {exc}"
@@ -236,6 +240,8 @@ class _Store:
         error = response.get("Error") or {}
         code = _code(response)
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        if code in MISSING and not self._bucket_exists():
+            return f"bucket {self.bucket} not found"
         if code in MISSING:
             hint = ""
             if what == self.key and not self.directory:
@@ -244,7 +250,7 @@ class _Store:
         if code == "NoSuchBucket":
             return f"bucket {self.bucket} not found"
         if code in ("412", "PreconditionFailed"):
-            return f"{what} changed while it was downloaded (its ETag no longer matches)"
+            return CHANGED.format(what=what)
         if status == 403 or code in DENIED:
             reason = code if code and code != "403" else "403 Forbidden"
             return (
@@ -253,6 +259,17 @@ class _Store:
             )
         message = str(error.get("Message") or "")
         return " ".join(f"{what}: {status or ''} {code} {message}".split())
+
+    def _bucket_exists(self) -> bool:
+        """False only when the store says the bucket is missing: a HEAD's 404 cannot tell a
+        missing object from a missing bucket."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except self.errors.ClientError as exc:
+            return _code(exc.response) not in (*MISSING, "NoSuchBucket")
+        except self.errors.BotoCoreError:
+            return True
+        return True
 
     def head(self, key: str) -> tuple[int, str | None]:
         found = self.call(key, lambda: self.client.head_object(Bucket=self.bucket, Key=key))
