@@ -82,6 +82,11 @@ class TrainingJobBuilder:
     def runs_for(self, duration: str) -> Self:
         return self._annotate("stratus.dev/sim-duration", duration)
 
+    def checkpoint(self, **fields: str) -> Self:
+        """spec.checkpoint, as written in the resource (uri, endpoint, credentialsSecret, ...)."""
+        self._spec["checkpoint"] = dict(fields)
+        return self
+
     def exits_with(self, code: int) -> Self:
         return self._annotate("stratus.dev/sim-exit-code", str(code))
 
