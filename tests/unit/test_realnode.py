@@ -54,7 +54,7 @@ def test_simulated_nodes_repel_untolerating_pods_only_beside_a_real_node() -> No
     )
 
 
-def test_containerd_keeps_everything_under_the_state_dir(tmp_path: Path) -> None:
+def test_containerd_keeps_everything_but_its_sockets_under_the_state_dir(tmp_path: Path) -> None:
     layout = realnode.NodeLayout(tmp_path / "node")
     config = tomllib.loads(realnode.containerd_config(layout))
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]
@@ -62,8 +62,9 @@ def test_containerd_keeps_everything_under_the_state_dir(tmp_path: Path) -> None
     assert cri["restrict_oom_score_adj"] is True
     assert cri["netns_mounts_under_state_dir"] is True
     assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
-    for path in (config["root"], config["state"], config["grpc"]["address"]):
+    for path in (config["root"], config["state"]):
         assert path.startswith(str(tmp_path))
+    assert config["grpc"]["address"].startswith(str(realnode.SOCKETS_DIR))
     assert cri["cni"]["conf_dir"].startswith(str(tmp_path))
 
 
@@ -201,3 +202,10 @@ def test_examples_are_made_to_run_simulated_without_losing_their_own_placement()
     assert doc["spec"]["podTemplate"]["spec"]["nodeSelector"] == {"zone": "a"}  # not mutated
     claim = {"kind": "PersistentVolumeClaim", "spec": {}}
     assert nodepools.simulated(claim) is claim
+
+
+def test_containerd_sockets_fit_however_long_the_state_dir() -> None:
+    deep = realnode.NodeLayout(Path("/tmp") / ("d" * 200) / "node")
+    # What a unix socket path may hold, with the suffix containerd adds for ttrpc.
+    assert len(str(deep.socket) + ".ttrpc") < 104
+    assert deep.socket != realnode.NodeLayout(Path("/tmp/other/node")).socket

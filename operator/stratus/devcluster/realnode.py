@@ -9,6 +9,7 @@ iptables chain and sysctl change the node made."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -33,6 +34,7 @@ PAUSE_IMAGE = "localhost/stratus/pause:1"
 # The pod networks tried for the node, in order; the first that overlaps no route is taken.
 POD_NETWORKS = tuple(ipaddress.IPv4Network(f"10.244.{i}.0/24") for i in range(1, 255))
 REAL_NODE_LABEL = "stratus.dev/real-node"
+SOCKETS_DIR = Path("/run/stratus")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # Host tools the node needs, with the Debian package that ships each (hack/install-deps.sh).
 HOST_TOOLS = {
@@ -145,8 +147,15 @@ class NodeLayout:
         return self.root / "containerd" / "state"
 
     @property
+    def socket_dir(self) -> Path:
+        """containerd's sockets, outside the state dir: a unix socket's path must fit in 104
+        bytes (with containerd's ".ttrpc" suffix), and a state dir's path can be long."""
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return SOCKETS_DIR / digest
+
+    @property
     def socket(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
+        return self.socket_dir / "containerd.sock"
 
     @property
     def kubelet_dir(self) -> Path:
@@ -483,15 +492,17 @@ def containerd_ready(layout: NodeLayout) -> bool:
 # --- Teardown ---------------------------------------------------------------------------------
 
 
-def _pids_naming(root: Path) -> list[int]:
-    """Processes whose command line names `root`: containerd's shims outlive containerd."""
+def _pids_naming(*paths: Path) -> list[int]:
+    """Processes whose command line names one of `paths`: containerd's shims outlive
+    containerd, and name its socket."""
     pids = []
-    marker = str(root).encode()
+    markers = [str(path).encode() for path in paths]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
-            if marker in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes()
+            if any(marker in cmdline for marker in markers):
                 pids.append(int(entry.name))
     return pids
 
@@ -603,7 +614,7 @@ def teardown(
     """After `stop` has ended kube-proxy, the kubelet and containerd: kill what they left (shims,
     containers), then remove mounts, cgroups, the bridge, iptables chains and sysctl changes."""
     stop()
-    for pid in _pids_naming(layout.root):
+    for pid in _pids_naming(layout.root, layout.socket_dir):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     net = read_network(layout)
@@ -632,6 +643,7 @@ def teardown(
         log(f"real node: could not remove {', '.join(left)}")
     # containerd's snapshots are plain files once unmounted; the images come back from the cache.
     shutil.rmtree(layout.root, ignore_errors=True)
+    shutil.rmtree(layout.socket_dir, ignore_errors=True)
 
 
 def host_traces(root: Path) -> dict[str, list[str]]:
@@ -642,10 +654,11 @@ def host_traces(root: Path) -> dict[str, list[str]]:
         chain_names += [f"{family}/{t}/{c}" for t, names in ours.items() for c in names]
         chain_names += [f"{family}/{t}: {rule}" for t, rule in jumps]
     return {
-        "processes": [str(pid) for pid in _pids_naming(root)],
+        "processes": [str(pid) for pid in _pids_naming(root, SOCKETS_DIR)],
         "mounts": mounts_under(root),
         "cgroups": [str(d) for d in _cgroup_dirs()],
         "links": sorted(n for n in _links() if n.startswith(("stratusbr", "veth"))),
         "iptables": sorted(chain_names),
         "sysctls": [f"{key}={value}" for key, value in _sysctls().items()],
+        "sockets": sorted(str(p) for p in SOCKETS_DIR.glob("*")) if SOCKETS_DIR.is_dir() else [],
     }
