@@ -174,7 +174,7 @@ def test_a_cpu_loaded_stable_is_scaled_up_by_a_real_hpa_and_left_alone(
         timeout=20,
     )
     ip = core.read_namespaced_service("busy", serving.ns).spec.cluster_ip
-    assert wait_for("an answer through the new Service", lambda: get_json(ip, "/healthz"))
+    assert wait_for("an answer through the new Service", lambda: get_json(ip, "/"))
 
 
 @pytest.mark.usefixtures("real_node")
