@@ -44,9 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "--max-size", type=size_bytes, default=None, help="abort past this size, e.g. 100Gi"
     )
     get.add_argument(
-        "--endpoint",
-        default=os.environ.get("AWS_ENDPOINT_URL") or None,
-        help="the S3-compatible store of an s3:// or gs:// model (default: AWS_ENDPOINT_URL)",
+        "--endpoint", help="the S3-compatible store of an s3:// or gs:// model (AWS_ENDPOINT_URL)"
     )
     get.add_argument(
         "--termination-log",

@@ -297,8 +297,8 @@ class _Store:
         return data
 
     def download(self, objects: Iterable[_Object]) -> None:
-        """Every object into its target, at once: parts of all of them share CONCURRENCY
-        connections. The first failure cancels the rest."""
+        """Every object into its target, at once: the parts of all of them share
+        `concurrency` connections. The first failure cancels the rest."""
         manager_mod = self.transfer.manager
         config = manager_mod.TransferConfig(
             multipart_threshold=PART_SIZE,
@@ -309,8 +309,8 @@ class _Store:
         base = self.transfer.subscribers.BaseSubscriber
 
         class Known(base):  # type: ignore[misc,valid-type]
-            """Tells the transfer what a HEAD (or the manifest) said, so it asks nothing more
-            and pins every ranged part to the ETag."""
+            """Tells the transfer what the HEAD said, so it asks nothing more and pins every
+            ranged part to the ETag."""
 
             def __init__(self, size: int, etag: str | None) -> None:
                 self.size, self.etag = size, etag
