@@ -75,5 +75,8 @@ build kubernetes "$KUBERNETES_VERSION" "$k8s_ldflags" \
 build metrics-server "$METRICS_SERVER_VERSION" \
   "-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
   sigs.k8s.io/metrics-server/cmd/metrics-server
+build seaweedfs "$SEAWEEDFS_VERSION" \
+  "-X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=${SEAWEEDFS_VERSION##*-}" \
+  github.com/seaweedfs/seaweedfs/weed
 
 log "all binaries ready under $cache/bin (total $(( $(date +%s) - start ))s)"

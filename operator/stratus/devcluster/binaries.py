@@ -26,6 +26,7 @@ COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "metrics-server": ("METRICS_SERVER_VERSION", ("metrics-server",)),
+    "seaweedfs": ("SEAWEEDFS_VERSION", ("weed",)),
 }
 
 
@@ -63,14 +64,16 @@ class Binaries:
         return versions()["KUBERNETES_VERSION"]
 
 
-def locate() -> Binaries:
-    """Every binary's path; raises with the build command when any is missing."""
+def locate(*only: str) -> Binaries:
+    """Every binary's path, or only those named; raises with the build command when any is
+    missing."""
     pinned = versions()
     paths: dict[str, Path] = {}
     for component, (key, names) in COMPONENTS.items():
         folder = cache_dir() / "bin" / f"{component}-{pinned[key]}"
         for name in names:
-            paths[name] = folder / name
+            if not only or name in only:
+                paths[name] = folder / name
     missing = [str(p) for p in paths.values() if not os.access(p, os.X_OK)]
     if missing:
         raise MissingBinariesError(
