@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,12 +57,18 @@ def cmd_dev_status(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_env(args: argparse.Namespace) -> int:
-    from stratus.devcluster import binaries  # noqa: PLC0415
+    from stratus.devcluster import binaries, objectstore  # noqa: PLC0415
 
     local = _dev_cluster(args)
     bin_dirs = sorted({str(path.parent) for path in binaries.locate().paths.values()})
     print(f"export KUBECONFIG={local.kubeconfig}")
     print(f"export PATH={':'.join(bin_dirs)}:$PATH")
+    store = objectstore.credentials(local.layout.object_store)
+    if store is not None:
+        print(f"export STRATUS_S3_ENDPOINT={store.endpoint}")
+        print(f"export STRATUS_S3_BUCKET={store.bucket}")
+        for key, value in store.env().items():
+            print(f"export {key}={shlex.quote(value)}")
     return 0
 
 

@@ -108,7 +108,8 @@ def test_stages_are_well_formed_and_named_uniquely() -> None:
 
 def test_every_component_command_names_the_state_dir(tmp_path: Path) -> None:
     layout = cluster.Layout(tmp_path)
-    ports = {name: 10000 + i for i, name in enumerate((*cluster.COMPONENTS, "etcd-peer"))}
+    names = (*cluster.COMPONENTS, *cluster.EXTRA_PORTS)
+    ports = {name: 10000 + i for i, name in enumerate(names)}
     bins = binaries.Binaries(
         {
             name: Path(f"/bin/{name}")

@@ -1,5 +1,6 @@
-"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
-as child processes under one state directory, on free loopback ports."""
+"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, an
+S3-compatible object store and kwok as child processes under one state directory, on free loopback
+ports."""
 
 from __future__ import annotations
 
@@ -21,17 +22,24 @@ from typing import Any
 
 import yaml
 
-from stratus.devcluster import binaries, metricsserver, nodepools, pki, realnode
+from stratus.devcluster import binaries, metricsserver, nodepools, objectstore, pki, realnode
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 STAGES_FILE = Path(__file__).with_name("stages.yaml")
 DEFAULT_STATE_DIR = Path(".stratus")
-# Order of start; stopped in reverse.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Order of start; stopped in reverse. kwok, last, runs only when there are pools to simulate.
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    objectstore.NAME,
+    "kwok",
+)
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "metrics-server")
 # Ports that are not a component's own.
-EXTRA_PORTS = ("etcd-peer", "kubelet-healthz", "kube-proxy-metrics")
+EXTRA_PORTS = ("etcd-peer", "kubelet-healthz", "kube-proxy-metrics", *objectstore.INTERNAL_PORTS)
 
 
 class ClusterError(RuntimeError):
@@ -99,6 +107,10 @@ class Layout:
     def node(self) -> realnode.NodeLayout:
         return realnode.NodeLayout(self.root / "node")
 
+    @property
+    def object_store(self) -> objectstore.Layout:
+        return objectstore.Layout(self.root / "objectstore")
+
     def cert(self, stem: str) -> Path:
         return self.pki_dir / f"{stem}.crt"
 
@@ -142,7 +154,7 @@ def kubeconfig_for(layout: Layout, server: str, identity: pki.Identity) -> dict[
     }
 
 
-def component_args(
+def component_args(  # noqa: PLR0911 (a command line per component)
     layout: Layout,
     name: str,
     ports: dict[str, int],
@@ -231,6 +243,9 @@ def component_args(
             "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{ports['kwok']}",
         ]
+    if name == objectstore.NAME:
+        node_ip = node[1].node_ip if node else None
+        return objectstore.args(bins["weed"], layout.object_store, ports, node_ip)
     if node is not None and name in NODE_COMPONENTS:
         return _node_args(layout, name, bins, ports, *node)
     raise ValueError(f"unknown component {name}")
@@ -288,12 +303,14 @@ def _flag(args: list[str], flag: str) -> str:
     return next(a.partition("=")[2] for a in args if a.startswith(f"{flag}="))
 
 
-def _health_url(name: str, ports: dict[str, int], args: list[str]) -> str:
+def _health_url(name: str, ports: dict[str, int], args: list[str]) -> str:  # noqa: PLR0911
     if name == "metrics-server":
         # It listens on the node's bridge alone: probed where its own arguments say.
         return f"https://{_flag(args, '--bind-address')}:{ports[name]}/livez"
     if name == "etcd":
         return f"http://127.0.0.1:{ports['etcd']}/health"
+    if name == objectstore.NAME:
+        return objectstore.health_url(args, ports)
     if name == "kwok":
         return f"http://127.0.0.1:{ports['kwok']}/healthz"
     if name == "kubelet":
@@ -359,6 +376,10 @@ def _stop_pid(pid: int, root: Path, grace: float = 10.0) -> None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _stop_grace(name: str) -> float:
+    return objectstore.STOP_GRACE if name == objectstore.NAME else 10.0
 
 
 def _is_zombie(pid: int) -> bool:
@@ -439,9 +460,13 @@ class LocalCluster:
         except Exception:
             self.down(log=lambda _msg: None)
             raise
+        store = None
         if self.attach_to is None:
             server = f"https://127.0.0.1:{ports['kube-apiserver']}"
             self._write_credentials(server, node[1] if node else None)
+            store = objectstore.prepare(
+                self.layout.object_store, ports, node[1].node_ip if node else None
+            )
             kwok_kubeconfig = self.layout.component_kubeconfig(pki.KWOK)
             ctx = _ssl_context(self.layout)
         else:
@@ -469,6 +494,8 @@ class LocalCluster:
                 self._wait_healthy(name, ports, args, ctx, deadline)
                 log(f"{name} ready ({time.monotonic() - started:.1f}s)")
             self._add_nodes(deadline, log)
+            if store is not None:
+                self._provision_object_store(store, deadline, log)
         except Exception as exc:
             hint = self._log_tails()
             self.down(log=lambda _msg: None)
@@ -613,6 +640,18 @@ class LocalCluster:
             described.append(f"{self.real_node.name} (real kubelet, {self.real_node.gpus} GPUs)")
         log(f"{len(names)} nodes Ready: " + ", ".join(described))
 
+    def _provision_object_store(
+        self, store: objectstore.Credentials, deadline: float, log: Callable[[str], None]
+    ) -> None:
+        from stratus.devcluster import kubeapi  # noqa: PLC0415 - needs the API server up first
+
+        objectstore.create_bucket(store, timeout=max(deadline - time.monotonic(), 0.0))
+        kubeapi.connect(self.kubeconfig).apply_all([objectstore.secret_manifest(store)])
+        log(
+            f"object store at {store.endpoint}: bucket {store.bucket}, credentials in Secret "
+            f"{objectstore.SECRET_NAMESPACE}/{objectstore.SECRET_NAME} and `stratus dev env`"
+        )
+
     def _metrics_api(self) -> list[dict[str, Any]]:
         state = self.state()
         assert state is not None
@@ -628,7 +667,7 @@ class LocalCluster:
             raise ClusterError("no cluster running")
         index = next(i for i, p in enumerate(state.processes) if p.name == name)
         old = state.processes[index]
-        _stop_pid(old.pid, self.layout.root)
+        _stop_pid(old.pid, self.layout.root, _stop_grace(name))
         child = self._children.pop(name, None)
         if child is not None:
             child.wait()
@@ -646,7 +685,7 @@ class LocalCluster:
 
     def _stop(self, processes: list[Process]) -> None:
         for proc in reversed(processes):
-            _stop_pid(proc.pid, self.layout.root)
+            _stop_pid(proc.pid, self.layout.root, _stop_grace(proc.name))
             child = self._children.pop(proc.name, None)
             if child is not None:
                 child.wait()
@@ -672,4 +711,7 @@ class LocalCluster:
         self._stop([p for p in state.processes if p.name not in NODE_COMPONENTS])
         self.layout.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
+        for proc in state.processes:
+            if proc.name == objectstore.NAME:
+                objectstore.remove(self.layout.object_store, proc.args)
         log(f"stopped {len(state.processes)} processes")
