@@ -70,6 +70,7 @@ def test_pinned_versions_agree_with_the_go_wrapper_modules() -> None:
         "KWOK_VERSION": ("kwok", "sigs.k8s.io/kwok"),
         "HELM_VERSION": ("helm", "helm.sh/helm/v3"),
         "TRAINING_OPERATOR_VERSION": ("training-operator", "github.com/kubeflow/training-operator"),
+        "SEAWEEDFS_VERSION": ("seaweedfs", "github.com/seaweedfs/seaweedfs"),
     }
     for key, (folder, module) in requires.items():
         go_mod = (REPO / "hack" / "tools" / folder / "go.mod").read_text()
