@@ -21,7 +21,9 @@ def service(**rollout: Any) -> dict[str, Any]:
 
 
 def test_capacity_is_kept_and_a_canary_has_ten_minutes_by_default() -> None:
-    spec = InferenceServiceSpec.model_validate({"image": "serve:1", "model": {"uri": "s3://models/m"}})
+    spec = InferenceServiceSpec.model_validate(
+        {"image": "serve:1", "model": {"uri": "s3://models/m"}}
+    )
     assert (spec.rollout.capacity, spec.rollout.progress_deadline) == ("Keep", "10m")
 
 
