@@ -186,13 +186,12 @@ def endpoint_description(default: str) -> str:
     )
 
 
-def credentials_description(use: str) -> str:
+def credentials_description(use: str, without: str) -> str:
     return (
         "Name of a Secret in the same namespace with the keys AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY (HMAC keys for Google Cloud Storage), and optionally AWS_REGION. "
         f"{use} gets them as environment variables that refer to the Secret (secretKeyRef): "
-        "their values are never copied into a child, a status or a log. Without it the pod's "
-        "own cloud identity is used (for example IRSA on EKS)."
+        f"their values are never copied into a child, a status or a log. {without}"
     )
 
 

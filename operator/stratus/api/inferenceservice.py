@@ -140,7 +140,12 @@ class ModelSource(ApiModel):
         description=endpoint_description(f"AWS S3 when absent for s3://, {GCS_ENDPOINT} for gs://"),
     )
     credentials_secret: SecretName | None = Field(
-        default=None, description=credentials_description("The model-staging init container")
+        default=None,
+        description=credentials_description(
+            "The model-staging init container",
+            "Without it, boto3's default chain applies (for example IRSA on EKS, with a "
+            "ServiceAccount the admin allows).",
+        ),
     )
     ca_config_map: str | None = Field(
         default=None,

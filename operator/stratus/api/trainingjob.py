@@ -115,7 +115,13 @@ class CheckpointSpec(ApiModel):
         default=None, description=endpoint_description("AWS S3 when absent")
     )
     credentials_secret: SecretName | None = Field(
-        default=None, description=credentials_description("Every worker")
+        default=None,
+        description=credentials_description(
+            "Every worker",
+            "Without it the program must find keys itself (its own env or envFrom): the "
+            "Stratus SDK signs with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
+            "AWS_SESSION_TOKEN from the environment, not with a cloud identity.",
+        ),
     )
     mount_path: str = Field(
         default="/checkpoints",
