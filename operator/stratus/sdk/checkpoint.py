@@ -19,6 +19,13 @@ Any number of processes may share one directory. Each writes into a scratch dire
 locked while it lives, and publishes it with an atomic rename; a checkpoint, once published, is
 never changed. Cleaning removes only scratch whose writer is gone (its lock is free), and `keep`
 counts and prunes only checkpoints that verify.
+
+With STRATUS_CHECKPOINT_URI=s3://<bucket>/<prefix> (see `stratus.sdk.remote`), checkpoints are
+still written here first; each one saved is then uploaded in the background, resuming downloads
+the newest complete one from the bucket when it is newer than what is here, and the termination
+message names the newest checkpoint in the bucket. On SIGTERM the final save is uploaded within
+the grace period (STRATUS_GRACE_SECONDS, less a margin), or the message says which step is the
+newest uploaded.
 """
 
 from __future__ import annotations
@@ -32,10 +39,15 @@ import secrets
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+
+from stratus.sdk.remote import FileEntry, RemoteCheckpoint, RemoteError, RemoteStore, Uploader
+from stratus.sdk.s3 import S3Client, S3Error, split_uri
 
 MANIFEST = "MANIFEST.json"
 PREFIX = "step-"
@@ -51,6 +63,8 @@ _DIRECTORY_LOCK = ".stratus.lock"
 PREEMPTED_EXIT_CODE = 143
 # The kubelet keeps at most 4096 bytes of a termination message.
 _REASON_LIMIT = 1024
+# Kubernetes' default terminationGracePeriodSeconds, when STRATUS_GRACE_SECONDS is not set.
+_DEFAULT_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,11 @@ class _Shutdown:
 _SHUTDOWN = _Shutdown()
 
 
+def _grace_margin(grace: float) -> float:
+    """Time kept back from the grace period: the report and the exit must land before SIGKILL."""
+    return max(1.0, min(5.0, grace * 0.1))
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     if not value:
@@ -184,6 +203,10 @@ class CheckpointManager:
         rank: int | None = None,
         world_size: int | None = None,
         attempt: int | None = None,
+        uri: str | None = None,
+        remote_keep: int | None = None,
+        grace_seconds: float | None = None,
+        client: S3Client | None = None,
     ) -> None:
         root = directory or os.environ.get("STRATUS_CHECKPOINT_DIR", "/checkpoints")
         self.directory = Path(root)
@@ -205,6 +228,31 @@ class CheckpointManager:
             )
         self._last: Checkpoint | None = None
         self._verified: dict[tuple[object, ...], Checkpoint | None] = {}
+        if grace_seconds is None:
+            grace = os.environ.get("STRATUS_GRACE_SECONDS", "").strip()
+            grace_seconds = float(grace) if grace else _DEFAULT_GRACE
+        self.grace_seconds = grace_seconds
+        # The termination message is written from the upload thread and the SIGTERM handler.
+        self._report_lock = threading.RLock()
+        self._resumed: RemoteCheckpoint | None = None
+        self.remote: RemoteStore | None = None
+        self._uploader: Uploader | None = None
+        uri = uri if uri is not None else os.environ.get("STRATUS_CHECKPOINT_URI", "").strip()
+        if uri:
+            if not uri.startswith("s3://"):
+                raise ValueError(
+                    f"checkpoint URI {uri!r}: only s3://<bucket>/<prefix> is supported"
+                )
+            bucket, prefix = split_uri(uri)
+            store_client = client or S3Client(
+                bucket,
+                part_size=_env_int("STRATUS_S3_PART_SIZE", 16 << 20),
+                concurrency=_env_int("STRATUS_S3_CONCURRENCY", 4),
+            )
+            keep_remote = self.keep if remote_keep is None else remote_keep
+            self.remote = RemoteStore(store_client, prefix, self.attempt, keep_remote)
+            if self.writes:
+                self._uploader = Uploader(self.remote, self._write_report)
 
     @property
     def writes(self) -> bool:
@@ -251,6 +299,7 @@ class CheckpointManager:
             if checkpoint is None:
                 return None
         self.report(checkpoint)
+        self._upload(checkpoint)
         try:
             self._prune(checkpoint)
         except OSError as error:  # the checkpoint is saved; only the cleaning failed
@@ -372,9 +421,101 @@ class CheckpointManager:
             hinted = self.verify(Path(hint))
             if hinted is not None and (point is None or hinted.step > point.step):
                 point = hinted
+        if self.remote is not None:
+            point = self._resume_remote(point)
         if point is not None:
             self._last = point
         return point
+
+    def _resume_remote(self, local: Checkpoint | None) -> Checkpoint | None:
+        """The newest checkpoint in the bucket that downloads whole and verifies, if it is
+        newer than `local`; a local one newer than the bucket's is uploaded."""
+        assert self.remote is not None
+        try:
+            if self.writes:
+                self.remote.register()  # before looking: older attempts stop publishing
+            listing = self.remote.listing()
+        except S3Error as error:
+            # Starting over silently would throw the run's progress away: stop instead.
+            reason = " ".join(f"checkpoint resume failed: {error}".split())[:_REASON_LIMIT]
+            with self._report_lock, contextlib.suppress(OSError):
+                self.termination_log.write_text(reason)
+            raise RemoteError(reason) from None
+        for remote in listing:
+            if local is not None and remote[0] <= local.step:
+                break
+            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                with self._scratch() as scratch:
+                    fetched = self.remote.fetch(remote, scratch)
+                    if (verified := self.verify(scratch)) is None or verified.step != remote[0]:
+                        raise RemoteError(f"{fetched.uri}: its files are not a checkpoint")
+                    with self._exclusive():
+                        local = self._install(remote[0], scratch)
+            except RemoteError as error:
+                _log(f"{error}; trying an older checkpoint")
+                continue
+            self._resumed = fetched
+            if self._uploader is not None:
+                self._uploader.known(fetched.step)
+            _log(f"resuming from {fetched.uri} (step {fetched.step}, attempt {fetched.attempt})")
+            self.report(local)
+            return local
+        if local is not None:
+            newest = listing[0] if listing else None
+            _log(
+                f"resuming from {local.path} (step {local.step}); the bucket's newest is "
+                + (f"step {newest[0]}" if newest is not None else "none")
+            )
+            # Uploaded again only if newer, or to finish this attempt's own upload of it.
+            if (
+                newest is None
+                or local.step > newest[0]
+                or newest == (local.step, self.remote.attempt)
+            ):
+                self._upload(local)
+        return local
+
+    def _upload(self, checkpoint: Checkpoint) -> None:
+        if self._uploader is not None:
+            self._uploader.submit(checkpoint.step, lambda: self._pinned(checkpoint))
+
+    @contextlib.contextmanager
+    def _pinned(self, checkpoint: Checkpoint) -> Iterator[tuple[Path, Mapping[str, FileEntry]]]:
+        """The checkpoint's files, hard-linked into a scratch directory of this process, so that
+        pruning it meanwhile does not cut its upload short. Where hard links do not work, the
+        checkpoint itself (a prune then fails the upload, and the newest one is uploaded)."""
+        with self._scratch() as scratch:
+            root = scratch
+            try:
+                for source in sorted(checkpoint.path.rglob("*")):
+                    target = scratch / source.relative_to(checkpoint.path)
+                    if source.is_dir():
+                        target.mkdir(exist_ok=True)
+                    else:
+                        os.link(source, target)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                root = checkpoint.path
+            manifest = json.loads((root / MANIFEST).read_text())
+            files = {
+                name: FileEntry((root / name).stat().st_size, sha)
+                for name, sha in manifest["files"].items()
+            }
+            files[MANIFEST] = FileEntry((root / MANIFEST).stat().st_size, _digest(root / MANIFEST))
+            yield root, files
+
+    def flush(self, timeout: float | None = None) -> RemoteCheckpoint | None:
+        """Wait until the newest checkpoint saved is in the bucket and return it; RemoteError if
+        it could not be uploaded (within `timeout` seconds). Without a bucket, None."""
+        if self._uploader is None:
+            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._uploader.drain(deadline):
+            reason = self._uploader.superseded or self._uploader.failure or "timed out"
+            raise RemoteError(f"the newest checkpoint is not in the bucket: {reason}")
+        return self._uploader.last
 
     def _prune(self, saved: Checkpoint) -> None:
         """Keep the newest `keep` checkpoints that verify (and `saved`, whatever its step); remove
@@ -473,8 +614,40 @@ class CheckpointManager:
     def report(self, checkpoint: Checkpoint) -> None:
         """Leave the checkpoint in the termination message, where Stratus reads it."""
         self._last = checkpoint
-        with contextlib.suppress(OSError):
-            self.termination_log.write_text(checkpoint.report())
+        self._write_report()
+
+    def _fields(self) -> dict[str, object]:
+        """What the termination message says: the newest checkpoint this process knows that
+        outlives it. With a bucket that is the newest uploaded (or resumed from), with the
+        newer local one, if any, as `pending`; the step resumed from as `resumed_from`."""
+        if self.remote is None:
+            return self._last._fields() if self._last is not None else {}
+        uploaded = self._uploader.last if self._uploader is not None else None
+        safe = max(
+            (c for c in (uploaded, self._resumed) if c is not None),
+            key=lambda c: c.step,
+            default=None,
+        )
+        fields: dict[str, object] = {}
+        if safe is not None:
+            fields = safe.fields()
+        elif self._last is not None:
+            fields = self._last._fields()
+        if self._last is not None and (safe is None or self._last.step > safe.step):
+            fields["pending"] = {"path": str(self._last.path), "step": self._last.step}
+        if self._resumed is not None:
+            fields["resumed_from"] = {"path": self._resumed.uri, "step": self._resumed.step}
+        if self._uploader is not None and self._uploader.superseded is not None:
+            fields["error"] = str(self._uploader.superseded)
+        return fields
+
+    def _write_report(self, error: str | None = None) -> None:
+        fields = self._fields()
+        if error is not None:
+            fields["error"] = error
+        message = json.dumps(fields) if "path" in fields else fields.get("error", "")
+        with self._report_lock, contextlib.suppress(OSError):
+            self.termination_log.write_text(str(message))
 
     def _report_failure(self, error: BaseException) -> None:
         """The reason a save failed, in one line, next to the newest checkpoint this process
@@ -482,24 +655,40 @@ class CheckpointManager:
         reason = " ".join(f"checkpoint save failed: {type(error).__name__}: {error}".split())
         reason = reason[:_REASON_LIMIT]
         print(reason, file=sys.stderr)
-        message = reason
-        if self._last is not None:
-            message = json.dumps({**self._last._fields(), "error": reason})
-        with contextlib.suppress(OSError):
-            self.termination_log.write_text(message)
+        self._write_report(reason)
+
+    def _finish_uploads(self, started: float) -> None:
+        """On SIGTERM: wait for the uploads within the grace period, then say how it went."""
+        if self._uploader is None or self._uploader.pending_step is None:
+            return
+        budget = self.grace_seconds - _grace_margin(self.grace_seconds)
+        if self._uploader.drain(started + budget) or self._uploader.superseded is not None:
+            return  # the message says so already
+        pending = self._uploader.pending_step
+        newest = self._uploader.last or self._resumed
+        reason = self._uploader.failure or (
+            f"the upload of step {pending} did not finish within the grace period "
+            f"({self.grace_seconds:g}s)"
+        )
+        where = f"; step {newest.step} is the newest in the bucket" if newest else ""
+        _log(reason + where)
+        self._write_report(reason[:_REASON_LIMIT])
 
     def on_sigterm(self, save: Callable[[], Checkpoint | None]) -> None:
         """On SIGTERM (spot notice, eviction, suspend): run `save`, report what it saved, and
         exit with 143 so the attempt counts as stopped, not as finished. If `save` fails, the
-        reason goes to the termination message and the exit code is still 143."""
+        reason goes to the termination message and the exit code is still 143. With a bucket,
+        the exit waits for the upload until the grace period (less a margin) is spent."""
 
-        def stop() -> None:
+        def stop(started: float) -> None:
             try:
                 checkpoint = save()
                 if checkpoint is not None:
                     self.report(checkpoint)
             except BaseException as error:  # noqa: BLE001 - whatever happened, exit 143
                 self._report_failure(error)
+            try:
+                self._finish_uploads(started)
             finally:
                 with contextlib.suppress(Exception):
                     sys.stdout.flush()
@@ -507,13 +696,18 @@ class CheckpointManager:
                 os._exit(PREEMPTED_EXIT_CODE)
 
         def handler(_signum: int, _frame: FrameType | None) -> None:
+            started = time.monotonic()  # the grace period runs from here
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second notice must not restart it
             if _SHUTDOWN.depth:
-                _SHUTDOWN.pending = stop
+                _SHUTDOWN.pending = lambda: stop(started)
                 return
-            stop()
+            stop(started)
 
         signal.signal(signal.SIGTERM, handler)
+
+
+def _log(message: str) -> None:
+    print(f"stratus checkpoint: {message}", file=sys.stderr, flush=True)
 
 
 def save_state_dict(state: object, directory: Path, name: str = "state.pt") -> None:
