@@ -243,11 +243,11 @@ class Bucket:
         return self.store().listing()
 
     def manager(self, name: str, attempt: int, **kwargs: Any) -> CheckpointManager:
+        kwargs.setdefault("rank", 0)
+        kwargs.setdefault("world_size", 1)
         return CheckpointManager(
             self.tmp / name,
             termination_log=self.tmp / f"{name}.log",
-            rank=0,
-            world_size=1,
             attempt=attempt,
             uri=self.uri,
             client=self.client,
@@ -344,6 +344,22 @@ def test_saves_are_uploaded_with_the_manifest_last_and_resumed_elsewhere(bucket:
     second.save(10, lambda d: pytest.fail("a saved step is not written again"))
     assert second.flush(timeout=10) is None
     assert bucket.manifests() == [(10, 1)]
+
+
+def test_a_sharded_checkpoint_is_uploaded_by_the_rank_that_commits_it(bucket: Bucket) -> None:
+    ranks = [bucket.manager("old", attempt=1, sharded=True, rank=r, world_size=2) for r in (0, 1)]
+    assert ranks[0].save(5, lambda d: (d / "s").write_text("rank 0")) is None
+    assert ranks[1].save(5, lambda d: (d / "s").write_text("rank 1")) is not None
+    assert ranks[0].flush(timeout=10) is None  # it uploaded nothing
+    uploaded = ranks[1].flush(timeout=30)
+    assert uploaded is not None
+    assert uploaded.step == 5
+    for rank in (0, 1):  # each on a node of its own
+        ckpts = bucket.manager(f"new-{rank}", attempt=2, sharded=True, rank=rank, world_size=2)
+        point = ckpts.resume_point()
+        assert point is not None
+        assert point.shards == 2
+        assert (ckpts.shard_path(point) / "s").read_text() == f"rank {rank}"
 
 
 def test_retention_keeps_the_last_n_in_the_bucket(bucket: Bucket) -> None:

@@ -1,4 +1,5 @@
-"""The checkpoint SDK a training program imports to save, find and report checkpoints."""
+"""The checkpoint SDK a training program imports to save, find and report checkpoints, locally
+and in object storage (STRATUS_CHECKPOINT_URI=s3://...)."""
 
 from stratus.sdk.checkpoint import (
     PREEMPTED_EXIT_CODE,
@@ -7,11 +8,14 @@ from stratus.sdk.checkpoint import (
     load_state_dict,
     save_state_dict,
 )
+from stratus.sdk.remote import RemoteCheckpoint, RemoteError
 
 __all__ = [
     "PREEMPTED_EXIT_CODE",
     "Checkpoint",
     "CheckpointManager",
+    "RemoteCheckpoint",
+    "RemoteError",
     "load_state_dict",
     "save_state_dict",
 ]

@@ -177,6 +177,23 @@ class _Shutdown:
 _SHUTDOWN = _Shutdown()
 
 
+def _agrees(directory: Path, fetched: RemoteCheckpoint) -> int:
+    """The number of shards of a downloaded checkpoint, once its own manifest agrees with the
+    remote one, against which every file was checked (so nothing is hashed twice); RemoteError
+    when they disagree."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        listed = {k: v.sha256 for k, v in fetched.files.items() if k != MANIFEST}
+        shards = manifest.get("world_size", 0)
+        if (manifest["step"], manifest["files"]) == (fetched.step, listed) and isinstance(
+            shards, int
+        ):
+            return shards
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    raise RemoteError(f"{fetched.uri}: its files are not a checkpoint")
+
+
 def _grace_margin(grace: float) -> float:
     """Time kept back from the grace period: the report and the exit must land before SIGKILL."""
     return max(1.0, min(5.0, grace * 0.1))
@@ -448,10 +465,12 @@ class CheckpointManager:
             try:
                 with self._scratch() as scratch:
                     fetched = self.remote.fetch(remote, scratch)
-                    if (verified := self.verify(scratch)) is None or verified.step != remote[0]:
-                        raise RemoteError(f"{fetched.uri}: its files are not a checkpoint")
+                    shards = _agrees(scratch, fetched)
                     with self._exclusive():
-                        local = self._install(remote[0], scratch)
+                        final = self._path(fetched.step)
+                        local = self._known(final) or self._publish(
+                            scratch, final, fetched.step, shards
+                        )
             except RemoteError as error:
                 _log(f"{error}; trying an older checkpoint")
                 continue
