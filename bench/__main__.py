@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import benchmarks, peer, real_node
+from bench import benchmarks, checkpoint, peer, real_node
 from bench.harness import choose_real_node, world
 from stratus.devcluster.nodepools import NodePool
 
@@ -29,6 +29,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "nodes": 4,
         "idle": 3.0,
         "real_node_samples": 2,
+        "checkpoint_bytes": 32 << 20,
+        "checkpoint_samples": 2,
     },
     "full": {
         "throughput": 500,
@@ -39,6 +41,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "nodes": 200,
         "idle": 30.0,
         "real_node_samples": 10,
+        "checkpoint_bytes": 1 << 30,
+        "checkpoint_samples": 3,
     },
 }
 
@@ -85,6 +89,10 @@ def run(size: str, out: Path) -> dict[str, Any]:
             "rollout_step_latency": lambda: benchmarks.rollout_step_latency(w, s["services"]),
             "footprint": lambda: benchmarks.footprint(
                 w, s["scale_tjs"], s["scale_infs"], s["idle"]
+            ),
+            # Needs no cluster: a SeaweedFS of its own, on loopback.
+            "checkpoint_storage": lambda: checkpoint.checkpoint_storage(
+                Path(tmp), s["checkpoint_bytes"], s["checkpoint_samples"]
             ),
         }
         for name, step in steps.items():

@@ -30,6 +30,7 @@ def test_every_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
         "rollout_step_latency",
         "footprint",
         "peer_training_operator",
+        "checkpoint_storage",
     }
     throughput = results["throughput"]
     assert throughput["create_to_job_seconds"]["n"] == 10
@@ -41,6 +42,11 @@ def test_every_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert results["preemption_recovery"]["stratus_reclaim_to_next_attempt_scheduled"]["n"] == 2
     assert results["rollout_step_latency"]["pause_end_to_next_weight_seconds"]["n"] == 3
     assert results["footprint"]["resident_mib"] > 0
+    stored = results["checkpoint_storage"]
+    assert stored["size_mib"] == 32
+    assert len(stored["seconds"]["sdk_upload"]) == 2
+    assert stored["upload_ratio"] > 0
+    assert stored["resume_ratio"] > 0
     peer = results["peer_training_operator"]
     assert peer["measured"] is True
     for variant in ("as_shipped", "controller_threads_16"):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.checkpoint import checkpoint_storage
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -592,3 +593,17 @@ def test_no_credentials_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(Exception, match="no credentials for s3: set AWS_ACCESS_KEY_ID"):
         CheckpointManager(tmp_path, uri="s3://bucket/prefix", rank=0, world_size=1)
+
+
+def test_the_checkpoint_benchmark_measures_beside_the_plain_transfers(
+    store: objectstore.Credentials, tmp_path: Path
+) -> None:
+    """`make bench` runs it at 1 GiB; here it only has to keep working. Timings are never
+    asserted."""
+    result = checkpoint_storage(tmp_path, 6 << 20, 2, store)
+    assert result["size_mib"] == 6
+    for name in ("local_save", "sdk_upload", "plain_upload", "sdk_resume", "plain_download"):
+        assert len(result["seconds"][name]) == 2
+    for ratio in ("upload_ratio", "resume_ratio", "resume_ratio_vs_download_or_hash"):
+        assert result[ratio] > 0
+    assert result["peak_rss_mib"] > 0

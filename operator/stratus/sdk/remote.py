@@ -160,14 +160,6 @@ def _log(message: str) -> None:
     print(f"stratus checkpoint: {message}", file=sys.stderr, flush=True)
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 class RemoteStore:
     """The checkpoints of one prefix, seen and written by one attempt."""
 
@@ -242,14 +234,12 @@ class RemoteStore:
             entry = files[relative]
             target = into / relative
             target.parent.mkdir(parents=True, exist_ok=True)
+            sha = hashlib.sha256()
             try:
-                self.client.download_file(base + relative, target, entry.size)
+                self.client.download_file(base + relative, target, entry.size, sha.update)
             except S3Error as error:
                 raise RemoteError(f"{uri}: {relative}: {error}") from None
-            got = target.stat().st_size
-            if got != entry.size:
-                raise RemoteError(f"{uri}: {relative}: {got} bytes, its manifest says {entry.size}")
-            if _digest(target) != entry.sha256:
+            if sha.hexdigest() != entry.sha256:
                 raise RemoteError(f"{uri}: {relative}: sha256 differs from its manifest")
 
         self._each(files, get)

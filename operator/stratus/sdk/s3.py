@@ -405,10 +405,14 @@ class S3Client:
         finally:
             os.close(fd)
 
-    def download_file(self, key: str, path: Path, size: int) -> None:
+    def download_file(
+        self, key: str, path: Path, size: int, update: Callable[[bytes], object] | None = None
+    ) -> None:
         """Download `size` bytes of `key` into `path`: ranges of `part_size`, `concurrency` at a
-        time, each written at its offset as it streams in."""
-        with path.open("wb") as handle:
+        time, each written at its offset as it streams in. `update` (a hash's, say) is given
+        the bytes in order, each range as soon as it and those before it are in, while later
+        ones are still downloading."""
+        with path.open("w+b") as handle:
             handle.truncate(size)
             if size == 0:
                 return
@@ -433,4 +437,14 @@ class S3Client:
                 )
 
             with ThreadPoolExecutor(self.concurrency, thread_name_prefix="stratus-s3") as pool:
-                list(pool.map(fetch, range(0, size, self.part_size)))
+                ranges = [(at, pool.submit(fetch, at)) for at in range(0, size, self.part_size)]
+                try:
+                    for at, done in ranges:
+                        done.result()
+                        for offset in range(at, min(size, at + self.part_size), _CHUNK):
+                            if update is not None:
+                                update(os.pread(fd, min(_CHUNK, size - offset), offset))
+                except BaseException:
+                    for _, pending in ranges:
+                        pending.cancel()
+                    raise
