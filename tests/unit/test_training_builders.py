@@ -57,6 +57,7 @@ def test_checkpoint_contract_in_the_environment_and_volume() -> None:
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["STRATUS_CHECKPOINT_DIR"] == "/data/ckpt"
     assert env["STRATUS_ATTEMPT"] == "3"
+    assert env["STRATUS_GRACE_SECONDS"] == str(pod["terminationGracePeriodSeconds"])
     assert env["STRATUS_RESUME_FROM"] == "/ckpt/step-1"
     assert {"name": "stratus-checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}} in (
         pod["volumes"]

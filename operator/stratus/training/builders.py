@@ -58,6 +58,8 @@ def _env(
     env += [
         {"name": "STRATUS_CHECKPOINT_DIR", "value": mount},
         {"name": "STRATUS_ATTEMPT", "value": str(attempt.number)},
+        # The SDK finishes the final upload within it, and exits before the kubelet's SIGKILL.
+        {"name": "STRATUS_GRACE_SECONDS", "value": str(spec.termination_grace_period_seconds)},
     ]
     uri = spec.checkpoint_uri
     if spec.checkpoint and uri:
