@@ -6,6 +6,10 @@ verifies. Interrupted and resumed any number of times, it ends with exactly the 
 uninterrupted run, which it writes to --out.
 
     STRATUS_CHECKPOINT_DIR=/tmp/ckpt python examples/train/train.py --steps 2000 --out w.json
+
+With STRATUS_CHECKPOINT_URI=s3://<bucket>/<prefix> (and the AWS_* variables) the SDK also uploads
+each checkpoint and resumes from the bucket; the program does not change, except that it waits
+for its last checkpoint to be in the bucket before it reports success.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ def main() -> int:
         if args.step_seconds:
             time.sleep(args.step_seconds)
     save()
+    uploaded = ckpts.flush()  # None without a bucket; raises if the upload failed
+    if uploaded is not None:
+        print(f"final checkpoint in {uploaded.uri}", flush=True)
     args.out.write_text(json.dumps(state.weights))
     print(f"done at step {state.step}: weights {state.weights}", flush=True)
     return 0
