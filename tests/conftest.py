@@ -58,8 +58,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
-    # Tests that need the machine to themselves run before the session's cluster starts.
-    items.sort(key=lambda item: item.get_closest_marker("before_cluster") is None)
+    # Tests that need the machine to themselves run before the session's cluster starts; tests
+    # of what the API server alone does with our objects, before the session's operator.
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("before_cluster") is None,
+            item.get_closest_marker("before_operator") is None,
+        )
+    )
 
 
 @pytest.fixture(scope="session")

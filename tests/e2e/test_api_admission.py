@@ -97,6 +97,7 @@ def table(cluster: Cluster, namespace: str, plural: str) -> list[dict[str, Any]]
     return [dict(zip(names, r["cells"], strict=True)) for r in answer["rows"]]
 
 
+@pytest.mark.before_operator
 def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, namespace: str) -> None:
     create(cluster, namespace, example(TJ))
     create(cluster, namespace, example(INFS))
@@ -113,6 +114,7 @@ def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, namespace: str)
     assert "inferenceservice.stratus.dev/sentiment" in everything
 
 
+@pytest.mark.before_operator
 def test_status_keeps_whatever_the_operator_writes(cluster: Cluster, namespace: str) -> None:
     api = client.CustomObjectsApi(cluster.api)
     created = create(cluster, namespace, example(TJ))
