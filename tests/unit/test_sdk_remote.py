@@ -7,6 +7,7 @@ tested without a server first."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -132,6 +133,80 @@ def test_retention_never_deletes_the_newest_complete_and_keeps_keep(
     if good:
         assert good[0] not in doomed
     assert len(good) - len(doomed) == min(max(1, keep), len(good))
+
+
+# AWS's published examples of Signature Version 4 for S3 (its documentation's "Examples of
+# signature calculations"): the client signs as AWS S3 itself does, not only as SeaweedFS accepts.
+AWS_EXAMPLE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "query", "headers", "body", "signature"),
+    [
+        (
+            "GET",
+            "test.txt",
+            {},
+            {"Range": "bytes=0-9"},
+            b"",
+            "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41",
+        ),
+        (
+            "PUT",
+            "test$file.text",
+            {},
+            {"Date": "Fri, 24 May 2013 00:00:00 GMT", "x-amz-storage-class": "REDUCED_REDUNDANCY"},
+            b"Welcome to Amazon S3.",
+            "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd",
+        ),
+        (
+            "GET",
+            None,
+            {"lifecycle": ""},
+            {},
+            b"",
+            "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543",
+        ),
+        (
+            "GET",
+            None,
+            {"prefix": "J", "max-keys": "2"},
+            {},
+            b"",
+            "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7",
+        ),
+    ],
+    ids=["get-object", "put-object", "get-lifecycle", "list-objects"],
+)
+def test_requests_are_signed_as_aws_documents(
+    method: str,
+    key: str | None,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: bytes,
+    signature: str,
+) -> None:
+    client = S3Client(
+        "examplebucket",
+        region="us-east-1",
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key=AWS_EXAMPLE_SECRET,
+    )
+    client._host = "examplebucket.s3.amazonaws.com"  # the examples' (global) endpoint
+    path = client._path(key)
+    at = dt.datetime(2013, 5, 24, tzinfo=dt.UTC)
+    _, signed = client._headers(method, path, query, headers, hashlib.sha256(body).hexdigest(), at)
+    assert signed["authorization"].endswith(f"Signature={signature}")
+    assert signed["authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+    )
+
+
+def test_a_dotted_bucket_is_addressed_path_style() -> None:
+    client = S3Client("my.bucket", region="eu-west-1", access_key="k", secret_key="s")
+    assert client._path("a b/c") == "/my.bucket/a%20b/c"
+    assert client._path(None) == "/my.bucket"
 
 
 # Against the real server.

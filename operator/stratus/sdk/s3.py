@@ -172,6 +172,10 @@ class S3Client:
         if conn is not None:
             conn.close()
 
+    def _path(self, key: str | None) -> str:
+        """The request path of an object (the bucket's with None), as sent and as signed."""
+        return self._root + "/" + _quote(key, safe="/~") if key is not None else self._root or "/"
+
     def _headers(
         self,
         method: str,
@@ -179,8 +183,10 @@ class S3Client:
         query: Mapping[str, str],
         headers: Mapping[str, str],
         payload_sha256: str,
+        now: dt.datetime | None = None,
     ) -> tuple[str, dict[str, str]]:
-        now = dt.datetime.now(dt.UTC)
+        """The URL and the signed headers of a request (AWS Signature Version 4)."""
+        now = now or dt.datetime.now(dt.UTC)
         stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
         signed = {k.lower(): v.strip() for k, v in headers.items()}
         signed |= {"host": self._host, "x-amz-date": stamp, "x-amz-content-sha256": payload_sha256}
@@ -227,7 +233,7 @@ class S3Client:
     ) -> tuple[int, dict[str, str], bytes]:
         """One request, retried on connection errors and on the store's transient answers.
         With `sink`, a successful response's body goes to it instead of being returned."""
-        path = self._root + "/" + _quote(key, safe="/~") if key is not None else self._root or "/"
+        path = self._path(key)
         payload = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
         what = self.uri(key) if key is not None else f"s3://{self.bucket}"
         for attempt in range(self.retries):
@@ -254,6 +260,9 @@ class S3Client:
                     raise S3Error(f"{what}: {method} failed: {error}") from error
                 self._backoff(attempt)
                 continue
+            except BaseException:
+                self._drop_connection()  # a sink's refusal leaves the body unread
+                raise
             code, message = self._error(data) if status not in expect else ("", "")
             # CompleteMultipartUpload may answer 200 with an error in the body.
             if status in expect and data.lstrip().startswith(b"<Error>"):
