@@ -42,7 +42,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "idle": 30.0,
         "real_node_samples": 10,
         "checkpoint_bytes": 1 << 30,
-        "checkpoint_samples": 3,
+        "checkpoint_samples": 4,
     },
 }
 
