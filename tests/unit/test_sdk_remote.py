@@ -526,6 +526,32 @@ def test_sigkill_mid_upload_then_the_next_attempt_resumes_from_the_previous_comp
     assert bucket.manifests() == [(30, 2), (10, 1)]
 
 
+def test_a_container_restarted_in_the_same_attempt_finishes_the_cut_upload(
+    bucket: Bucket, proxy: Callable[[int], Proxy]
+) -> None:
+    """The container is killed mid-upload and restarted by its pod: same attempt, same local
+    directory. It resumes from the local step, uploads it whole and aborts the cut upload."""
+    slow = proxy(8 << 20)
+    args = ("--big-step", "20", "--big-size", str(24 << 20))
+    env = bucket.env(slow.url, STRATUS_S3_CONCURRENCY="1")
+    proc = bucket.launch("a1", 1, "--saves", "10,20", "--flush", *args, env=env)
+    step20 = f"{bucket.prefix}/step-000000000020-a000001/"
+    bucket.wait_for(lambda: _parts(bucket, step20), timeout=60)
+    proc.kill()
+    finish(proc)
+    assert bucket.manifests() == [(10, 1)]
+
+    proc = bucket.launch("a1", 1, *args)  # no new saves: it only finishes what was cut
+    code, stderr = finish(proc)
+    assert code == 0, stderr
+    assert bucket.journal("a1", "resumed") == [0, 20]
+    assert "the bucket's newest is step 10" in stderr
+    assert bucket.manifests() == [(20, 1), (10, 1)]
+    assert bucket.client.list_multipart_uploads(bucket.prefix + "/") == []
+    assert bucket.report("a1")["step"] == 20
+    assert "pending" not in bucket.report("a1")
+
+
 def _parts(bucket: Bucket, prefix: str) -> bool:
     """Whether a multipart upload under `prefix` has a part stored (it is mid-way)."""
     uploads = bucket.client.list_multipart_uploads(prefix)

@@ -192,14 +192,22 @@ class RemoteStore:
             return
         self.client.put_object(f"{self.prefix}{_ATTEMPTS}{self.attempt:010d}", b"")
         self._registered = True
+        self._abort_stale(None)
+
+    def _abort_stale(self, uploaded: int | None) -> None:
+        """Abort the unfinished multipart uploads of older attempts, and, once this attempt has
+        uploaded step `uploaded`, its own of that step or older (an earlier process of this
+        attempt, killed mid-upload): only this process uploads for this attempt now."""
         try:
             uploads = self.client.list_multipart_uploads(self.prefix)
-        except S3Error as error:  # a store without the call: uploads are aborted on failure too
+        except S3Error as error:  # a store without the call: failed uploads abort themselves
             self.log(f"cannot list unfinished uploads: {error}")
             return
         for upload in uploads:
             owner = parse_name(upload.key[len(self.prefix) :].split("/", 1)[0])
-            if owner is not None and owner[1] < self.attempt:
+            if owner is None or owner[1] > self.attempt:
+                continue
+            if owner[1] < self.attempt or (uploaded is not None and owner[0] <= uploaded):
                 self.client.abort_multipart_upload(upload)
 
     def newer_attempt(self) -> int | None:
@@ -297,9 +305,11 @@ class RemoteStore:
                 self._manifests[cached] = None
         return self._manifests[cached]
 
-    def prune(self) -> list[Id]:
-        """Apply `retention` to the bucket: a manifest goes before its files, so a checkpoint
-        being deleted stops counting first. Returns what was deleted."""
+    def prune(self, uploaded: int) -> list[Id]:
+        """After step `uploaded` is in the bucket: apply `retention` (a manifest goes before its
+        files, so a checkpoint being deleted stops counting first), and abort stale multipart
+        uploads. Returns what was deleted."""
+        self._abort_stale(uploaded)
         objects, _ = self.client.list_objects(self.prefix)
         manifests: dict[Id, Mapping[str, FileEntry] | None] = {}
         data: dict[Id, dict[str, int]] = {}
@@ -427,7 +437,7 @@ class Uploader:
                 continue
             failing = None
             self._done(uploaded)
-            self._prune()
+            self._prune(uploaded.step)
 
     def _stop(self, stop: Superseded) -> None:
         self.log(str(stop))
@@ -465,9 +475,9 @@ class Uploader:
             self._pruning = True
             self._cond.notify_all()
 
-    def _prune(self) -> None:
+    def _prune(self, uploaded: int) -> None:
         try:
-            for gone in self.store.prune():
+            for gone in self.store.prune(uploaded):
                 self.log(f"removed {self.store.uri(gone)} (retention)")
         except (S3Error, OSError, ValueError) as error:
             self.log(f"retention in the bucket failed: {error}")
