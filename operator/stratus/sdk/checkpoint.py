@@ -46,7 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from stratus.sdk.remote import FileEntry, RemoteCheckpoint, RemoteError, RemoteStore, Uploader
+from stratus.sdk.remote import (
+    FileEntry,
+    RemoteCheckpoint,
+    RemoteError,
+    RemoteStore,
+    Uploader,
+    log,
+)
 from stratus.sdk.s3 import S3Client, S3Error, split_uri
 
 MANIFEST = "MANIFEST.json"
@@ -247,7 +254,10 @@ class CheckpointManager:
         self._verified: dict[tuple[object, ...], Checkpoint | None] = {}
         if grace_seconds is None:
             grace = os.environ.get("STRATUS_GRACE_SECONDS", "").strip()
-            grace_seconds = float(grace) if grace else _DEFAULT_GRACE
+            try:
+                grace_seconds = float(grace) if grace else _DEFAULT_GRACE
+            except ValueError:
+                raise ValueError(f"STRATUS_GRACE_SECONDS={grace!r} is not a number") from None
         self.grace_seconds = grace_seconds
         # The termination message is written from the upload thread and the SIGTERM handler.
         self._report_lock = threading.RLock()
@@ -472,17 +482,17 @@ class CheckpointManager:
                             scratch, final, fetched.step, shards
                         )
             except RemoteError as error:
-                _log(f"{error}; trying an older checkpoint")
+                log(f"{error}; trying an older checkpoint")
                 continue
             self._resumed = fetched
             if self._uploader is not None:
                 self._uploader.known(fetched.step)
-            _log(f"resuming from {fetched.uri} (step {fetched.step}, attempt {fetched.attempt})")
+            log(f"resuming from {fetched.uri} (step {fetched.step}, attempt {fetched.attempt})")
             self.report(local)
             return local
         if local is not None:
             newest = listing[0] if listing else None
-            _log(
+            log(
                 f"resuming from {local.path} (step {local.step}); the bucket's newest is "
                 + (f"step {newest[0]}" if newest is not None else "none")
             )
@@ -690,7 +700,7 @@ class CheckpointManager:
             f"({self.grace_seconds:g}s)"
         )
         where = f"; step {newest.step} is the newest in the bucket" if newest else ""
-        _log(reason + where)
+        log(reason + where)
         self._write_report(reason[:_REASON_LIMIT])
 
     def on_sigterm(self, save: Callable[[], Checkpoint | None]) -> None:
@@ -723,10 +733,6 @@ class CheckpointManager:
             stop(started)
 
         signal.signal(signal.SIGTERM, handler)
-
-
-def _log(message: str) -> None:
-    print(f"stratus checkpoint: {message}", file=sys.stderr, flush=True)
 
 
 def save_state_dict(state: object, directory: Path, name: str = "state.pt") -> None:

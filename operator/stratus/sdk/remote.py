@@ -156,7 +156,8 @@ def retention(
     return doomed, orphans
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
+    """One line of the SDK's own on stderr."""
     print(f"stratus checkpoint: {message}", file=sys.stderr, flush=True)
 
 
@@ -169,7 +170,7 @@ class RemoteStore:
         prefix: str,
         attempt: int,
         keep: int,
-        log: Callable[[str], None] = _log,
+        log: Callable[[str], None] = log,
     ) -> None:
         self.client = client
         self.prefix = f"{prefix}/" if prefix else ""
@@ -348,7 +349,7 @@ class Uploader:
         self,
         store: RemoteStore,
         on_change: Callable[[], None],
-        log: Callable[[str], None] = _log,
+        log: Callable[[str], None] = log,
         give_up_after: float = 300.0,
     ) -> None:
         self.store = store
