@@ -1,9 +1,9 @@
 """A small S3 client on the standard library: what the checkpoint SDK needs (objects, listings,
 multipart uploads, ranged downloads), signed with AWS Signature Version 4.
 
-Why not boto3: the SDK must import into any training image without dependencies, and botocore
-(which pins python-dateutil<3) cannot be installed next to the kubernetes client the project's
-own tools use (which needs python-dateutil>=3).
+Why not boto3: the SDK must import into any training image with nothing to install, and
+botocore's pins would constrain that image (python-dateutil<3, for one, which the newest
+kubernetes client, 37.0.2, no longer accepts).
 
 Memory stays bounded: a multipart upload holds at most `concurrency` parts of `part_size` bytes,
 a download streams `_CHUNK` bytes at a time per request. Every payload is signed with its
