@@ -8,7 +8,14 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from stratus.api.common import API_VERSION, CREDENTIAL_KEYS, REGION_KEY, GpuResources, Workload
+from stratus.api.common import (
+    API_VERSION,
+    CREDENTIAL_KEYS,
+    ENDPOINT_KEY,
+    REGION_KEY,
+    GpuResources,
+    Workload,
+)
 
 Manifest = dict[str, Any]
 # Written on every child, by both controllers.
@@ -114,10 +121,12 @@ def object_store_env(endpoint: str | None, credentials_secret: str | None) -> li
     """What an S3 client (the SDK's, the staging container's) reads: the store's endpoint, and
     the credentials as references to the tenant's Secret, resolved by the kubelet, so their
     values never pass through the operator or land in a child's spec. AWS_REGION is optional:
-    a Secret without it leaves the variable unset (or as the tenant's own env sets it)."""
+    a Secret without it leaves the variable unset (or as the tenant's own env sets it). So is
+    AWS_ENDPOINT_URL when the spec names no endpoint: a Secret may carry its store's address
+    along with its keys (the local cluster's does), so one spec works against any store."""
     env: list[Manifest] = []
     if endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint.rstrip("/")})
+        env.append({"name": ENDPOINT_KEY, "value": endpoint.rstrip("/")})
     if credentials_secret:
         env += [
             {
@@ -126,18 +135,16 @@ def object_store_env(endpoint: str | None, credentials_secret: str | None) -> li
             }
             for key in CREDENTIAL_KEYS
         ]
-        env.append(
+        optional = (REGION_KEY,) if endpoint else (REGION_KEY, ENDPOINT_KEY)
+        env += [
             {
-                "name": REGION_KEY,
+                "name": key,
                 "valueFrom": {
-                    "secretKeyRef": {
-                        "name": credentials_secret,
-                        "key": REGION_KEY,
-                        "optional": True,
-                    }
+                    "secretKeyRef": {"name": credentials_secret, "key": key, "optional": True}
                 },
             }
-        )
+            for key in optional
+        ]
     return env
 
 

@@ -66,6 +66,16 @@ def test_an_s3_checkpoint_gets_its_uri_endpoint_and_secret_references() -> None:
     assert_restricted(pod_spec)
 
 
+def test_without_an_endpoint_the_secret_may_name_its_store() -> None:
+    env = env_of(attempt_pod({"uri": URI, "credentialsSecret": "s3-credentials"})["containers"][0])
+    assert env["AWS_ENDPOINT_URL"] == {
+        "name": "AWS_ENDPOINT_URL",
+        "valueFrom": {
+            "secretKeyRef": {"name": "s3-credentials", "key": "AWS_ENDPOINT_URL", "optional": True}
+        },
+    }
+
+
 def test_without_a_secret_or_endpoint_the_pods_own_identity_and_aws_are_used() -> None:
     env = env_of(attempt_pod({"uri": URI})["containers"][0])
     assert env["STRATUS_CHECKPOINT_URI"]["value"] == URI

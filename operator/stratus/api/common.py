@@ -37,6 +37,7 @@ ENDPOINT_PATTERN = r"^https?://[-A-Za-z0-9.]+(:[0-9]{1,5})?/?$"
 # What the pods read from a credentials Secret, under these keys; AWS_REGION may be absent.
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 REGION_KEY = "AWS_REGION"
+ENDPOINT_KEY = "AWS_ENDPOINT_URL"
 # A bucket in an s3:// or gs:// URI: the names S3 (3 to 63) and GCS (3 to 222 characters) allow.
 BUCKET_PATTERN = r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"
 # Google Cloud Storage's S3-compatible (XML) API, which gs:// models use with HMAC keys.
@@ -189,7 +190,8 @@ def endpoint_description(default: str) -> str:
 def credentials_description(use: str, without: str) -> str:
     return (
         "Name of a Secret in the same namespace with the keys AWS_ACCESS_KEY_ID and "
-        "AWS_SECRET_ACCESS_KEY (HMAC keys for Google Cloud Storage), and optionally AWS_REGION. "
+        "AWS_SECRET_ACCESS_KEY (HMAC keys for Google Cloud Storage), and optionally AWS_REGION "
+        "and, when endpoint is not set, AWS_ENDPOINT_URL (the store's address). "
         f"{use} gets them as environment variables that refer to the Secret (secretKeyRef): "
         f"their values are never copied into a child, a status or a log. {without}"
     )
