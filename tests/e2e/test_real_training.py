@@ -17,8 +17,10 @@ from kubernetes import client
 
 from stratus.api.common import GROUP, VERSION
 from stratus.cli import main as stratus_main
-from stratus.devcluster import kubeapi
+from stratus.devcluster import kubeapi, objectstore
+from tests.cases import TJ, example
 from tests.conftest import Cluster
+from tests.e2e.test_objectstore_dev import local_store
 from tests.support import needs_real_node, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -129,3 +131,68 @@ def test_a_spot_run_preempted_on_the_real_node_resumes_where_it_saved(
     finally:
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", "real")
         core.delete_persistent_volume(volume)
+
+
+def test_the_spot_example_preempted_on_the_real_node_resumes_from_the_bucket(
+    cluster: Cluster, namespace: str, real_node: str
+) -> None:
+    """examples/trainingjob-spot.yaml as written (its bucket, its Secret), with the example
+    program in place of its model: the attempt's local checkpoints die with the reclaimed node,
+    and the next attempt resumes from what the SDK uploaded, the SIGTERM save included."""
+    store = local_store(cluster)
+    core = client.CoreV1Api(cluster.api)
+    custom = client.CustomObjectsApi(cluster.api)
+    # What `make dev` gives the default namespace, in the test's own.
+    secret = core.read_namespaced_secret(objectstore.SECRET_NAME, objectstore.SECRET_NAMESPACE)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": objectstore.SECRET_NAME}, "data": secret.data}
+    )
+    job = example(TJ)
+    bucket, _, prefix = job["spec"]["checkpoint"]["uri"].removeprefix("s3://").partition("/")
+    prefix = f"{prefix}-{namespace}"  # the bucket outlives a test namespace
+    job["spec"]["checkpoint"]["uri"] = f"s3://{bucket}/{prefix}"
+    del job["spec"]["command"]
+    job["spec"].update(
+        image=TRAIN_IMAGE,
+        args=[f"--steps={STEPS}", "--save-every=500", "--step-seconds=0.004", "--out=/tmp/w.json"],
+        resources={"gpu": 1, "gpuType": "NVIDIA-L4", "cpu": "100m"},
+        terminationGracePeriodSeconds=30,
+    )
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", job)
+    name = job["metadata"]["name"]
+    s3 = objectstore.client(store)
+
+    def uploaded() -> list[str]:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/manifests/")
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+    wait_for("a checkpoint uploaded to the bucket", uploaded, timeout=120)
+    pods = core.list_namespaced_pod(namespace).items
+    assert [p.spec.node_name for p in pods] == [real_node]
+    preempt = ["dev", "preempt", real_node, "--replace", "--kubeconfig", str(cluster.kubeconfig)]
+    assert stratus_main(preempt) == 0
+
+    def finished() -> dict[str, Any] | None:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs", name)
+        now = dict(obj.get("status") or {})
+        return now if now.get("phase") in ("Succeeded", "Failed") else None
+
+    done = wait_for("the run to finish after the preemption", finished, timeout=240)
+    assert done["phase"] == "Succeeded", done
+    assert (done["preemptions"], done["attempt"]) == (1, 2)
+    assert done["lastCheckpoint"]["path"].startswith(f"s3://{bucket}/{prefix}/"), done
+    second = next(
+        p
+        for p in core.list_namespaced_pod(namespace).items
+        if p.metadata.name.startswith(f"{name}-2")
+    )
+    log = core.read_namespaced_pod_log(second.metadata.name, namespace)
+    resumed = int(re.search(r"resuming from \S+ \(step (\d+)\)", log).group(1))  # type: ignore[union-attr]
+    assert resumed % 500 != 0, f"resumed from a periodic save: the SIGTERM save was lost\n{log}"
+    assert 0 < resumed < STEPS
+    weights = re.search(r"done at step (\d+): weights (\[.*\])", log)
+    assert weights is not None, log
+    assert (int(weights.group(1)), json.loads(weights.group(2))) == (
+        STEPS,
+        uninterrupted_weights(STEPS),
+    )
