@@ -1,0 +1,1 @@
+"""Converting Kubeflow, KServe, Argo Rollouts and Slurm workloads into Stratus resources."""
