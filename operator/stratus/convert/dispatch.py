@@ -1,0 +1,144 @@
+"""Which converter takes which document: by API group and kind for Kubernetes objects, the Slurm
+converter for scripts. Converters are named, not imported, so that each module can land alone."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from stratus.convert.inputs import Document
+from stratus.convert.report import Conversion, UnsupportedInput
+
+Converter = Callable[..., list[Conversion]]
+
+REGISTRY: dict[tuple[str, str], str] = {
+    ("kubeflow.org", "PyTorchJob"): "stratus.convert.kubeflow:convert_pytorchjob",
+    ("kubeflow.org", "TFJob"): "stratus.convert.kubeflow:convert_tfjob",
+    ("kubeflow.org", "MPIJob"): "stratus.convert.kubeflow:convert_mpijob",
+    ("trainer.kubeflow.org", "TrainJob"): "stratus.convert.kubeflow:convert_trainjob",
+    ("batch", "Job"): "stratus.convert.kubeflow:convert_job",
+    ("serving.kserve.io", "InferenceService"): "stratus.convert.kserve:convert_inferenceservice",
+    ("argoproj.io", "Rollout"): "stratus.convert.argo:convert_rollout",
+}
+SCRIPT_CONVERTER = "stratus.convert.slurm:convert_script"
+# Analysis templates are not workloads: each Rollout's converter gets all of them, as
+# `templates=[...]`, and picks the ones it names.
+TEMPLATE_KINDS = {("argoproj.io", "AnalysisTemplate"), ("argoproj.io", "ClusterAnalysisTemplate")}
+ROLLOUT = ("argoproj.io", "Rollout")
+# Errors a converter may raise on a document it did not expect; they become that document's
+# one-line error, and the rest of the input still converts.
+_INPUT_ERRORS = (UnsupportedInput, ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def group_kind(doc: dict[str, Any]) -> tuple[str, str]:
+    api_version = doc.get("apiVersion")
+    group = api_version.rpartition("/")[0] if isinstance(api_version, str) else ""
+    kind = doc.get("kind")
+    return group, kind if isinstance(kind, str) else ""
+
+
+def _name(doc: dict[str, Any]) -> str:
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def load(target: str) -> Converter | None:
+    """The converter a registry entry names, or None when its module has not landed."""
+    module_name, _, function = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    converter: Converter | None = getattr(module, function, None)
+    return converter
+
+
+def _failed(doc: Document, kind: str, name: str, error: str) -> Conversion:
+    return Conversion(source=doc.source, kind=kind, name=name, error=error)
+
+
+def convert(docs: list[Document]) -> list[Conversion]:
+    """Every document converted, in input order; one that cannot be gets its one-line error."""
+    templates = [
+        d.content
+        for d in docs
+        if isinstance(d.content, dict) and group_kind(d.content) in TEMPLATE_KINDS
+    ]
+    rollouts = [
+        d.content for d in docs if isinstance(d.content, dict) and group_kind(d.content) == ROLLOUT
+    ]
+    out: list[Conversion] = []
+    for doc in docs:
+        out += _convert_one(doc, templates, rollouts)
+    return out
+
+
+def _convert_one(
+    doc: Document, templates: list[dict[str, Any]], rollouts: list[dict[str, Any]]
+) -> list[Conversion]:
+    if doc.error is not None or doc.content is None:
+        return [_failed(doc, "", "", doc.error or "empty document")]
+    return _convert_content(doc, doc.content, templates, rollouts)
+
+
+def _convert_content(
+    doc: Document,
+    content: dict[str, Any] | str,
+    templates: list[dict[str, Any]],
+    rollouts: list[dict[str, Any]],
+) -> list[Conversion]:
+    if isinstance(content, str):
+        kind, name, target = "slurm batch script", doc.source.rpartition("/")[2], SCRIPT_CONVERTER
+        kwargs: dict[str, Any] = {}
+    else:
+        group, kind_name = group_kind(content)
+        kind = f"{content.get('apiVersion', '')} {kind_name}".strip()
+        name = _name(content)
+        if (group, kind_name) in TEMPLATE_KINDS:
+            return [_template(doc, kind, name, rollouts)]
+        if not kind_name or not content.get("apiVersion"):
+            return [_failed(doc, kind, name, "apiVersion or kind missing: not a Kubernetes object")]
+        target = REGISTRY.get((group, kind_name), "")
+        if not target:
+            return [_failed(doc, kind, name, f"no converter for {kind} (nothing to do with it)")]
+        kwargs = {"templates": templates} if (group, kind_name) == ROLLOUT else {}
+    converter = load(target)
+    if converter is None:
+        return [_failed(doc, kind, name, f"no converter for {kind} yet")]
+    try:
+        return converter(content, doc.source, **kwargs)
+    except _INPUT_ERRORS as exc:
+        return [_failed(doc, kind, name, f"cannot convert: {exc}")]
+
+
+def _template(doc: Document, kind: str, name: str, rollouts: list[dict[str, Any]]) -> Conversion:
+    users = [_name(r) for r in rollouts if name in _template_names(r)]
+    conversion = Conversion(source=doc.source, kind=kind, name=name)
+    if users:
+        conversion.note(
+            "(template)", "changed", f"merged into the analysis of Rollout {', '.join(users)}"
+        )
+    else:
+        conversion.note(
+            "(template)",
+            "dropped",
+            "no Rollout in the input uses it",
+            "convert it together with the Rollout that names it",
+        )
+    return conversion
+
+
+def _template_names(node: Any) -> set[str]:
+    """Every templateName a Rollout mentions, wherever it sits (steps, background analysis)."""
+    if isinstance(node, dict):
+        found = {node["templateName"]} if isinstance(node.get("templateName"), str) else set()
+        for value in node.values():
+            found |= _template_names(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_template_names(v) for v in node)) if node else set()
+    return set()
