@@ -188,6 +188,183 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _converted(paths: list[str]) -> list[Any]:
+    from stratus.convert import dispatch, inputs  # noqa: PLC0415
+
+    stdin = sys.stdin.read() if "-" in paths else None
+    return dispatch.convert(inputs.read(paths, stdin))
+
+
+# The kinds `stratus assess --cluster` lists: group, version, plural.
+LIVE_KINDS = (
+    ("kubeflow.org", "v1", "pytorchjobs"),
+    ("kubeflow.org", "v1", "tfjobs"),
+    ("kubeflow.org", "v2beta1", "mpijobs"),
+    ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+    ("serving.kserve.io", "v1beta1", "inferenceservices"),
+    ("argoproj.io", "v1alpha1", "rollouts"),
+    ("argoproj.io", "v1alpha1", "analysistemplates"),
+)
+
+
+def _live_documents(kubeconfig: Path) -> list[Any]:
+    """The cluster's Kubeflow, KServe and Argo objects and its GPU Jobs, as input documents."""
+    from kubernetes import client, config  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    from stratus.convert.inputs import Document  # noqa: PLC0415
+
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    custom = client.CustomObjectsApi(api)
+    docs: list[Any] = []
+    for group, version, plural in LIVE_KINDS:
+        try:
+            items = custom.list_cluster_custom_object(group, version, plural)["items"]
+        except ApiException as exc:
+            if exc.status == 404:  # that project is not installed
+                continue
+            raise
+        docs += [Document(f"cluster:{plural}#{i}", item) for i, item in enumerate(items, 1)]
+    jobs = client.BatchV1Api(api).list_job_for_all_namespaces().items
+    for index, job in enumerate(jobs, 1):
+        body = api.sanitize_for_serialization(job)
+        body.update(apiVersion="batch/v1", kind="Job")
+        if "nvidia.com/gpu" in str(body["spec"]["template"]["spec"].get("containers")):
+            docs.append(Document(f"cluster:jobs#{index}", body))
+    return docs
+
+
+def dry_run(resources: list[dict[str, Any]], kubeconfig: Path) -> dict[str, str]:
+    """Server-side dry run of each resource: its `Kind/namespace/name` and the API server's
+    reason, for each one rejected."""
+    import json  # noqa: PLC0415
+
+    from kubernetes import client, config  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    from stratus.convert.render import resource_key  # noqa: PLC0415
+
+    custom = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
+    failures: dict[str, str] = {}
+    for resource in resources:
+        group, _, version = resource["apiVersion"].partition("/")
+        plural = resource["kind"].lower() + "s"
+        namespace = resource["metadata"].get("namespace") or "default"
+        try:
+            custom.create_namespaced_custom_object(
+                group, version, namespace, plural, resource, dry_run="All"
+            )
+        except ApiException as exc:
+            try:
+                reason = json.loads(exc.body or "{}").get("message") or exc.reason
+            except ValueError:
+                reason = exc.reason
+            failures[resource_key(resource)] = str(reason)
+    return failures
+
+
+def _write_resources(conversions: list[Any], out: str) -> None:
+    import yaml  # noqa: PLC0415
+
+    resources = [r for c in conversions for r in c.resources]
+    if out == "-":
+        sys.stdout.write(yaml.safe_dump_all(resources, sort_keys=False))
+        return
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    for resource in resources:
+        path = directory / f"{resource['kind'].lower()}-{resource['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(resource, sort_keys=False))
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert; write the resources (to -o), the report (to stderr when the resources go to
+    stdout); fail when a document could not be converted or a resource failed the dry run."""
+    from stratus.convert import render  # noqa: PLC0415
+
+    conversions = _converted(args.paths)
+    failures = None
+    if args.dry_run_against:
+        failures = dry_run([r for c in conversions for r in c.resources], args.dry_run_against)
+    if args.out:
+        _write_resources(conversions, args.out)
+    report = (
+        render.as_json(conversions, failures)
+        if args.report == "json"
+        else render.as_text(conversions, failures)
+    )
+    (sys.stderr if args.out == "-" else sys.stdout).write(
+        report if report.endswith("\n") else report + "\n"
+    )
+    failed = any(c.error for c in conversions) or bool(failures)
+    return 1 if failed else 0
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from stratus.convert import assess, dispatch  # noqa: PLC0415
+
+    try:
+        prices = assess.load_prices(args.prices.read_text(), str(args.prices))
+    except (OSError, assess.PriceFileError) as exc:
+        raise RuntimeError(str(exc)) from None
+    conversions = _converted(args.paths) if args.paths else []
+    if args.cluster:
+        conversions += dispatch.convert(_live_documents(args.cluster))
+    if not conversions:
+        raise RuntimeError("nothing to assess: give paths, - for stdin, or --cluster")
+    result = assess.assess(conversions, prices)
+    if args.format == "json":
+        print(json.dumps(assess.as_json(result), indent=2))
+    else:
+        print(assess.render_markdown(result), end="")
+    return 0
+
+
+def _migration_commands(sub: Any) -> None:
+    """`stratus convert` and `stratus assess`."""
+    convert = sub.add_parser(
+        "convert",
+        help="convert Kubeflow, KServe, Argo Rollouts and Slurm workloads into Stratus resources",
+    )
+    convert.add_argument("paths", nargs="+", help="files, directories, or - for stdin")
+    convert.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="write the resources to this directory, or to stdout with - (the report then goes "
+        "to stderr)",
+    )
+    convert.add_argument("--report", choices=("text", "json"), default="text")
+    convert.add_argument(
+        "--dry-run-against",
+        type=Path,
+        default=None,
+        metavar="KUBECONFIG",
+        help="check every resource with a server-side dry run against this cluster's CRDs",
+    )
+    convert.set_defaults(func=cmd_convert)
+
+    assess_parser = sub.add_parser(
+        "assess",
+        help="per workload: migration strategy, GPU needs, spot suitability, monthly cost",
+    )
+    assess_parser.add_argument("paths", nargs="*", help="files, directories, or - for stdin")
+    assess_parser.add_argument(
+        "--prices", type=Path, required=True, help="price file (YAML or JSON): gpuHour per type"
+    )
+    assess_parser.add_argument(
+        "--cluster",
+        type=Path,
+        default=None,
+        metavar="KUBECONFIG",
+        help="also assess this cluster's Kubeflow, KServe and Argo Rollouts objects and GPU Jobs",
+    )
+    assess_parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    assess_parser.set_defaults(func=cmd_assess)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "promote":
             command.add_argument("--full", action="store_true", help="skip remaining steps")
         command.set_defaults(func=cmd_status if name == "status" else cmd_rollout, full=False)
+
+    _migration_commands(sub)
 
     crds = sub.add_parser("crds", help="generate the CRDs from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="output directory")
