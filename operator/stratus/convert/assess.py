@@ -29,12 +29,15 @@ API_VERSION = f"{GROUP}/{VERSION}"
 SHORT_RUN_HOURS = 1.0
 
 # Dropped source fields that change what the workload is, so converting is not enough: elastic
-# training, job arrays and dependencies, heterogeneous jobs, parameter servers, KServe
-# transformers and explainers, extra or init containers, the image or the command.
-ESSENTIAL_FIELD = re.compile(
-    r"elastic|\barray\b|dependency|\bhet|(^|\.)PS(\.|$)|transformer|explainer"
-    r"|initContainers|containers\[[1-9]|(^|\.)(image|command)$",
+# training, job arrays and dependencies, heterogeneous jobs (named in the field or the reason:
+# `#SBATCH -a 0-9` says "array" only in its reason), parameter servers, KServe transformers and
+# explainers, init or extra containers, the image or the command.
+ESSENTIAL_WORDS = re.compile(
+    r"elastic|\barrays?\b|dependenc(y|ies)|\bhet(erogeneous|job|-group)?\b|transformer|explainer",
     re.IGNORECASE,
+)
+ESSENTIAL_FIELD = re.compile(
+    r"(^|\.)PS(\.|$)|initContainers|containers\[[1-9]|(^|\.)(image|command)$"
 )
 # Words in a program's command line or environment that say it saves or resumes state.
 CHECKPOINT_HINT = re.compile(r"checkpoint|ckpt|resume|save[_-]?(steps|interval|every)", re.I)
@@ -230,7 +233,7 @@ def _strategy(conv: Conversion) -> tuple[Strategy, list[str]]:
         return "rework", [f"conversion failed: {conv.error}"]
     if not any(_stratus_kind(r) for r in conv.resources):
         return "rework", ["no TrainingJob or InferenceService was made"]
-    essential = [n for n in conv.notes if n.kind == "dropped" and ESSENTIAL_FIELD.search(n.field)]
+    essential = [n for n in conv.notes if n.kind == "dropped" and _essential(n)]
     if essential:
         return "rework", [f"dropped {n.field}: {n.reason}" for n in essential]
     if conv.notes:
@@ -238,6 +241,12 @@ def _strategy(conv: Conversion) -> tuple[Strategy, list[str]]:
         parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         return "adapt", [f"{len(conv.notes)} field(s) to review: {parts}"]
     return "move-as-is", ["every field carried over as it was"]
+
+
+def _essential(note: Note) -> bool:
+    return bool(
+        ESSENTIAL_FIELD.search(note.field) or ESSENTIAL_WORDS.search(f"{note.field} {note.reason}")
+    )
 
 
 def _needs(

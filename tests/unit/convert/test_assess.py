@@ -188,6 +188,28 @@ def test_strategy_follows_the_notes(assessed: Assessment) -> None:
     assert rows["eval-no-requeue"].strategy == "adapt"
 
 
+@pytest.mark.parametrize(
+    ("note", "strategy"),
+    [
+        (Note("line 4: #SBATCH -a 0-9", "dropped", "Stratus has no job arrays"), "rework"),
+        (
+            Note("line 5: #SBATCH -d afterok:1", "dropped", "--dependency has no equivalent"),
+            "rework",
+        ),
+        (Note("spec.tfReplicaSpecs.PS", "dropped", "parameter servers"), "rework"),
+        (Note("spec.predictor.transformer", "dropped", "no transformers"), "rework"),
+        (Note("spec.template.spec.initContainers", "dropped", "no init containers"), "rework"),
+        (Note("spec.template.spec.containers[1]", "dropped", "one container"), "rework"),
+        (Note("line 6: #SBATCH --mail-type=END", "dropped", "Stratus sends no mail"), "adapt"),
+        (Note("spec.template.spec.containers[0].image", "changed", "a new tag"), "adapt"),
+        (Note("(checkpoint)", "action", "the job never checkpointed"), "adapt"),
+    ],
+)
+def test_what_makes_a_workload_rework(note: Note, strategy: str) -> None:
+    (row,) = assess([conv("j", trainingjob("j"), notes=[note])], PRICES).workloads
+    assert row.strategy == strategy
+
+
 def test_gpu_needs_and_the_default_type(assessed: Assessment) -> None:
     rows = by_name(assessed)
     pretrain = rows["gpt-pretrain-4x8"].gpus
