@@ -199,13 +199,16 @@ def _stratus_kind(resource: Manifest) -> str | None:
 def _row(conv: Conversion, resource: Manifest | None, prices: PriceTable) -> WorkloadAssessment:
     strategy, why = _strategy(conv)
     todo = list(conv.notes)
+    # A document too broken to parse has neither kind nor name: the report names its source.
+    source_kind = conv.kind or "unknown kind"
     if resource is None:
-        return WorkloadAssessment(conv.source, conv.kind, conv.name, None, strategy, why, todo)
+        name = conv.name or conv.source
+        return WorkloadAssessment(conv.source, source_kind, name, None, strategy, why, todo)
     kind = _stratus_kind(resource)
     meta = resource.get("metadata") or {}
-    name = str(meta.get("name") or conv.name)
+    name = str(meta.get("name") or conv.name or conv.source)
     raw = resource.get("spec") or {}
-    row = WorkloadAssessment(conv.source, conv.kind, name, kind, strategy, why, todo)
+    row = WorkloadAssessment(conv.source, source_kind, name, kind, strategy, why, todo)
     try:
         if kind == "TrainingJob":
             tj = TrainingJobSpec.model_validate(raw)

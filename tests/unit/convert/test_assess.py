@@ -402,6 +402,15 @@ def test_json_report_is_the_golden_one(assessed: Assessment) -> None:
     check_golden("assess.expected.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
+def test_a_document_too_broken_to_name_is_named_by_its_source() -> None:
+    broken = Conversion("jobs/broken.yaml", "", "", error="not valid YAML or JSON")
+    (row,) = assess([broken], PRICES).workloads
+    assert (row.name, row.source_kind) == ("jobs/broken.yaml", "unknown kind")
+    assert "| jobs/broken.yaml | unknown kind (jobs/broken.yaml) | rework |" in render_markdown(
+        assess([broken], PRICES)
+    )
+
+
 def test_markdown_table_cells_cannot_break_the_table() -> None:
     c = conv("odd", trainingjob("odd"), source="dir/a|b.yaml#1")
     md = render_markdown(assess([c], PRICES))
