@@ -315,7 +315,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
     if not conversions:
         raise RuntimeError("nothing to assess: give paths, - for stdin, or --cluster")
     result = assess.assess(conversions, prices)
-    if args.format == "json":
+    if args.output == "json":
         print(json.dumps(assess.as_json(result), indent=2))
     else:
         print(assess.render_markdown(result), end="")
@@ -361,7 +361,7 @@ def _migration_commands(sub: Any) -> None:
         metavar="KUBECONFIG",
         help="also assess this cluster's Kubeflow, KServe and Argo Rollouts objects and GPU Jobs",
     )
-    assess_parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    assess_parser.add_argument("--output", choices=("markdown", "json"), default="markdown")
     assess_parser.set_defaults(func=cmd_assess)
 
 

@@ -21,7 +21,7 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("serving.kserve.io", "InferenceService"): "stratus.convert.kserve:convert_inferenceservice",
     ("argoproj.io", "Rollout"): "stratus.convert.argo:convert_rollout",
 }
-SCRIPT_CONVERTER = "stratus.convert.slurm:convert_script"
+SCRIPT_CONVERTER = "stratus.convert.slurm:convert_slurm"
 # Analysis templates are not workloads: each Rollout's converter gets all of them, as
 # `templates=[...]`, and picks the ones it names.
 TEMPLATE_KINDS = {("argoproj.io", "AnalysisTemplate"), ("argoproj.io", "ClusterAnalysisTemplate")}

@@ -225,6 +225,8 @@ class _Builder:
                 )
                 continue
             self.spec.setdefault("volumes", []).append(volume)
+        if not mounts:
+            self.spec.pop("volumeMounts", None)
 
     def placement(self, spec: dict[str, Any], path: str) -> None:
         selector = dict(spec.get("nodeSelector") or {})
