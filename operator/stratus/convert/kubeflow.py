@@ -154,7 +154,13 @@ class _Builder:
             if main.get(key):
                 self.spec[key] = copy.deepcopy(main[key])
         self.resources(main.get("resources") or {}, f"{path}.resources")
-        extra = {k: v for k, v in main.items() if k not in CONTAINER_FIELDS}
+        if main.get("ports"):
+            self.dropped(
+                f"{path}.ports",
+                "Stratus opens the rendezvous port (MASTER_PORT) itself",
+                "add other ports through podTemplate on the container `train`",
+            )
+        extra = {k: v for k, v in main.items() if k not in CONTAINER_FIELDS | {"ports"}}
         if extra:
             self.train_container.update(extra)
             self.changed(
