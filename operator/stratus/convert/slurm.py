@@ -190,16 +190,19 @@ class _Converter:
     env: list[Manifest] = field(default_factory=list)
     modules: list[str] = field(default_factory=list)
     environments: list[str] = field(default_factory=list)
+    image: str | None = None  # srun --container-image (Pyxis), when the script names one
 
     def run(self) -> None:
         lines = _logical_lines(self.text)
         body_start = self._directives(lines)
         workers, tasks, gpus = self._shape()
         body = self._body(lines[body_start:], workers, tasks, gpus)
+        if not any(b.strip() and not b.strip().startswith("#") for b in body):
+            raise ScriptError("no command after the #SBATCH lines: nothing to run")
         self._slurm_variables(body, workers, tasks, gpus)
-        spec = self._spec(body, workers, gpus)
         name = _dns_name(self.req.name) if self.req.name else self.out.name
         self.out.name = name
+        spec = self._spec(body, workers, gpus)
         manifest: Manifest = {
             "apiVersion": API_VERSION,
             "kind": KIND,
@@ -242,7 +245,7 @@ class _Converter:
 
     def _directive(self, number: int, rest: str) -> None:
         try:
-            words = shlex.split(rest, comments=True)
+            words = _split(rest)
         except ValueError:
             raise ScriptError(f"line {number}: #SBATCH{rest}: unbalanced quotes") from None
         i = 0
@@ -258,7 +261,7 @@ class _Converter:
                 name, value = _SHORT.get(word[1], word[1]), word[2:] or None
             else:
                 raise ScriptError(f"line {number}: #SBATCH {word}: not an option")
-            if value is None and name not in _FLAGS and i < len(words):
+            if value is None and name not in _FLAGS and i < len(words) and words[i][:1] != "-":
                 value = words[i]
                 i += 1
             spelled = f"#SBATCH {word}" + (
@@ -504,7 +507,7 @@ class _Converter:
             words = line.words
             first = words[0] if words else ""
             where = f"line {line.number}"
-            if first in ("module", "ml"):
+            if first in ("module", "ml", "spack"):
                 if len(words or []) > 2 and words and words[1] in ("load", "add"):
                     self.modules += words[2:]
                 elif first == "ml" and words and len(words) > 1 and not words[1].startswith("-"):
@@ -512,7 +515,7 @@ class _Converter:
                 self.out.note(
                     where,
                     "dropped",
-                    f"{line.text.strip()!r}: a container has no modules",
+                    f"{line.text.strip()!r}: a container loads no modules",
                     "build them into the image",
                 )
                 continue
@@ -604,8 +607,8 @@ class _Converter:
             return None
         srun_tasks = None
         if words[0] == "srun":
-            words, srun_tasks = self._strip_srun(words[1:], where)
-        elif words[0] in ("mpirun", "mpiexec"):
+            words, srun_tasks = self._strip_srun(words[1:], where, workers)
+        elif words[0] in ("mpirun", "mpiexec") or (words[0] == "deepspeed" and workers > 1):
             self.out.note(
                 where,
                 "action",
@@ -632,7 +635,7 @@ class _Converter:
             words = self._torchrun(words, launcher, where, workers, gpus)
         return " ".join(_quote(w) for w in prefix + words)
 
-    def _strip_srun(self, words: list[str], where: str) -> tuple[list[str], int | None]:
+    def _strip_srun(self, words: list[str], where: str, workers: int) -> tuple[list[str], int]:
         """The program srun starts, and the tasks per node srun asked for (0: the job's)."""
         flags = {
             "-l",
@@ -649,27 +652,35 @@ class _Converter:
             "-Q",
             "--quiet",
         }
-        tasks = 0
+        shape: dict[str, int] = {}
         dropped: list[str] = []
         while words and words[0].startswith("-"):
             word = words.pop(0)
-            value = None
+            if word.startswith("--"):
+                name, eq, value = word.partition("=")
+            else:
+                name, value = word[:2], word[2:]
+                eq = "=" if value else ""
+            spelled = word
             # -N 2 and --nodes 2 take the next word; -N2, --nodes=2 and flags do not.
-            takes_next = len(word) == 2 or word.startswith("--")
-            if takes_next and "=" not in word and word not in flags and words:
+            if not eq and name not in flags and words and not words[0].startswith("-"):
                 value = words.pop(0)
-            name, _, inline = word.partition("=")
-            val = (
-                inline or value or (word[2:] if len(word) > 2 and not word.startswith("--") else "")
-            )
-            if name in ("--ntasks-per-node",) and val.isdigit():
-                tasks = int(val)
+                spelled = f"{word} {value}"
+            long_name = {"-N": "--nodes", "-n": "--ntasks"}.get(name, name)
+            if long_name in ("--nodes", "--ntasks", "--ntasks-per-node") and value.isdigit():
+                shape[long_name] = int(value)
+            elif name == "--container-image" and value:
+                # Pyxis names the image as registry#repository:tag.
+                self.image = value.replace("#", "/", 1)
             elif name not in ("-l", "--label", "-u", "--unbuffered"):
-                dropped.append(word if value is None else f"{word} {value}")
+                dropped.append(spelled)
         if dropped:
             self.out.note(
                 where, "dropped", f"srun options {' '.join(dropped)}: the job's shape applies"
             )
+        tasks = shape.get("--ntasks-per-node", 0)
+        if not tasks and "--ntasks" in shape:
+            tasks = math.ceil(shape["--ntasks"] / shape.get("--nodes", workers))
         return words, tasks
 
     def _torchrun(
@@ -690,7 +701,7 @@ class _Converter:
             "rdzv-conf",
             "standalone",
         )
-        flags = ("standalone", "no-python", "run-path", "module", "m")
+        flags = ("standalone", "no-python", "run-path", "module", "m", "use-env")
         nproc: str | None = None
         while rest and rest[0].startswith("-") and rest[0] != "--":
             word = rest.pop(0)
@@ -717,24 +728,33 @@ class _Converter:
                 where,
                 "changed",
                 f"{' '.join(dropped)}: the operator gives torchrun its rendezvous "
-                "(PET_MASTER_ADDR, PET_NNODES, PET_NODE_RANK)",
+                "(PET_MASTER_ADDR, PET_NNODES, PET_NODE_RANK)"
+                if workers > 1
+                else f"{' '.join(dropped)}: one worker runs torchrun --standalone",
             )
-        per_node = nproc
+        standalone = ["--standalone"] if workers == 1 else []
+        per_node = self._nproc(nproc, where, gpus)
+        return [*head, *standalone, f"--nproc-per-node={per_node}", *keep, *rest]
+
+    def _nproc(self, nproc: str | None, where: str, gpus: int) -> str:
+        """torchrun's processes per worker: as written, or the GPUs where it read Slurm's."""
+        if nproc in ("gpu", "auto") and gpus:
+            return nproc
         if nproc is None or not nproc.isdigit():
             per_node = str(max(gpus, 1))
             if nproc is not None:
                 self.out.note(
                     where, "changed", f"--nproc-per-node {nproc} is now {per_node}, the GPUs"
                 )
-        elif gpus and int(nproc) != gpus:
+            return per_node
+        if gpus and int(nproc) != gpus:
             self.out.note(
                 where,
                 "action",
                 f"--nproc-per-node {nproc} but {gpus} GPUs per worker",
                 "check which is meant",
             )
-        standalone = ["--standalone"] if workers == 1 else []
-        return [*head, *standalone, f"--nproc-per-node={per_node}", *keep, *rest]
+        return nproc
 
     def _accelerate(self, words: list[str], where: str, workers: int, gpus: int) -> list[str]:
         rest = words[2:]
@@ -808,15 +828,26 @@ class _Converter:
         if not commands:
             return body
         last_line, last = kept[commands[-1]]
-        simple = last_line.words and last_line.words[0] not in (
-            "exec",
-            "wait",
-            "exit",
-            "fi",
-            "done",
-            "}",
-            "esac",
-            "echo",
+        # Assignments before the command stay in front of exec (`exec A=1 prog` runs "A=1").
+        assignments = re.match(r"^\s*(?:\w+=\S*\s+)*", last)
+        lead = assignments[0] if assignments else ""
+        program = [w for w in last_line.words or [] if not re.match(r"^\w+=", w)]
+        heredoc = any("<<" in text for _, text in kept)
+        simple = (
+            not heredoc
+            and program
+            and program[0]
+            not in (
+                "exec",
+                "time",
+                "wait",
+                "exit",
+                "fi",
+                "done",
+                "}",
+                "esac",
+                "echo",
+            )
         )
         if traps:
             self.out.note(
@@ -826,12 +857,12 @@ class _Converter:
                 "trap TERM and pass it on to the program",
             )
         elif simple and not re.search(r"[;&|<>]|\)$", last):
-            body[commands[-1]] = "exec " + last
+            body[commands[-1]] = lead + "exec " + last[len(lead) :]
         else:
             self.out.note(
                 f"line {last_line.number}",
                 "action",
-                "the last command is not one that can be exec'd: at preemption bash gets SIGTERM",
+                "the last command cannot be exec'd: at preemption bash gets SIGTERM",
                 "make the program the last command, or trap TERM and pass it on",
             )
         return body
@@ -892,21 +923,7 @@ class _Converter:
 
     def _spec(self, body: list[str], workers: int, gpus: int) -> Manifest:
         r = self.req
-        name = self.req.name or self.out.name
-        image = f"{PLACEHOLDER_REGISTRY}/{_dns_name(name)}:todo"
-        what = []
-        if self.modules:
-            what.append("the modules " + ", ".join(self.modules))
-        if self.environments:
-            what.append("the Python environment the script activated")
-        self.out.note(
-            "image",
-            "action",
-            f"a Slurm script names no image: {image} is a placeholder",
-            "build an image with the program"
-            + (" and " + " and ".join(what) if what else " and what it needs")
-            + ", and set spec.image",
-        )
+        image = self._image()
         resources: Manifest = {"gpu": gpus}
         if r.gpu_type and gpus:
             resources["gpuType"] = r.gpu_type
@@ -949,6 +966,33 @@ class _Converter:
         if r.account:
             spec["costCenter"] = r.account
         return spec
+
+    def _image(self) -> str:
+        """The image: Pyxis's, or a placeholder with what to build."""
+        image = self.image or f"{PLACEHOLDER_REGISTRY}/{_dns_name(self.out.name)}:todo"
+        what = []
+        if self.modules:
+            what.append("the modules " + ", ".join(self.modules))
+        if self.environments:
+            what.append("the Python environment the script activated")
+        if self.image:
+            self.out.note(
+                "image",
+                "changed",
+                f"srun --container-image: the image is {image}",
+                "check the cluster can pull it"
+                + (" and that it has " + " and ".join(what) if what else ""),
+            )
+        else:
+            self.out.note(
+                "image",
+                "action",
+                f"a Slurm script names no image: {image} is a placeholder",
+                "build an image with the program"
+                + (" and " + " and ".join(what) if what else " and what it needs")
+                + ", and set spec.image",
+            )
+        return image
 
     def _cpus(self, gpus: int) -> int | None:
         r = self.req
@@ -1070,9 +1114,18 @@ def _logical_lines(text: str) -> list[_Line]:
 
 
 def _words(text: str) -> list[str] | None:
-    """Shell words; a $(...) or $((...)) stays inside its word, as bash keeps it."""
+    """Shell words, None when they do not split."""
     if not text.strip() or text.strip().startswith("#"):
         return []
+    try:
+        return _split(text)
+    except ValueError:
+        return None
+
+
+def _split(text: str) -> list[str]:
+    """Shell words as bash splits them: a $(...) or $((...)) stays inside its word, and # starts
+    a comment only at the start of a word."""
     hidden: list[str] = []
     out, i = [], 0
     while i < len(text):
@@ -1084,15 +1137,16 @@ def _words(text: str) -> list[str] | None:
                     break
                 j += 1
             hidden.append(text[i : j + 1])
-            out.append(f"\x00{len(hidden) - 1}\x00")
             i = j + 1
+        elif text[i] == "#" and i and not text[i - 1].isspace():
+            hidden.append("#")
+            i += 1
         else:
             out.append(text[i])
             i += 1
-    try:
-        words = shlex.split("".join(out), comments=True)
-    except ValueError:
-        return None
+            continue
+        out.append(f"\x00{len(hidden) - 1}\x00")
+    words = shlex.split("".join(out), comments=True)
     return [re.sub(r"\x00(\d+)\x00", lambda m: hidden[int(m[1])], w) for w in words]
 
 

@@ -233,3 +233,47 @@ def test_every_directive_is_accounted_for() -> None:
 def test_name_from_job_name_or_file() -> None:
     assert _convert(_script("#SBATCH -J My_Run.v2", "true")).name == "my-run-v2"
     assert _convert(_script("true"), "dir/7b-train.sbatch").name == "job-7b-train"
+
+
+def test_a_one_task_srun_step_stays_one_process() -> None:
+    spec = _spec(
+        _script("#SBATCH --ntasks-per-node=4", "srun -n1 mkdir -p out", "srun python t.py")
+    )
+    assert spec["command"][2] == (
+        "mkdir -p out\nexec torchrun --nproc-per-node=4 --no-python python t.py\n"
+    )
+
+
+def test_the_last_command_is_execd_only_where_bash_allows() -> None:
+    assert _spec(_script("A=1 B=2 python t.py"))["command"][2] == "A=1 B=2 exec python t.py\n"
+    heredoc = _convert(_script("cat > c.yaml <<EOF", "lr: 1", "EOF"))
+    assert heredoc.resources[0]["spec"]["command"][2] == "cat > c.yaml <<EOF\nlr: 1\nEOF\n"
+    assert any("cannot be exec'd" in n.reason for n in heredoc.notes)
+    timed = _spec(_script("time python t.py"))
+    assert timed["command"][2] == "time python t.py\n"
+
+
+def test_torch_distributed_launch_keeps_its_flags() -> None:
+    spec = _spec(
+        _script(
+            "#SBATCH --gres=gpu:2",
+            "python -m torch.distributed.launch --use_env --nproc_per_node=2 t.py --nnodes 9",
+        )
+    )
+    assert spec["command"][2] == (
+        "exec python -m torch.distributed.launch --standalone --nproc-per-node=2 --use_env "
+        "t.py --nnodes 9\n"
+    )
+
+
+def test_a_pyxis_container_image_is_the_image() -> None:
+    conversion = _convert(
+        _script("#SBATCH -N 2", "srun --container-image=nvcr.io#nvidia/pytorch:24.01 python t.py")
+    )
+    assert conversion.resources[0]["spec"]["image"] == "nvcr.io/nvidia/pytorch:24.01"
+    assert next(n for n in conversion.notes if n.field == "image").kind == "changed"
+
+
+def test_a_script_with_nothing_to_run_is_an_error() -> None:
+    conversion = _convert(_script("#SBATCH --gres=gpu:1", "module load cuda"))
+    assert conversion.error == "no command after the #SBATCH lines: nothing to run"
