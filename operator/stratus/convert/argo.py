@@ -99,7 +99,7 @@ def _convert(
         )
     first = _dict(containers[0], "spec.template.spec.containers[0]")
     container = container_fields(first, "spec.template.spec.containers[0]", conv)
-    if "readinessPath" not in container:
+    if "readinessProbe" not in first:
         conv.note(
             "spec.template.spec.containers[0].readinessProbe",
             "action",
@@ -429,7 +429,9 @@ def _seconds(duration: str) -> float:
 def _limit(value: Any, path: str, conv: Conversion) -> int:
     limit = int(value)
     if limit < 0 or limit > MAX_LIMIT:
-        conv.note(path, "changed", f"Stratus tolerates at most {MAX_LIMIT}: {MAX_LIMIT}")
+        conv.note(
+            path, "changed", f"{limit} is out of Stratus's range 0 to {MAX_LIMIT}: {MAX_LIMIT}"
+        )
         return MAX_LIMIT
     return limit
 

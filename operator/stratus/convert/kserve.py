@@ -123,6 +123,17 @@ _COMPONENT = {
 }
 # Container fields a predictor implementation (model, sklearn, ...) adds to a container's.
 _IMPLEMENTATION = {"modelFormat", "runtime", "storageUri", "protocolVersion", "runtimeVersion"}
+# Predictor settings with no Stratus counterpart, and why.
+_KNATIVE_ONLY = {
+    "containerConcurrency": "Knative's per-replica request limit",
+    "timeout": "Knative's request timeout",
+}
+_SIDE_FEATURES = {
+    "logger": "KServe's request logger",
+    "batcher": "KServe's request batcher",
+    "deploymentStrategy": "the Deployment's own rollout strategy (Stratus rolls out by rollout)",
+    "workerSpec": "multi-node serving (Stratus serves from one pod per replica)",
+}
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 KNATIVE_MIN = "autoscaling.knative.dev/minScale"
 KNATIVE_MAX = "autoscaling.knative.dev/maxScale"
@@ -182,7 +193,9 @@ def _convert(doc: dict[str, Any], conv: Conversion) -> list[Conversion]:
         )
 
     container, model_uri_path, uri = _predictor(predictor, out_meta["name"], conv)
-    pod, override = pod_fields(predictor, "spec.predictor", conv, _COMPONENT | _IMPLEMENTATION)
+    _component_notes(predictor, conv)
+    own = _COMPONENT | _IMPLEMENTATION | LEGACY_FORMATS | set(_KNATIVE_ONLY) | set(_SIDE_FEATURES)
+    pod, override = pod_fields(predictor, "spec.predictor", conv, own)
     for key in ("labels", "annotations"):
         if isinstance(predictor.get(key), dict):
             conv.note(
@@ -200,6 +213,24 @@ def _convert(doc: dict[str, Any], conv: Conversion) -> list[Conversion]:
     _scaling(predictor, annotations, mode, resource["spec"], conv)
     _canary(predictor, resource["spec"], conv)
     return finish(conv, resource)
+
+
+def _component_notes(predictor: dict[str, Any], conv: Conversion) -> None:
+    for key in predictor:
+        if key in _KNATIVE_ONLY:
+            conv.note(
+                f"spec.predictor.{key}",
+                "dropped",
+                f"{_KNATIVE_ONLY[key]}: Stratus serves without Knative",
+                "enforce it in the server",
+            )
+        elif key in _SIDE_FEATURES:
+            conv.note(
+                f"spec.predictor.{key}",
+                "dropped",
+                f"Stratus has no {_SIDE_FEATURES[key]}",
+                "do it in the server, or in front of the service",
+            )
 
 
 def _predictor(predictor: dict[str, Any], name: str, conv: Conversion) -> tuple[Manifest, str, Any]:
@@ -236,7 +267,7 @@ def _predictor(predictor: dict[str, Any], name: str, conv: Conversion) -> tuple[
             "changed",
             f"KServe runs {fmt} models with its ServingRuntime {runtime.runtime}: Stratus runs "
             f"its image {runtime.image} with the same arguments",
-            "pin the image version your cluster's runtime used",
+            "pin the image version your cluster's runtime used; check its args and readinessPath",
         )
     return fields, f"{path}.storageUri", impl.get("storageUri")
 
@@ -255,8 +286,8 @@ def _implementation_notes(impl: dict[str, Any], path: str, fmt: str, conv: Conve
             conv.note(
                 f"{path}.{key}",
                 "changed",
-                f"{key} chose KServe's server: the image below serves both protocols",
-                "pin the image version your runtime used",
+                f"KServe picked its server by {key}; Stratus runs the format's default image",
+                "check the image serves the protocol and version your clients use",
             )
         elif key == "modelFormat" and mapping(value).get("version") is not None:
             conv.note(
@@ -308,7 +339,9 @@ def _runtime_fields(runtime: Runtime, name: str, given: Manifest) -> Manifest:
     }
     if runtime.command:
         out["command"] = list(runtime.command)
-    out["args"] = [a.format(name=name) for a in runtime.args] + given.pop("args", [])
+    args = [a.format(name=name) for a in runtime.args] + given.pop("args", [])
+    if args:
+        out["args"] = args
     env = [{"name": k, "value": v.format(name=name)} for k, v in runtime.env]
     if env or given.get("env"):
         out["env"] = env + given.pop("env", [])
@@ -395,6 +428,11 @@ def _scaling(
         high_n = low_n
     spec["replicas"] = {"min": low_n, "max": high_n}
     metric = predictor.get("scaleMetric", annotations.get(KNATIVE_METRIC))
+    metric_path = (
+        f"metadata.annotations.{KNATIVE_METRIC}"
+        if "scaleMetric" not in predictor and KNATIVE_METRIC in annotations
+        else f"{path}.scaleMetric"
+    )
     target = predictor.get("scaleTarget", annotations.get(KNATIVE_TARGET))
     for key in ("scaleMetricType", "autoScaling"):
         if key in predictor:
@@ -423,7 +461,7 @@ def _scaling(
         spec["autoscaling"] = {"metric": metric, "target": value}
         return
     c.note(
-        f"{path}.scaleMetric",
+        metric_path,
         "dropped",
         f"Stratus has no {metric} metric built in; without autoscaling the service runs "
         "min replicas",

@@ -163,7 +163,9 @@ def _probe_path(probe: Any, path: str, conv: Conversion, kind: str) -> str | Non
         path,
         "changed",
         reason + ("" if kind == "readinessProbe" else f": the {kind} is replaced"),
-        "check the server answers readinessPath" if kind == "readinessProbe" else "",
+        "set spec.readinessPath to a path the server answers when ready"
+        if kind == "readinessProbe"
+        else "",
     )
     return None
 
