@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,6 +55,7 @@ CONTAINER_FIELDS = {
     "volumeMounts",
     "resources",
 }
+MOUNT_FIELDS = {"name", "mountPath", "subPath", "readOnly"}
 # Pod fields Stratus sets itself from its own spec, or must not be given.
 POD_FIELDS_OWN = {"containers", "volumes", "restartPolicy", "terminationGracePeriodSeconds"}
 # Images of the Kubeflow Trainer runtimes whose TrainJobs often name no image of their own.
@@ -154,6 +156,18 @@ class _Builder:
             if main.get(key):
                 self.spec[key] = copy.deepcopy(main[key])
         self.resources(main.get("resources") or {}, f"{path}.resources")
+        plain = [m for m in self.spec.get("volumeMounts", []) if set(m) <= MOUNT_FIELDS]
+        if len(plain) != len(self.spec.get("volumeMounts", [])):
+            # subPathExpr, mountPropagation...: the simple form has no place for them.
+            self.train_container["volumeMounts"] = [
+                m for m in self.spec["volumeMounts"] if m not in plain
+            ]
+            self.spec["volumeMounts"] = plain
+            self.changed(
+                f"{path}.volumeMounts",
+                "mounts with fields beyond name, mountPath, subPath and readOnly kept through "
+                "podTemplate on the container `train`",
+            )
         if main.get("ports"):
             self.dropped(
                 f"{path}.ports",
@@ -465,8 +479,12 @@ def _replica_job(
             continue
         workers += _replicas(replica, f"spec.{field}", role)
         if chosen is None or role == "Worker":
-            if chosen is not None and _image(chosen) != _image(replica):
-                b.changed(path, "roles run different images: every worker runs the Worker's")
+            if chosen is not None and chosen.get("template") != replica.get("template"):
+                b.changed(
+                    f"{path}.template",
+                    "the roles' pod templates differ: every worker runs the Worker's",
+                    "let the program tell rank 0 (NODE_RANK) from the others",
+                )
             chosen = replica
         b.unknown(path, replica, {"replicas", "template", "restartPolicy"})
         if "restartPolicy" in replica:
@@ -481,13 +499,6 @@ def _replica_job(
     b.pod(chosen.get("template"), f"spec.{field}.{role}.template", container)
     b.spec["workers"] = workers
     return chosen
-
-
-def _image(replica: dict[str, Any]) -> Any:
-    try:
-        return [c.get("image") for c in replica["template"]["spec"]["containers"]]
-    except (KeyError, TypeError):
-        return None
 
 
 def convert_pytorchjob(doc: dict[str, Any] | str, source: str) -> list[Conversion]:
@@ -516,6 +527,31 @@ def convert_pytorchjob(doc: dict[str, Any] | str, source: str) -> list[Conversio
         )
 
     return _guarded(doc, source, "PyTorchJob", body)
+
+
+def _single_role_job(
+    kind: str, field: str, container: str, roles: dict[str, str]
+) -> Callable[[dict[str, Any] | str, str], list[Conversion]]:
+    """A Kubeflow v1 job whose replicas need nothing but the rendezvous Stratus gives."""
+
+    def convert(doc: dict[str, Any] | str, source: str) -> list[Conversion]:
+        def body(b: _Builder, spec: dict[str, Any]) -> None:
+            _replica_job(b, spec, field, roles, tuple(r for r in roles if not roles[r]), container)
+            b.run_policy(spec.get("runPolicy"), "spec.runPolicy")
+            b.unknown("spec", spec, {field, "runPolicy"})
+
+        return _guarded(doc, source, kind, body)
+
+    return convert
+
+
+convert_paddlejob = _single_role_job(
+    "PaddleJob", "paddleReplicaSpecs", "paddle", {"Master": "", "Worker": ""}
+)
+convert_xgboostjob = _single_role_job(
+    "XGBoostJob", "xgbReplicaSpecs", "xgboost", {"Master": "", "Worker": ""}
+)
+convert_jaxjob = _single_role_job("JAXJob", "jaxReplicaSpecs", "jax", {"Worker": ""})
 
 
 def convert_tfjob(doc: dict[str, Any] | str, source: str) -> list[Conversion]:
