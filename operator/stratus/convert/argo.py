@@ -42,6 +42,7 @@ _GUARD = re.compile(
 _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 _STEP_KEYS = {"setWeight", "pause", "analysis"}
+_SPEC_READ = {"template", "replicas", "strategy", "progressDeadlineSeconds"}
 _CANARY_READ = {"steps", "analysis", "trafficRouting"}
 MAX_LIMIT = 100
 
@@ -128,13 +129,15 @@ def _convert(
     out["replicas"] = {"min": replicas, "max": replicas}
     out["rollout"] = _rollout(spec, templates, conv)
     for key in spec:
-        if key not in {
-            "template",
-            "replicas",
-            "strategy",
-            "progressDeadlineSeconds",
-            "workloadRef",
-        }:
+        if key == "selector":
+            conv.note("spec.selector", "dropped", "Stratus labels and selects its own pods")
+        elif key == "minReadySeconds":
+            conv.note(
+                "spec.minReadySeconds",
+                "dropped",
+                "Stratus counts a pod as available once its readiness probe passes",
+            )
+        elif key not in _SPEC_READ:
             conv.note(f"spec.{key}", "dropped", "Stratus has no such setting for a rollout")
     return finish(conv, resource)
 
