@@ -118,6 +118,17 @@ _GPU_PRODUCTS: dict[str, tuple[str, str]] = {
     "a10": ("NVIDIA-A10", ""),
     "a40": ("NVIDIA-A40", ""),
     "t4": ("Tesla-T4", ""),
+    "p100": ("Tesla-P100-PCIE-16GB", "P100s also come as SXM2"),
+    "k80": ("Tesla-K80", ""),
+    "a6000": ("NVIDIA-RTX-A6000", ""),
+    "rtx-a6000": ("NVIDIA-RTX-A6000", ""),
+    "a5000": ("NVIDIA-RTX-A5000", ""),
+    "rtx8000": ("Quadro-RTX-8000", ""),
+    "rtx6000": ("Quadro-RTX-6000", ""),
+    "rtx3090": ("NVIDIA-GeForce-RTX-3090", ""),
+    "rtx4090": ("NVIDIA-GeForce-RTX-4090", ""),
+    "gh200": ("NVIDIA-GH200-480GB", ""),
+    "b200": ("NVIDIA-B200", ""),
     "v100": ("Tesla-V100-SXM2-16GB", "V100s also come as 32GB and PCIe"),
     "v100-32gb": ("Tesla-V100-SXM2-32GB", "V100s also come as PCIe"),
 }
@@ -127,6 +138,9 @@ _TIME = re.compile(
     r"|(?P<h>\d+):(?P<hm>\d+):(?P<hs>\d+)"
     r"|(?P<m>\d+)(?::(?P<ms>\d+))?)$"
 )
+_OPERATOR = re.compile(r"\d*>>?|\d*>&\d*-?|&>>?|<<?|&&|\|\||\|&?|&|;;?")
+# Redirections exec keeps (`exec prog > log 2>&1` writes the log as the script did).
+_REDIRECTION = re.compile(r"\d*>&\d+|&>>?|\d*>>?|<")
 _VAR = re.compile(r"\$\{?(SLURM_[A-Z_]+)")
 
 
@@ -225,6 +239,7 @@ class _Converter:
     def _directives(self, lines: list[_Line]) -> int:
         """Read the directives; the index of the first line after them."""
         body_start = len(lines)
+        directives = 0
         for i, line in enumerate(lines):
             stripped = line.text.strip()
             if i == 0 and stripped.startswith("#!"):
@@ -239,8 +254,16 @@ class _Converter:
                     )
                     continue
                 self._directive(line.number, stripped[len("#SBATCH") :])
+                directives += 1
             elif body_start == len(lines) and stripped and not stripped.startswith("#"):
                 body_start = i
+        if not directives:
+            self.out.note(
+                "#SBATCH",
+                "action",
+                "no #SBATCH directives: one worker, no GPUs",
+                "check it is a Slurm batch script, and set spec.resources",
+            )
         return body_start
 
     def _directive(self, number: int, rest: str) -> None:
@@ -669,7 +692,7 @@ class _Converter:
             long_name = {"-N": "--nodes", "-n": "--ntasks"}.get(name, name)
             if long_name in ("--nodes", "--ntasks", "--ntasks-per-node") and value.isdigit():
                 shape[long_name] = int(value)
-            elif name == "--container-image" and value:
+            elif name == "--container-image" and value and not re.search(r"^[/.~]|\.sqsh$", value):
                 # Pyxis names the image as registry#repository:tag.
                 self.image = value.replace("#", "/", 1)
             elif name not in ("-l", "--label", "-u", "--unbuffered"):
@@ -856,7 +879,7 @@ class _Converter:
                 "the script traps signals: at preemption bash gets SIGTERM, its children not",
                 "trap TERM and pass it on to the program",
             )
-        elif simple and not re.search(r"[;&|<>]|\)$", last):
+        elif simple and not re.search(r"[;&|]|\)$", _REDIRECTION.sub("", last)):
             body[commands[-1]] = lead + "exec " + last[len(lead) :]
         else:
             self.out.note(
@@ -1065,7 +1088,13 @@ def _gpu_count(where: str, value: str) -> tuple[str | None, int]:
 
 
 def _quote(word: str) -> str:
-    """Quote a word again, keeping the $VARIABLES the script meant to expand."""
+    """Quote a word again, keeping the $VARIABLES the script meant to expand and the shell's
+    operators and redirections."""
+    if _OPERATOR.fullmatch(word):
+        return word
+    redirect = re.fullmatch(r"(\d*>>?|&>>?|<)(.+)", word)
+    if redirect:
+        return redirect[1] + _quote(redirect[2])
     if "$" in word and not re.search(r'["\\`]', word):
         return f'"{word}"' if re.search(r"[^\w$={}./:,@%+-]", word) else word
     return shlex.quote(word)

@@ -277,3 +277,23 @@ def test_a_pyxis_container_image_is_the_image() -> None:
 def test_a_script_with_nothing_to_run_is_an_error() -> None:
     conversion = _convert(_script("#SBATCH --gres=gpu:1", "module load cuda"))
     assert conversion.error == "no command after the #SBATCH lines: nothing to run"
+
+
+def test_operators_and_redirections_survive_the_rewrite() -> None:
+    spec = _spec(
+        _script(
+            "#SBATCH --ntasks-per-node=2",
+            "srun python a.py > a.log 2>&1 &",
+            "srun python b.py >b.log 2>&1",
+        )
+    )
+    assert spec["command"][2] == (
+        "torchrun --nproc-per-node=2 --no-python python a.py > a.log 2>&1 &\n"
+        "exec torchrun --nproc-per-node=2 --no-python python b.py >b.log 2>&1\n"
+    )
+
+
+def test_a_script_without_directives_says_so() -> None:
+    conversion = _convert("python t.py\n")
+    assert conversion.resources[0]["spec"]["resources"] == {"gpu": 0}
+    assert any(n.field == "#SBATCH" and n.kind == "action" for n in conversion.notes)
