@@ -29,6 +29,14 @@ SERVER_METADATA = {
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
 }
+# What the Job controller stamps on its pods (seen in objects read back from a cluster): the
+# labels of the old Job, which would contradict the selector of each attempt's new Job.
+SERVER_LABELS = {
+    "controller-uid",
+    "job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+}
 SKIPPED_ANNOTATIONS = {"kubectl.kubernetes.io/last-applied-configuration"}
 # Node labels and taints that mean spot capacity on the clouds and provisioners we know.
 SPOT_LABELS = {
@@ -98,8 +106,9 @@ class _Builder:
         meta = template.get("metadata") or {}
         if isinstance(meta, dict):
             for key in ("labels", "annotations"):
-                if meta.get(key):
-                    self.pod_metadata[key] = dict(meta[key])
+                kept = {k: v for k, v in (meta.get(key) or {}).items() if k not in SERVER_LABELS}
+                if kept:
+                    self.pod_metadata[key] = kept
             self.unknown(f"{path}.metadata", meta, {"labels", "annotations", "name"})
         spec = template.get("spec")
         if not isinstance(spec, dict):
@@ -368,7 +377,13 @@ class _Builder:
 
     def metadata(self, source_kind: str) -> dict[str, Any]:
         meta = self.doc.get("metadata")
-        if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        if not isinstance(meta, dict):
+            raise UnsupportedInput("metadata.name: missing")
+        meta = dict(meta)
+        if not isinstance(meta.get("name"), str) and isinstance(meta.get("generateName"), str):
+            meta["name"] = meta.pop("generateName").rstrip("-")
+            self.changed("metadata.generateName", f"a TrainingJob has a fixed name: {meta['name']}")
+        if not isinstance(meta.get("name"), str) or not meta["name"]:
             raise UnsupportedInput("metadata.name: missing")
         name = meta["name"]
         if len(name) > MAX_NAME_LENGTH:

@@ -174,3 +174,28 @@ def test_tfjob_without_chief_or_workers_is_an_error() -> None:
 def test_not_a_mapping_is_an_error() -> None:
     (c,) = kubeflow.convert_job("text", "x")
     assert c.error == "not a Kubernetes object"
+
+
+def test_a_job_read_back_from_a_cluster_sheds_what_the_server_stamped() -> None:
+    doc = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"generateName": "train-", "uid": "u", "resourceVersion": "7"},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"job-name": "train-x", "controller-uid": "u", "app": "t"}},
+                "spec": {
+                    "containers": [
+                        {"image": "t:1", "resources": {"limits": {"nvidia.com/gpu": "2"}}}
+                    ]
+                },
+            }
+        },
+        "status": {"succeeded": 1},
+    }
+    (c,) = kubeflow.convert_job(doc, "x")
+    tj = c.resources[0]
+    assert tj["metadata"]["name"] == "train"
+    assert tj["spec"]["podTemplate"] == {"metadata": {"labels": {"app": "t"}}}
+    assert tj["spec"]["resources"] == {"gpu": 2}
+    assert sorted(n.field for n in c.notes) == ["(checkpoint)", "metadata.generateName"]
