@@ -265,9 +265,23 @@ def _pause(out: list[Manifest], pause: dict[str, Any], where: str, conv: Convers
 def _routing(routing: Any, conv: Conversion) -> Manifest | None:
     if not isinstance(routing, dict):
         return None
-    route = mapping(mapping(routing.get("plugins")).get(GATEWAY_PLUGIN)).get("httpRoute")
+    plugins = mapping(routing.get("plugins"))
+    gateway = mapping(plugins.get(GATEWAY_PLUGIN))
+    route = gateway.get("httpRoute")
     for key in routing:
         if key == "plugins" and isinstance(route, str):
+            for other in sorted(set(plugins) - {GATEWAY_PLUGIN}):
+                conv.note(
+                    f"spec.strategy.canary.trafficRouting.plugins.{other}",
+                    "dropped",
+                    "Stratus splits traffic by one Gateway API HTTPRoute",
+                )
+            for other in sorted(set(gateway) - {"httpRoute"}):
+                conv.note(
+                    f"spec.strategy.canary.trafficRouting.plugins.{GATEWAY_PLUGIN}.{other}",
+                    "changed",
+                    "Stratus splits traffic by one HTTPRoute, in the InferenceService's namespace",
+                )
             continue
         conv.note(
             f"spec.strategy.canary.trafficRouting.{key}",

@@ -42,7 +42,7 @@ POD_FIELDS = {
     "enableServiceLinks",
     "automountServiceAccountToken",
 }
-_MOUNT_FIELDS = {"name", "mountPath", "subPath", "readOnly"}
+_MOUNT_FIELDS = ("name", "mountPath", "subPath", "readOnly")
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
 
