@@ -551,7 +551,21 @@ class _Converter:
                 launched = True
                 kept.append((line, rewritten))
                 continue
-            if words and words[0] in ("scontrol", "sinfo", "squeue", "sbatch", "scancel", "sacct"):
+            if first in ("source", ".") and len(words or []) > 1:
+                self.out.note(
+                    where,
+                    "action",
+                    f"it sources {(words or [])[1]} from the cluster's filesystem",
+                    "put that file in the image at the same path, or its settings in spec.env",
+                )
+            elif words and words[0] in (
+                "scontrol",
+                "sinfo",
+                "squeue",
+                "sbatch",
+                "scancel",
+                "sacct",
+            ):
                 self.out.note(
                     where,
                     "action",
@@ -908,6 +922,13 @@ class _Converter:
             known["SLURM_PROCID"] = {"valueFrom": _INDEX}
             known["SLURM_LOCALID"] = {"value": "0"}
         text = "\n".join(body)
+        if re.search(r"\$(\{)?[@*#1-9]", text):
+            self.out.note(
+                "arguments",
+                "action",
+                "the script reads the arguments sbatch passed it ($1, $@): bash -c gets none",
+                "write them into spec.command",
+            )
         names = sorted(set(_VAR.findall(text)))
         have = {e["name"] for e in self.env}
         unknown = []
@@ -1092,6 +1113,8 @@ def _quote(word: str) -> str:
     operators and redirections."""
     if _OPERATOR.fullmatch(word):
         return word
+    if word == "$@":
+        return '"$@"'
     redirect = re.fullmatch(r"(\d*>>?|&>>?|<)(.+)", word)
     if redirect:
         return redirect[1] + _quote(redirect[2])

@@ -297,3 +297,9 @@ def test_a_script_without_directives_says_so() -> None:
     conversion = _convert("python t.py\n")
     assert conversion.resources[0]["spec"]["resources"] == {"gpu": 0}
     assert any(n.field == "#SBATCH" and n.kind == "action" for n in conversion.notes)
+
+
+def test_arguments_and_sourced_files_are_noted() -> None:
+    conversion = _convert(_script("source ./env.sh", 'torchrun t.py "$@"'))
+    fields = {n.field for n in conversion.notes if n.kind == "action"}
+    assert {"line 2", "arguments"} <= fields
