@@ -135,6 +135,10 @@ _SIDE_FEATURES = {
     "workerSpec": "multi-node serving (Stratus serves from one pod per replica)",
 }
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+_MODES = {
+    "Serverless": "Knative: scale to zero, request-based scaling",
+    "ModelMesh": "many models packed into shared ModelMesh pods",
+}
 KNATIVE_MIN = "autoscaling.knative.dev/minScale"
 KNATIVE_MAX = "autoscaling.knative.dev/maxScale"
 KNATIVE_METRIC = "autoscaling.knative.dev/metric"
@@ -188,8 +192,8 @@ def _convert(doc: dict[str, Any], conv: Conversion) -> list[Conversion]:
         conv.note(
             f"metadata.annotations.{DEPLOYMENT_MODE}",
             "changed",
-            f"KServe's {mode} mode (Knative, scale to zero) becomes a plain Deployment behind "
-            "a Service, at least one replica",
+            f"KServe's {mode} mode ({_MODES.get(mode, 'not a KServe mode')}) becomes a plain "
+            "Deployment behind a Service, at least one replica",
         )
 
     container, model_uri_path, uri = _predictor(predictor, out_meta["name"], conv)
@@ -240,9 +244,10 @@ def _predictor(predictor: dict[str, Any], name: str, conv: Conversion) -> tuple[
         impl = _dict(predictor["model"], "spec.predictor.model")
         path = "spec.predictor.model"
         model_format = impl.get("modelFormat")
-        fmt = model_format.get("name") if isinstance(model_format, dict) else None
-        if not isinstance(fmt, str):
+        given = model_format.get("name") if isinstance(model_format, dict) else None
+        if not isinstance(given, str):
             raise ValueError("spec.predictor.model.modelFormat.name missing")
+        fmt = given.lower()
     elif formats:
         fmt = formats[0]
         path = f"spec.predictor.{fmt}"

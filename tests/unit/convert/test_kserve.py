@@ -232,3 +232,8 @@ def test_an_unsafe_name_is_renamed_and_said_so() -> None:
 def test_not_a_mapping_is_an_error() -> None:
     (conversion,) = convert_inferenceservice("predictor: nope", "isvc.yaml")
     assert conversion.error == "not a Kubernetes object"
+
+
+def test_model_format_names_are_read_regardless_of_case() -> None:
+    model = {"modelFormat": {"name": "XGBoost"}, "storageUri": "s3://models/xgb/model.bst"}
+    assert _spec(_isvc({"model": model}))["image"].startswith("kserve/xgbserver:")
