@@ -80,6 +80,13 @@ RUNTIMES: dict[str, Runtime] = {
         ),
         readiness=f"/v1/models/{NAME}",
     ),
+    # Not a KServe default runtime, but the format's usual server: vLLM's own OpenAI image.
+    "vllm": Runtime(
+        "vllm",
+        "vllm/vllm-openai:v0.6.3",
+        args=(f"--model={MODEL_DIR}", "--port=8080", f"--served-model-name={NAME}"),
+        readiness="/health",
+    ),
     "triton": _TRITON,
     "onnx": _TRITON,
     "tensorrt": _TRITON,
@@ -93,6 +100,18 @@ RUNTIMES: dict[str, Runtime] = {
             ("MLSERVER_HTTP_PORT", "8080"),
         ),
     ),
+}
+# ServingRuntime fields that only say which models it takes: nothing to carry.
+_RUNTIME_SELECTION = {
+    "supportedModelFormats",
+    "protocolVersions",
+    "multiModel",
+    "disabled",
+    "builtInAdapter",
+    "grpcEndpoint",
+    "grpcDataEndpoint",
+    "httpDataEndpoint",
+    "storageHelper",
 }
 # The pre-0.7 spelling: the format is the predictor's key.
 LEGACY_FORMATS = {
@@ -149,8 +168,14 @@ _FILE = re.compile(r"/[^/]+\.[A-Za-z0-9]+$")
 _ARCHIVE = (".zip", ".tar", ".tar.gz", ".tgz")
 
 
-def convert_inferenceservice(doc: dict[str, Any] | str, source: str) -> list[Conversion]:
-    """One KServe InferenceService as one Stratus InferenceService; never raises for a bad one."""
+def convert_inferenceservice(
+    doc: dict[str, Any] | str, source: str, runtimes: list[dict[str, Any]] | None = None
+) -> list[Conversion]:
+    """One KServe InferenceService as one Stratus InferenceService; never raises for a bad one.
+
+    `runtimes` are every ServingRuntime and ClusterServingRuntime (serving.kserve.io/v1alpha1)
+    of the same input set: one the predictor names by `runtime` gives the server's image,
+    command, arguments and environment, which KServe would have taken from the cluster."""
     conv = Conversion(source=source, kind=KIND, name="")
     if not isinstance(doc, dict):
         conv.error = "not a Kubernetes object"
@@ -158,7 +183,7 @@ def convert_inferenceservice(doc: dict[str, Any] | str, source: str) -> list[Con
     meta = doc.get("metadata")
     conv.name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
     try:
-        return _convert(doc, conv)
+        return _convert(doc, conv, runtimes or [])
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         conv.error = f"cannot convert: {exc}"
         conv.notes.clear()
@@ -171,7 +196,9 @@ def _dict(node: Any, path: str) -> dict[str, Any]:
     return node
 
 
-def _convert(doc: dict[str, Any], conv: Conversion) -> list[Conversion]:
+def _convert(
+    doc: dict[str, Any], conv: Conversion, runtimes: list[dict[str, Any]]
+) -> list[Conversion]:
     meta = _dict(doc.get("metadata"), "metadata")
     spec = _dict(doc.get("spec"), "spec")
     predictor = _dict(spec.get("predictor"), "spec.predictor")
@@ -196,7 +223,7 @@ def _convert(doc: dict[str, Any], conv: Conversion) -> list[Conversion]:
             "Deployment behind a Service, at least one replica",
         )
 
-    container, model_uri_path, uri = _predictor(predictor, out_meta["name"], conv)
+    container, model_uri_path, uri = _predictor(predictor, out_meta["name"], conv, runtimes)
     _component_notes(predictor, conv)
     own = _COMPONENT | _IMPLEMENTATION | LEGACY_FORMATS | set(_KNATIVE_ONLY) | set(_SIDE_FEATURES)
     pod, override = pod_fields(predictor, "spec.predictor", conv, own)
@@ -212,6 +239,16 @@ def _convert(doc: dict[str, Any], conv: Conversion) -> list[Conversion]:
         for k in ("labels", "annotations")
         if isinstance(predictor.get(k), dict)
     }
+    if "readinessPath" not in container:
+        conv.note(
+            "spec.predictor",
+            "action",
+            "no HTTP readiness probe on the server: Stratus probes GET /healthz",
+            "set spec.readinessPath to a path the server answers when ready",
+        )
+    runtime_volumes = container.pop("volumes", [])
+    if runtime_volumes:
+        pod["volumes"] = runtime_volumes + pod.get("volumes", [])
     resource = assemble(conv, out_meta, container, pod, override, pod_meta or None)
     resource["spec"]["model"] = {"uri": _model_uri(uri, model_uri_path, conv)}
     _scaling(predictor, annotations, mode, resource["spec"], conv)
@@ -237,7 +274,9 @@ def _component_notes(predictor: dict[str, Any], conv: Conversion) -> None:
             )
 
 
-def _predictor(predictor: dict[str, Any], name: str, conv: Conversion) -> tuple[Manifest, str, Any]:
+def _predictor(
+    predictor: dict[str, Any], name: str, conv: Conversion, runtimes: list[dict[str, Any]]
+) -> tuple[Manifest, str, Any]:
     """The server container's fields, and where the model's URI came from and what it is."""
     formats = [k for k in predictor if k in LEGACY_FORMATS]
     if "model" in predictor:
@@ -256,11 +295,20 @@ def _predictor(predictor: dict[str, Any], name: str, conv: Conversion) -> tuple[
             conv.note(f"spec.predictor.{other}", "dropped", "a predictor has one model format")
     else:
         return _custom(predictor, conv)
-    _implementation_notes(impl, path, fmt, conv)
+    named = impl.get("runtime")
+    found = _find_runtime(runtimes, named) if isinstance(named, str) else None
+    _implementation_notes(impl, path, fmt, conv, found is not None)
     container = {k: v for k, v in impl.items() if k not in _IMPLEMENTATION}
     fields = container_fields(container, path, conv)
-    if "image" not in fields:
+    if "image" not in fields and found is not None:
+        fields = _from_runtime(found, name, fields, conv)
+    elif "image" not in fields:
         runtime = RUNTIMES.get(fmt)
+        if runtime is None and isinstance(named, str):
+            raise ValueError(
+                f"{path}.runtime: the ServingRuntime {named!r} holds the server's image and is "
+                "not in the input; convert it together with the InferenceService"
+            )
         if runtime is None:
             raise ValueError(
                 f"{path}: model format {fmt!r} has no predefined KServe runtime Stratus knows "
@@ -271,15 +319,19 @@ def _predictor(predictor: dict[str, Any], name: str, conv: Conversion) -> tuple[
             f"{path}.modelFormat",
             "changed",
             f"KServe runs {fmt} models with its ServingRuntime {runtime.runtime}: Stratus runs "
-            f"its image {runtime.image} with the same arguments",
+            f"its image {runtime.image} with the same arguments"
+            if runtime.runtime.startswith("kserve-")
+            else f"KServe has no default runtime for {fmt}: Stratus runs {runtime.image}",
             "pin the image version your cluster's runtime used; check its args and readinessPath",
         )
     return fields, f"{path}.storageUri", impl.get("storageUri")
 
 
-def _implementation_notes(impl: dict[str, Any], path: str, fmt: str, conv: Conversion) -> None:
+def _implementation_notes(
+    impl: dict[str, Any], path: str, fmt: str, conv: Conversion, in_input: bool
+) -> None:
     for key, value in impl.items():
-        if key == "runtime":
+        if key == "runtime" and not in_input:
             conv.note(
                 f"{path}.runtime",
                 "changed",
@@ -334,6 +386,51 @@ def _custom(predictor: dict[str, Any], conv: Conversion) -> tuple[Manifest, str,
     else:
         path = "spec.predictor.containers[0]"
     return fields, path, uri
+
+
+def _find_runtime(runtimes: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    named = [r for r in runtimes if mapping(r.get("metadata")).get("name") == name]
+    # A namespaced ServingRuntime shadows a ClusterServingRuntime of the same name, as in KServe.
+    named.sort(key=lambda r: r.get("kind") != "ServingRuntime")
+    return named[0] if named else None
+
+
+def _from_runtime(doc: dict[str, Any], name: str, given: Manifest, conv: Conversion) -> Manifest:
+    """The server from a ServingRuntime in the input, the predictor's own fields over it (its
+    args appended, its env added), as KServe merges them."""
+    runtime_name = text(mapping(doc.get("metadata")).get("name"))
+    path = f"{doc.get('kind', 'ServingRuntime')} {runtime_name}: spec"
+    spec = _dict(doc.get("spec"), path)
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise ValueError(f"{path}.containers is empty")
+    first = {
+        k: ([a.replace("{{.Name}}", name) for a in map(text, v)] if k in {"args", "command"} else v)
+        for k, v in _dict(containers[0], f"{path}.containers[0]").items()
+    }
+    out = container_fields(first, f"{path}.containers[0]", conv)
+    for key in spec:
+        if key == "volumes":
+            out["volumes"] = spec[key]
+        elif key not in _RUNTIME_SELECTION | {"containers"}:
+            conv.note(f"{path}.{key}", "dropped", "not a server setting Stratus carries")
+    for i in range(1, len(containers)):
+        conv.note(f"{path}.containers[{i}]", "dropped", "Stratus runs one server container")
+    args = out.pop("args", []) + given.pop("args", [])
+    if args:
+        out["args"] = args
+    env = {e["name"]: e for e in out.pop("env", [])} | {e["name"]: e for e in given.pop("env", [])}
+    if env:
+        out["env"] = list(env.values())
+    if given.get("resources") == {"gpu": 0} and "resources" in out:
+        given.pop("resources")
+    out.update(given)
+    conv.note(
+        path,
+        "changed",
+        f"the server is the runtime's first container, with {{{{.Name}}}} as {name!r}",
+    )
+    return out
 
 
 def _runtime_fields(runtime: Runtime, name: str, given: Manifest) -> Manifest:

@@ -20,6 +20,7 @@ from stratus.convert.serving_pod import CONVERTED_FROM, PLACEHOLDER_MODEL_URI
 
 CORPUS = Path(__file__).parents[2] / "convert_corpus" / "kserve"
 FILES = sorted(CORPUS.glob("*.yaml"))
+RUNTIME_KINDS = {"ServingRuntime", "ClusterServingRuntime"}
 
 
 def _isvc(predictor: dict[str, Any], **annotations: str) -> dict[str, Any]:
@@ -56,10 +57,13 @@ def test_the_corpus_is_there() -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_golden(path: Path) -> None:
+    docs = list(yaml.safe_load_all(path.read_text()))
+    runtimes = [d for d in docs if isinstance(d, dict) and d.get("kind") in RUNTIME_KINDS]
     got = [
         c.as_dict()
-        for i, doc in enumerate(yaml.safe_load_all(path.read_text()), 1)
-        for c in convert_inferenceservice(doc, f"{path.name}#{i}")
+        for i, doc in enumerate(docs, 1)
+        if doc not in runtimes
+        for c in convert_inferenceservice(doc, f"{path.name}#{i}", runtimes=runtimes)
     ]
     expected_path = path.with_suffix(".expected.json")
     if os.environ.get("STRATUS_UPDATE_GOLDEN"):
@@ -237,3 +241,44 @@ def test_not_a_mapping_is_an_error() -> None:
 def test_model_format_names_are_read_regardless_of_case() -> None:
     model = {"modelFormat": {"name": "XGBoost"}, "storageUri": "s3://models/xgb/model.bst"}
     assert _spec(_isvc({"model": model}))["image"].startswith("kserve/xgbserver:")
+
+
+def test_a_serving_runtime_in_the_input_gives_the_server() -> None:
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterServingRuntime",
+        "metadata": {"name": "mine"},
+        "spec": {
+            "supportedModelFormats": [{"name": "custom"}],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": "me/runtime:2",
+                    "args": ["--name={{.Name}}", "--dir=/mnt/models"],
+                    "env": [{"name": "A", "value": "runtime"}, {"name": "B", "value": "b"}],
+                    "resources": {"limits": {"cpu": "2"}},
+                }
+            ],
+        },
+    }
+    model = {
+        "modelFormat": {"name": "custom"},
+        "runtime": "mine",
+        "storageUri": "s3://models/m/",
+        "args": ["--extra"],
+        "env": [{"name": "A", "value": "isvc"}],
+    }
+    (conversion,) = convert_inferenceservice(_isvc({"model": model}), "x", runtimes=[runtime])
+    assert conversion.error is None, conversion.error
+    spec = conversion.resources[0]["spec"]
+    assert spec["image"] == "me/runtime:2"
+    assert spec["args"] == ["--name=iris", "--dir=/models", "--extra"]
+    assert spec["env"] == [{"name": "A", "value": "isvc"}, {"name": "B", "value": "b"}]
+    assert spec["resources"] == {"gpu": 0, "cpu": "2"}
+
+
+def test_a_runtime_only_in_the_cluster_is_an_error_naming_it() -> None:
+    model = {"modelFormat": {"name": "custom"}, "runtime": "elsewhere"}
+    conversion = _convert(_isvc({"model": model}))
+    assert conversion.error is not None
+    assert "'elsewhere'" in conversion.error
