@@ -182,6 +182,13 @@ def convert_inferenceservice(
         return [conv]
     meta = doc.get("metadata")
     conv.name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
+    conv.kind = f"{text(doc.get('apiVersion', ''))} {text(doc.get('kind', ''))}".strip()
+    if "default" in mapping(doc.get("spec")):
+        conv.error = (
+            "spec.default: the v1alpha2 (KFServing) shape; rewrite it as v1beta1 "
+            "(spec.predictor) and convert again"
+        )
+        return [conv]
     try:
         return _convert(doc, conv, runtimes or [])
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:

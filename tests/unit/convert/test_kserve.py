@@ -282,3 +282,13 @@ def test_a_runtime_only_in_the_cluster_is_an_error_naming_it() -> None:
     conversion = _convert(_isvc({"model": model}))
     assert conversion.error is not None
     assert "'elsewhere'" in conversion.error
+
+
+def test_the_kfserving_v1alpha2_shape_is_an_error() -> None:
+    doc = _isvc({})
+    doc["apiVersion"] = "serving.kubeflow.org/v1alpha2"
+    doc["spec"] = {"default": {"predictor": {"custom": {"container": {"image": "a:1"}}}}}
+    conversion = _convert(doc)
+    assert conversion.kind == "serving.kubeflow.org/v1alpha2 InferenceService"
+    assert conversion.error is not None
+    assert conversion.error.startswith("spec.default:")
