@@ -236,6 +236,9 @@ def _steps(steps: Any, refs: list[tuple[str, dict[str, Any]]], conv: Conversion)
                 _pause(out, mapping(value), where, conv)
             elif key == "analysis":
                 refs.append((where, mapping(value)))
+                for other in mapping(value):
+                    if other not in {"templates", "args"}:
+                        conv.note(f"{where}.{other}", "dropped", "Stratus runs one analysis")
                 conv.note(
                     where,
                     "changed",
@@ -337,9 +340,10 @@ class Analysis:
         prometheus = provider.get("prometheus")
         if not isinstance(prometheus, dict) or "query" not in prometheus:
             conv.note(
-                f"{path}.provider",
+                path,
                 "dropped",
-                f"Stratus queries Prometheus only, not {', '.join(provider) or 'nothing'}",
+                "the whole metric: Stratus queries Prometheus only, not "
+                f"{', '.join(provider) or 'nothing'}",
                 "write the check as a PromQL query with min or max",
             )
             return
