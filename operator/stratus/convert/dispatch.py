@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from stratus.convert.inputs import Document
@@ -22,6 +23,8 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("trainer.kubeflow.org", "TrainJob"): "stratus.convert.kubeflow:convert_trainjob",
     ("batch", "Job"): "stratus.convert.kubeflow:convert_job",
     ("serving.kserve.io", "InferenceService"): "stratus.convert.kserve:convert_inferenceservice",
+    # KServe's v1beta1 before its rename: the same shape.
+    ("serving.kubeflow.org", "InferenceService"): "stratus.convert.kserve:convert_inferenceservice",
     ("argoproj.io", "Rollout"): "stratus.convert.argo:convert_rollout",
 }
 SCRIPT_CONVERTER = "stratus.convert.slurm:convert_slurm"
@@ -29,6 +32,16 @@ SCRIPT_CONVERTER = "stratus.convert.slurm:convert_slurm"
 # `templates=[...]`, and picks the ones it names.
 TEMPLATE_KINDS = {("argoproj.io", "AnalysisTemplate"), ("argoproj.io", "ClusterAnalysisTemplate")}
 ROLLOUT = ("argoproj.io", "Rollout")
+# Likewise KServe's serving runtimes: each InferenceService's converter gets all of them, as
+# `runtimes=[...]`, and takes the image of the one it uses.
+RUNTIME_KINDS = {
+    ("serving.kserve.io", "ServingRuntime"),
+    ("serving.kserve.io", "ClusterServingRuntime"),
+}
+INFERENCE_SERVICES = {
+    ("serving.kserve.io", "InferenceService"),
+    ("serving.kubeflow.org", "InferenceService"),
+}
 # Errors a converter may raise on a document it did not expect; they become that document's
 # one-line error, and the rest of the input still converts.
 _INPUT_ERRORS = (UnsupportedInput, ValueError, KeyError, TypeError, AttributeError, IndexError)
@@ -74,25 +87,40 @@ def convert(docs: list[Document]) -> list[Conversion]:
     rollouts = [
         d.content for d in docs if isinstance(d.content, dict) and group_kind(d.content) == ROLLOUT
     ]
+    runtimes = [
+        d.content
+        for d in docs
+        if isinstance(d.content, dict) and group_kind(d.content) in RUNTIME_KINDS
+    ]
+    services = [
+        d.content
+        for d in docs
+        if isinstance(d.content, dict) and group_kind(d.content) in INFERENCE_SERVICES
+    ]
     out: list[Conversion] = []
     for doc in docs:
-        out += _convert_one(doc, templates, rollouts)
+        out += _convert_one(doc, Companions(templates, rollouts, runtimes, services))
     return out
 
 
-def _convert_one(
-    doc: Document, templates: list[dict[str, Any]], rollouts: list[dict[str, Any]]
-) -> list[Conversion]:
+@dataclass(frozen=True)
+class Companions:
+    """The documents of an input set that are read along with others, not converted alone."""
+
+    templates: list[dict[str, Any]]
+    rollouts: list[dict[str, Any]]
+    runtimes: list[dict[str, Any]]
+    services: list[dict[str, Any]]
+
+
+def _convert_one(doc: Document, companions: Companions) -> list[Conversion]:
     if doc.error is not None or doc.content is None:
         return [_failed(doc, "", "", doc.error or "empty document")]
-    return _convert_content(doc, doc.content, templates, rollouts)
+    return _convert_content(doc, doc.content, companions)
 
 
 def _convert_content(
-    doc: Document,
-    content: dict[str, Any] | str,
-    templates: list[dict[str, Any]],
-    rollouts: list[dict[str, Any]],
+    doc: Document, content: dict[str, Any] | str, companions: Companions
 ) -> list[Conversion]:
     if isinstance(content, str):
         kind, name, target = "slurm batch script", doc.source.rpartition("/")[2], SCRIPT_CONVERTER
@@ -101,14 +129,19 @@ def _convert_content(
         group, kind_name = group_kind(content)
         kind = f"{content.get('apiVersion', '')} {kind_name}".strip()
         name = _name(content)
-        if (group, kind_name) in TEMPLATE_KINDS:
-            return [_template(doc, kind, name, rollouts)]
+        read_along = _read_along((group, kind_name), name, companions)
+        if read_along is not None:
+            return [_companion(doc, kind, name, *read_along)]
         if not kind_name or not content.get("apiVersion"):
             return [_failed(doc, kind, name, "apiVersion or kind missing: not a Kubernetes object")]
         target = REGISTRY.get((group, kind_name), "")
         if not target:
             return [_failed(doc, kind, name, f"no converter for {kind} (nothing to do with it)")]
-        kwargs = {"templates": templates} if (group, kind_name) == ROLLOUT else {}
+        kwargs = {}
+        if (group, kind_name) == ROLLOUT:
+            kwargs = {"templates": companions.templates}
+        elif (group, kind_name) in INFERENCE_SERVICES:
+            kwargs = {"runtimes": companions.runtimes}
     converter = load(target)
     if converter is None:
         return [_failed(doc, kind, name, f"no converter for {kind} yet")]
@@ -118,21 +151,40 @@ def _convert_content(
         return [_failed(doc, kind, name, f"cannot convert: {exc}")]
 
 
-def _template(doc: Document, kind: str, name: str, rollouts: list[dict[str, Any]]) -> Conversion:
-    users = [_name(r) for r in rollouts if name in _template_names(r)]
+def _read_along(
+    kind: tuple[str, str], name: str, companions: Companions
+) -> tuple[str, list[str]] | None:
+    """For a document read along with workloads: what it goes into, and which name it."""
+    if kind in TEMPLATE_KINDS:
+        users = [_name(r) for r in companions.rollouts if name in _template_names(r)]
+        return "the analysis of Rollout", users
+    if kind in RUNTIME_KINDS:
+        users = [_name(s) for s in companions.services if name in _runtime_names(s)]
+        return "InferenceService", users
+    return None
+
+
+def _companion(doc: Document, kind: str, name: str, into: str, users: list[str]) -> Conversion:
+    """The report's entry for a document read along with the workloads that name it."""
     conversion = Conversion(source=doc.source, kind=kind, name=name)
     if users:
-        conversion.note(
-            "(template)", "changed", f"merged into the analysis of Rollout {', '.join(users)}"
-        )
+        conversion.note("(whole)", "changed", f"merged into {into} {', '.join(users)}")
     else:
         conversion.note(
-            "(template)",
+            "(whole)",
             "dropped",
-            "no Rollout in the input uses it",
-            "convert it together with the Rollout that names it",
+            f"nothing in the input names it ({into} that would)",
+            "convert it together with what names it",
         )
     return conversion
+
+
+def _runtime_names(service: dict[str, Any]) -> set[str]:
+    """The runtime an InferenceService names (spec.predictor.model.runtime)."""
+    predictor = (service.get("spec") or {}).get("predictor") or {}
+    model = predictor.get("model") if isinstance(predictor, dict) else None
+    runtime = model.get("runtime") if isinstance(model, dict) else None
+    return {runtime} if isinstance(runtime, str) else set()
 
 
 def _template_names(node: Any) -> set[str]:
