@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratus.convert.report import Conversion, Manifest
+from stratus.convert.report import Conversion, Manifest, whole
 from stratus.convert.serving_pod import (
     PLACEHOLDER_MODEL_URI,
     assemble,
@@ -122,7 +122,7 @@ def _convert(
         f"/models (STRATUS_MODEL_DIR); spec.model.uri is the placeholder {PLACEHOLDER_MODEL_URI}",
         "set spec.model.uri to the model the server loads (s3://, gs://, https:// or pvc://)",
     )
-    replicas = int(spec.get("replicas", 1))
+    replicas = whole(spec.get("replicas", 1), "spec.replicas")
     if replicas < 1:
         conv.note("spec.replicas", "changed", "Stratus runs at least one replica")
         replicas = 1
@@ -156,7 +156,9 @@ def _pod_metadata(meta: dict[str, Any], conv: Conversion) -> Manifest | None:
 def _rollout(spec: dict[str, Any], templates: list[dict[str, Any]], conv: Conversion) -> Manifest:
     out: Manifest = {}
     if "progressDeadlineSeconds" in spec:
-        out["progressDeadline"] = f"{int(spec['progressDeadlineSeconds'])}s"
+        out["progressDeadline"] = (
+            f"{whole(spec['progressDeadlineSeconds'], 'spec.progressDeadlineSeconds')}s"
+        )
     strategy = mapping(spec.get("strategy"))
     for key in strategy:
         if key not in {"canary", "blueGreen"}:
@@ -222,7 +224,7 @@ def _steps(steps: Any, refs: list[tuple[str, dict[str, Any]]], conv: Conversion)
         for key, value in mapping(step).items():
             where = f"{path}.{key}"
             if key == "setWeight":
-                weight = int(value)
+                weight = whole(value, where)
                 last = out[-1]["weight"] if out else 0
                 if weight <= last or weight > MAX_LIMIT:
                     conv.note(
@@ -448,7 +450,7 @@ def _seconds(duration: str) -> float:
 
 
 def _limit(value: Any, path: str, conv: Conversion) -> int:
-    limit = int(value)
+    limit = whole(value, path)
     if limit < 0 or limit > MAX_LIMIT:
         conv.note(
             path, "changed", f"{limit} is out of Stratus's range 0 to {MAX_LIMIT}: {MAX_LIMIT}"

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from stratus.convert.report import Conversion, Manifest
+from stratus.convert.report import Conversion, Manifest, whole
 from stratus.convert.serving_pod import (
     MODEL_DIR,
     PLACEHOLDER_MODEL_URI,
@@ -515,7 +515,7 @@ def _scaling(
     path = "spec.predictor"
     low = predictor.get("minReplicas", annotations.get(KNATIVE_MIN))
     high = predictor.get("maxReplicas", annotations.get(KNATIVE_MAX))
-    low_n = 1 if low is None else int(low)
+    low_n = 1 if low is None else whole(low, f"{path}.minReplicas")
     if low_n < 1:
         c.note(
             f"{path}.minReplicas",
@@ -524,8 +524,9 @@ def _scaling(
             "budget one replica's GPUs at all times",
         )
         low_n = 1
-    high_n = low_n if high is None or int(high) == 0 else int(high)
-    if high is not None and int(high) == 0:
+    high_n = low_n if high is None else whole(high, f"{path}.maxReplicas")
+    if high is not None and high_n == 0:
+        high_n = low_n
         c.note(
             f"{path}.maxReplicas",
             "changed",
@@ -566,7 +567,7 @@ def _scaling(
             c.note(f"{path}.{explicit[0]}", "dropped", "min equals max: nothing to scale")
         return
     if metric in {"cpu", "memory"}:
-        value = 80 if target is None else int(target)
+        value = 80 if target is None else whole(target, metric_path)
         spec["autoscaling"] = {"metric": metric, "target": value}
         return
     c.note(
@@ -584,7 +585,7 @@ def _canary(predictor: dict[str, Any], spec: Manifest, conv: Conversion) -> None
     if percent is None:
         return
     path = "spec.predictor.canaryTrafficPercent"
-    value = int(percent)
+    value = whole(percent, path)
     if value >= 100:
         return
     if value <= 0:

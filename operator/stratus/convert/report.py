@@ -54,3 +54,13 @@ class Conversion:
 class UnsupportedInput(ValueError):
     """A document no converter handles, or one too malformed to convert: its message is the
     one line the report shows for it."""
+
+
+def whole(value: object, path: str) -> int:
+    """`value` as a whole number, or the one-line error that names its field."""
+    if isinstance(value, bool):
+        raise UnsupportedInput(f"{path}: not a whole number: {value!r}")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise UnsupportedInput(f"{path}: not a whole number: {value!r}") from None

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from stratus.api.common import API_VERSION
 from stratus.api.inferenceservice import KIND, MAX_NAME_LENGTH, InferenceServiceSpec
-from stratus.convert.report import Conversion, Manifest
+from stratus.convert.report import Conversion, Manifest, whole
 from stratus.podspec import GPU_PRODUCT_LABEL
 
 CONVERTED_FROM = "stratus.dev/converted-from"
@@ -112,7 +112,7 @@ def _resources(res: Any, path: str, conv: Conversion) -> Manifest:
     limits, requests = mapping(res.get("limits")), mapping(res.get("requests"))
     out: Manifest = {}
     gpus = limits.get(GPU_RESOURCE, requests.get(GPU_RESOURCE, 0))
-    out["gpu"] = int(gpus)
+    out["gpu"] = whole(gpus, f"{path}.limits.{GPU_RESOURCE}")
     for name in ("cpu", "memory"):
         limit, request = limits.get(name), requests.get(name)
         value = limit if limit is not None else request
@@ -209,7 +209,7 @@ def _container_field(key: str, value: Any, where: str, conv: Conversion) -> Mani
     elif key == "ports":
         ports = [p for p in value if isinstance(p, dict) and "containerPort" in p]
         if ports:
-            out["port"] = int(ports[0]["containerPort"])
+            out["port"] = whole(ports[0]["containerPort"], f"{where}[0].containerPort")
         if len(value) > 1:
             conv.note(
                 f"{where}[1:]",
