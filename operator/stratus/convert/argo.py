@@ -17,9 +17,11 @@ from stratus.convert.serving_pod import (
     assemble,
     container_fields,
     finish,
+    guarded,
     mapping,
     metadata,
     pod_fields,
+    required_mapping,
     text,
 )
 
@@ -59,25 +61,14 @@ def convert_rollout(
         conv.error = "not a Kubernetes object"
         return [conv]
     conv.name = text(mapping(doc.get("metadata")).get("name", ""))
-    try:
-        return _convert(doc, templates or [], conv)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        conv.error = f"cannot convert: {exc}"
-        conv.notes.clear()
-        return [conv]
-
-
-def _dict(node: Any, path: str) -> dict[str, Any]:
-    if not isinstance(node, dict):
-        raise ValueError(f"{path} must be a mapping")
-    return node
+    return guarded(conv, lambda: _convert(doc, templates or [], conv))
 
 
 def _convert(
     doc: dict[str, Any], templates: list[dict[str, Any]], conv: Conversion
 ) -> list[Conversion]:
-    meta = _dict(doc.get("metadata"), "metadata")
-    spec = _dict(doc.get("spec"), "spec")
+    meta = required_mapping(doc.get("metadata"), "metadata")
+    spec = required_mapping(doc.get("spec"), "spec")
     if "workloadRef" in spec and "template" not in spec:
         ref = mapping(spec["workloadRef"])
         raise ValueError(
@@ -86,8 +77,8 @@ def _convert(
             "and convert again"
         )
     out_meta = metadata(meta, "Rollout", conv)
-    template = _dict(spec.get("template"), "spec.template")
-    pod = _dict(template.get("spec"), "spec.template.spec")
+    template = required_mapping(spec.get("template"), "spec.template")
+    pod = required_mapping(template.get("spec"), "spec.template.spec")
     containers = pod.get("containers")
     if not isinstance(containers, list) or not containers:
         raise ValueError("spec.template.spec.containers is empty")
@@ -98,7 +89,7 @@ def _convert(
             "Stratus runs one server container per replica (the first)",
             "fold the sidecar into the server image, or ask for a workload policy that adds it",
         )
-    first = _dict(containers[0], "spec.template.spec.containers[0]")
+    first = required_mapping(containers[0], "spec.template.spec.containers[0]")
     container = container_fields(first, "spec.template.spec.containers[0]", conv)
     if "readinessProbe" not in first:
         conv.note(

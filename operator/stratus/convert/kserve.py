@@ -16,9 +16,11 @@ from stratus.convert.serving_pod import (
     assemble,
     container_fields,
     finish,
+    guarded,
     mapping,
     metadata,
     pod_fields,
+    required_mapping,
     text,
 )
 
@@ -189,26 +191,15 @@ def convert_inferenceservice(
             "(spec.predictor) and convert again"
         )
         return [conv]
-    try:
-        return _convert(doc, conv, runtimes or [])
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        conv.error = f"cannot convert: {exc}"
-        conv.notes.clear()
-        return [conv]
-
-
-def _dict(node: Any, path: str) -> dict[str, Any]:
-    if not isinstance(node, dict):
-        raise ValueError(f"{path} must be a mapping")
-    return node
+    return guarded(conv, lambda: _convert(doc, conv, runtimes or []))
 
 
 def _convert(
     doc: dict[str, Any], conv: Conversion, runtimes: list[dict[str, Any]]
 ) -> list[Conversion]:
-    meta = _dict(doc.get("metadata"), "metadata")
-    spec = _dict(doc.get("spec"), "spec")
-    predictor = _dict(spec.get("predictor"), "spec.predictor")
+    meta = required_mapping(doc.get("metadata"), "metadata")
+    spec = required_mapping(doc.get("spec"), "spec")
+    predictor = required_mapping(spec.get("predictor"), "spec.predictor")
     annotations = mapping(meta.get("annotations"))
     out_meta = metadata(meta, KIND.split()[1], conv, READ_ANNOTATIONS)
     for key in spec:
@@ -287,7 +278,7 @@ def _predictor(
     """The server container's fields, and where the model's URI came from and what it is."""
     formats = [k for k in predictor if k in LEGACY_FORMATS]
     if "model" in predictor:
-        impl = _dict(predictor["model"], "spec.predictor.model")
+        impl = required_mapping(predictor["model"], "spec.predictor.model")
         path = "spec.predictor.model"
         model_format = impl.get("modelFormat")
         given = model_format.get("name") if isinstance(model_format, dict) else None
@@ -297,7 +288,7 @@ def _predictor(
     elif formats:
         fmt = formats[0]
         path = f"spec.predictor.{fmt}"
-        impl = _dict(predictor[fmt], path)
+        impl = required_mapping(predictor[fmt], path)
         for other in formats[1:]:
             conv.note(f"spec.predictor.{other}", "dropped", "a predictor has one model format")
     else:
@@ -367,7 +358,7 @@ def _custom(predictor: dict[str, Any], conv: Conversion) -> tuple[Manifest, str,
     containers = predictor.get("containers")
     if not isinstance(containers, list) or not containers:
         raise ValueError("spec.predictor has no model, model format or containers")
-    first = _dict(containers[0], "spec.predictor.containers[0]")
+    first = required_mapping(containers[0], "spec.predictor.containers[0]")
     for i in range(1, len(containers)):
         conv.note(
             f"spec.predictor.containers[{i}]",
@@ -407,13 +398,13 @@ def _from_runtime(doc: dict[str, Any], name: str, given: Manifest, conv: Convers
     args appended, its env added), as KServe merges them."""
     runtime_name = text(mapping(doc.get("metadata")).get("name"))
     path = f"{doc.get('kind', 'ServingRuntime')} {runtime_name}: spec"
-    spec = _dict(doc.get("spec"), path)
+    spec = required_mapping(doc.get("spec"), path)
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise ValueError(f"{path}.containers is empty")
     first = {
         k: ([a.replace("{{.Name}}", name) for a in map(text, v)] if k in {"args", "command"} else v)
-        for k, v in _dict(containers[0], f"{path}.containers[0]").items()
+        for k, v in required_mapping(containers[0], f"{path}.containers[0]").items()
     }
     out = container_fields(first, f"{path}.containers[0]", conv)
     for key in spec:

@@ -4,7 +4,7 @@ onto a Stratus InferenceService's fields, its metadata, and the final check agai
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,6 +49,23 @@ _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 def mapping(node: Any) -> dict[str, Any]:
     """A mapping, or an empty one for anything else."""
     return node if isinstance(node, dict) else {}
+
+
+def required_mapping(node: Any, path: str) -> dict[str, Any]:
+    if not isinstance(node, dict):
+        raise ValueError(f"{path} must be a mapping")
+    return node
+
+
+def guarded(conv: Conversion, build: Callable[[], list[Conversion]]) -> list[Conversion]:
+    """What `build` converts; a document it cannot read ends as `conv` with the one line why,
+    so the rest of the input still converts."""
+    try:
+        return build()
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        conv.error = f"cannot convert: {exc}"
+        conv.notes.clear()
+        return [conv]
 
 
 def text(value: Any) -> str:
