@@ -137,6 +137,21 @@ def test_a_preempted_attempt_is_counted_once_and_the_next_resumes() -> None:
     assert not again.create
 
 
+def test_a_failed_final_save_is_named_where_the_attempt_ends() -> None:
+    s = spec(spot={"enabled": True, "maxPreemptions": 3})
+    status = {**run(s).status, "phase": "Running"}
+    preempted = job(1, failed="DisruptionTarget")
+    report = '{"path": "/ckpt/step-9", "step": 9, "error": "upload timed out\\nafter 25 s"}'
+    dead = pod(1, phase="Failed", deleted=True, disrupted=True, message=report)
+    plan = run(s, status, (preempted,), (dead,))
+    (preempted_event,) = [e for e in plan.events if e.reason == "Preempted"]
+    assert preempted_event.message.endswith(
+        "; p-1's last save failed (upload timed out after 25 s): "
+        "the newest safe one is /ckpt/step-9 (step 9)"
+    )
+    assert plan.status["lastCheckpoint"]["step"] == 9
+
+
 def test_the_next_attempt_waits_for_the_last_ones_pods_to_stop() -> None:
     s = spec(spot={"enabled": True}, workers=2)
     status = run(s).status

@@ -120,6 +120,19 @@ def _record_checkpoint(
         status["lastCheckpoint"] = record
 
 
+def _lost_save(pods: list[PodView]) -> str:
+    """What a worker said of a save that did not make it, for the message about its attempt."""
+    for pod in pods:
+        report = pod.checkpoint
+        if report and report.error:
+            step = f" (step {report.step})" if report.step is not None else ""
+            return (
+                f"; {pod.name}'s last save failed ({report.error}): "
+                f"the newest safe one is {report.path}{step}"
+            )
+    return ""
+
+
 def _gpu_seconds(spec: TrainingJobSpec, job: JobView, pods: list[PodView], now: dt.datetime) -> int:
     """GPU time of an attempt: each worker's from when its containers started running (not
     while Pending, pulling or waiting for a node) until they stopped, or until the attempt
@@ -364,7 +377,7 @@ class _Planner:
             self.event(
                 PREEMPTED,
                 f"attempt {attempt} was preempted{where}; the next attempt "
-                "resumes from the latest checkpoint",
+                f"resumes from the latest checkpoint{_lost_save(pods)}",
                 warning=True,
             )
             self.status["attempt"] = attempt + 1
@@ -374,6 +387,7 @@ class _Planner:
         detail = f"exit code {code}" if code is not None else f"{job.failed_reason}"
         if failed and failed.termination_message and not failed.checkpoint:
             detail += f": {failed.termination_message.strip()[:512]}"
+        detail += _lost_save(pods)
         if code is not None and code in self.spec.retry.retryable_exit_codes:
             self.status["retryableRestarts"] += 1
             limit = self.spec.retry.max_retryable_restarts

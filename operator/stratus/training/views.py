@@ -24,6 +24,9 @@ class CheckpointReport:
     path: str
     step: int | None = None
     sha256: str | None = None
+    # Why the program's last save did not make it (its SIGTERM save failed, say): the report
+    # then names the newest checkpoint that did.
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,10 +195,12 @@ def parse_report(message: str | None) -> CheckpointReport | None:
         return None
     step = data.get("step")
     sha = data.get("sha256")
+    error = data.get("error")
     return CheckpointReport(
         path=data["path"],
         step=step if isinstance(step, int) else None,
         sha256=sha if isinstance(sha, str) else None,
+        error=one_line(error) if isinstance(error, str) and error.strip() else None,
     )
 
 
