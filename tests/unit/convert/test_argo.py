@@ -5,8 +5,6 @@ STRATUS_UPDATE_GOLDEN=1 rewrites the .expected.json files; review their diff bef
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from stratus.api.inferenceservice import InferenceServiceSpec
 from stratus.convert.argo import convert_rollout
 from stratus.convert.report import Conversion
 from stratus.convert.serving_pod import PLACEHOLDER_MODEL_URI
+from tests.unit.convert.golden import assert_golden
 
 CORPUS = Path(__file__).parents[2] / "convert_corpus" / "argo"
 FILES = sorted(CORPUS.glob("*.yaml"))
@@ -86,10 +85,7 @@ def test_golden(path: Path) -> None:
         if doc not in templates
         for c in convert_rollout(doc, f"{path.name}#{i}", templates=templates)
     ]
-    expected_path = path.with_suffix(".expected.json")
-    if os.environ.get("STRATUS_UPDATE_GOLDEN"):
-        expected_path.write_text(json.dumps(got, indent=2) + "\n")
-    assert got == json.loads(expected_path.read_text())
+    assert_golden(got, path)
     for conversion in got:
         assert conversion["error"] or conversion["resources"]
         for resource in conversion["resources"]:

@@ -6,7 +6,6 @@ STRATUS_UPDATE_GOLDEN=1 rewrites the .expected.json files; review their diff bef
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.convert.report import Conversion
 from stratus.convert.slurm import convert_slurm
+from tests.unit.convert.golden import assert_golden
 
 CORPUS = Path(__file__).parents[2] / "convert_corpus" / "slurm"
 SCRIPTS = sorted(CORPUS.glob("*.sbatch"))
@@ -43,10 +43,7 @@ def test_the_corpus_is_there() -> None:
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
 def test_golden(path: Path) -> None:
     got = [c.as_dict() for c in convert_slurm(path.read_text(), path.name)]
-    expected_path = path.with_suffix(".expected.json")
-    if os.environ.get("STRATUS_UPDATE_GOLDEN"):
-        expected_path.write_text(json.dumps(got, indent=2) + "\n")
-    assert got == json.loads(expected_path.read_text())
+    assert_golden(got, path)
     for conversion in got:
         for resource in conversion["resources"]:
             TrainingJobSpec.model_validate(resource["spec"])
