@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 from pydantic.config import JsonDict
@@ -28,6 +28,7 @@ from stratus.api.common import (
     endpoint_description,
     min_duration_rule,
 )
+from stratus.api.validation import Validation
 
 KIND = "InferenceService"
 PLURAL = "inferenceservices"
@@ -393,6 +394,7 @@ class Rollout(ApiModel):
         description=TrafficRouting.__doc__,
         json_schema_extra=DEFAULTED,
     )
+    validation: Validation | None = Field(default=None, description=Validation.__doc__)
     capacity: Literal["Keep", "Reduce"] = Field(
         default="Keep",
         description="What a replica-ratio canary does to the stable revision's size. Keep: the "
@@ -459,6 +461,39 @@ class AnalysisRecord(ApiModel):
     inconclusive: int = Field(default=0, description="Inconclusive measurements so far.")
 
 
+class ComparatorResult(ApiModel):
+    """One comparator's figures in one source of requests."""
+
+    name: str = Field(description="Comparator.")
+    source: Literal["replay", "shadow"] = Field(description="Where the requests came from.")
+    samples: int = Field(default=0, description="Samples compared with the baseline.")
+    agreement: float | None = Field(default=None, description="Share that agreed.")
+    noise_floor: float | None = Field(
+        default=None, description="The baseline's disagreement with itself."
+    )
+    adjusted: float | None = Field(
+        default=None, description="Agreement beyond the noise floor: what is judged."
+    )
+    verdict: Literal["Pending", "Passed", "Failed"] = Field(description="Judgement.")
+
+
+class ValidationRecord(ApiModel):
+    """The validation stage of the latest candidate: its figures, and a few disagreements
+    (only the compared fields, bounded)."""
+
+    revision: str | None = Field(default=None, description="The candidate revision.")
+    phase: Literal["Running", "Passed", "Failed"] | None = Field(default=None, description="")
+    started_at: str | None = Field(default=None, description="When the stage began (RFC 3339).")
+    reason: str | None = Field(default=None, description="Why it passed or failed.")
+    results: list[ComparatorResult] = Field(default_factory=list, description="Per comparator.")
+    shadow_overhead_ms: dict[str, float] = Field(
+        default_factory=dict, description="Latency the shadow proxy added (p50, p99), in ms."
+    )
+    examples: list[dict[str, Any]] = Field(
+        default_factory=list, description="A few disagreements: the compared fields only."
+    )
+
+
 class InferenceServiceStatus(ApiModel):
     """What the operator observed. Written by the operator only."""
 
@@ -482,6 +517,7 @@ class InferenceServiceStatus(ApiModel):
     ready_replicas: int | None = Field(default=None, description="Ready replicas, all revisions.")
     url: str | None = Field(default=None, description="In-cluster address of the service.")
     last_analysis: AnalysisRecord | None = Field(default=None, description=AnalysisRecord.__doc__)
+    validation: ValidationRecord | None = Field(default=None, description=ValidationRecord.__doc__)
     message: str | None = Field(default=None, description="Latest notable event, for humans.")
     step_started_at: str | None = Field(
         default=None, description="When the current canary step began (RFC 3339)."
