@@ -3,7 +3,8 @@
 Standard library HTTP (ThreadingHTTPServer) and prometheus_client, nothing else at run time:
 
     POST /predict  {"instances": [[f1, f2, f3, f4], ...]}
-                   -> 200 {"predictions": [label, ...], "revision": REVISION}
+                   -> 200 {"predictions": [label, ...], "scores": [[s1, s2, s3], ...],
+                           "revision": REVISION}
     GET  /healthz  -> 200 ok
     GET  /metrics  -> Prometheus text format, over /predict requests:
                       model_requests_total{code}            every answer, by HTTP status code
@@ -43,6 +44,13 @@ same name sets the default) makes exactly that share of /predict requests answer
 request fails when floor(n·r) > floor((n-1)·r), so the first n requests hold floor(n·r)
 failures, spread evenly (0.1: every tenth).
 
+A model that answers differently, on purpose (for prediction validation)
+-----------------------------------------------------------------------
+FLIP_RATIO (the same form and spread as FAIL_RATIO; default 0) replaces that share of the
+instances' labels by the next class (the last by the first). SCORE_NOISE (a standard deviation,
+default 0) adds Gaussian noise to every score before the label is chosen, so an instance near a
+decision boundary may get either label: a nondeterministic model.
+
 SIGTERM or SIGINT stops it gracefully: no new connections, in-flight requests finish, exit 0.
 
     python3 server.py [serve]             # on $HOST:$PORT (all interfaces, 8080)
@@ -55,6 +63,7 @@ import argparse
 import json
 import math
 import os
+import random
 import signal
 import sys
 import threading
@@ -184,20 +193,26 @@ class LinearModel:
             for row, b in zip(self.coef, self.intercept, strict=True)
         ]
 
-    def predict_one(self, x: Sequence[float]) -> Label:
-        scores = self.scores(x)
+    def label(self, scores: Sequence[float]) -> Label:
         if len(scores) == 1:
             return self.classes[1] if scores[0] > 0 else self.classes[0]
         return self.classes[max(range(len(scores)), key=scores.__getitem__)]
 
-    def predict(self, instances: object) -> list[Label]:
-        """Labels for a request's `instances`; BadInstances names what does not fit."""
+    def predict_one(self, x: Sequence[float]) -> Label:
+        return self.label(self.scores(x))
+
+    def instances(self, instances: object) -> list[list[float]]:
+        """A request's `instances`, checked; BadInstances names what does not fit."""
         if not isinstance(instances, list) or not instances:
             raise BadInstances("instances: a non-empty list of feature lists")
         for i, x in enumerate(instances):
             if not isinstance(x, list) or len(x) != self.n_features or not all(map(_number, x)):
                 raise BadInstances(f"instances[{i}]: a list of {self.n_features} numbers")
-        return [self.predict_one(x) for x in instances]
+        return instances
+
+    def predict(self, instances: object) -> list[Label]:
+        """Labels for a request's `instances`; BadInstances names what does not fit."""
+        return [self.predict_one(x) for x in self.instances(instances)]
 
 
 def find_model(model_dir: Path | None) -> Path:
@@ -213,28 +228,58 @@ def find_model(model_dir: Path | None) -> Path:
 
 
 class FailureInjector:
-    """Decides which /predict requests fail: exactly floor(n·ratio) of the first n."""
+    """Decides which of a stream of events (requests that fail, labels flipped) happen: exactly
+    floor(n·ratio) of the first n."""
 
-    def __init__(self, ratio: Fraction) -> None:
+    def __init__(self, ratio: Fraction, name: str = "FAIL_RATIO") -> None:
         if not 0 <= ratio <= 1:
-            raise ValueError(f"FAIL_RATIO must be between 0 and 1, not {ratio}")
+            raise ValueError(f"{name} must be between 0 and 1, not {ratio}")
         self.ratio = ratio
         self._count = 0
         self._lock = threading.Lock()
 
     @classmethod
-    def parse(cls, text: str) -> FailureInjector:
+    def parse(cls, text: str, name: str = "FAIL_RATIO") -> FailureInjector:
         try:
             ratio = Fraction(text.strip() or "0")
         except (ValueError, ZeroDivisionError) as exc:
-            raise ValueError(f"FAIL_RATIO {text!r} is not a number: {exc}") from exc
-        return cls(ratio)
+            raise ValueError(f"{name} {text!r} is not a number: {exc}") from exc
+        return cls(ratio, name)
 
     def next_fails(self) -> bool:
         with self._lock:
             self._count += 1
             n = self._count
         return math.floor(n * self.ratio) > math.floor((n - 1) * self.ratio)
+
+
+class Quirks:
+    """How the answers depart from the model on purpose: noise in the scores (SCORE_NOISE), and
+    a share of labels flipped to the next class (FLIP_RATIO)."""
+
+    def __init__(self, flips: FailureInjector | None = None, noise: float = 0.0) -> None:
+        if not (math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"SCORE_NOISE must be a number from 0 up, not {noise}")
+        self.flips = flips or FailureInjector(Fraction(0), "FLIP_RATIO")
+        self.noise = noise
+
+    @classmethod
+    def parse(cls, flip_ratio: str, noise: str) -> Quirks:
+        try:
+            sigma = float(noise.strip() or "0")
+        except ValueError as exc:
+            raise ValueError(f"SCORE_NOISE {noise!r} is not a number") from exc
+        return cls(FailureInjector.parse(flip_ratio, "FLIP_RATIO"), sigma)
+
+    def answer(self, model: LinearModel, x: Sequence[float]) -> tuple[Label, list[float]]:
+        scores = model.scores(x)
+        if self.noise:
+            # normalvariate, unlike gauss, keeps no state between calls: safe across threads.
+            scores = [s + random.normalvariate(0.0, self.noise) for s in scores]
+        label = model.label(scores)
+        if self.flips.next_fails():
+            label = model.classes[(model.classes.index(label) + 1) % len(model.classes)]
+        return label, scores
 
 
 class Metrics:
@@ -283,11 +328,13 @@ class ModelServer(ThreadingHTTPServer):
         *,
         revision: str = "unknown",
         failures: FailureInjector | None = None,
+        quirks: Quirks | None = None,
         source: str = "",
     ) -> None:
         self.model = model
         self.revision = revision
         self.failures = failures or FailureInjector(Fraction(0))
+        self.quirks = quirks or Quirks()
         self.source = source
         self.metrics = Metrics()
         self.stopping = threading.Event()
@@ -367,7 +414,14 @@ class Handler(BaseHTTPRequestHandler):
             body = self._body()
             if self.server.failures.next_fails():
                 raise Refusal(500, f"injected failure (FAIL_RATIO={self.server.failures.ratio})")
-            return 200, {"predictions": self.server.model.predict(instances_of(body))}
+            model = self.server.model
+            answers = [
+                self.server.quirks.answer(model, x) for x in model.instances(instances_of(body))
+            ]
+            return 200, {
+                "predictions": [label for label, _ in answers],
+                "scores": [scores for _, scores in answers],
+            }
         except Refusal as exc:
             return exc.code, {"error": exc.message}
         except BadInstances as exc:
@@ -392,6 +446,7 @@ def serve(env: dict[str, str]) -> int:
     revision = env.get("REVISION") or env.get("STRATUS_REVISION") or "unknown"
     try:
         failures = FailureInjector.parse(env.get("FAIL_RATIO", "0"))
+        quirks = Quirks.parse(env.get("FLIP_RATIO", "0"), env.get("SCORE_NOISE", "0"))
         port = int(env.get("PORT") or "8080")
     except ValueError as exc:
         print(f"model server: {exc}", file=sys.stderr)
@@ -406,7 +461,12 @@ def serve(env: dict[str, str]) -> int:
     # All interfaces by default: in a pod, the kubelet's probes and the Service come from outside.
     host = env.get("HOST", "0.0.0.0")  # noqa: S104
     server = ModelServer(
-        (host, port), model, revision=revision, failures=failures, source=str(path)
+        (host, port),
+        model,
+        revision=revision,
+        failures=failures,
+        quirks=quirks,
+        source=str(path),
     )
     stop = threading.Event()
 
@@ -419,7 +479,8 @@ def serve(env: dict[str, str]) -> int:
     loop.start()
     print(
         f"model server: revision {revision}, model {path} ({len(model.classes)} classes, "
-        f"{model.n_features} features), FAIL_RATIO={failures.ratio}, on {host}:{port}",
+        f"{model.n_features} features), FAIL_RATIO={failures.ratio}, "
+        f"FLIP_RATIO={quirks.flips.ratio}, SCORE_NOISE={quirks.noise}, on {host}:{port}",
         flush=True,
     )
     while not stop.wait(0.5):

@@ -191,3 +191,42 @@ def test_export_model_writes_the_built_in_model(
     out.parent.mkdir()
     assert server.main(["export-model", str(out)]) == 0
     assert json.loads(out.read_text()) == MODEL
+
+
+def test_flipped_labels_are_the_exact_share_and_the_next_class() -> None:
+    model = server.LinearModel.from_dict(MODEL)
+    quirks = server.Quirks.parse("1/4", "0")
+    answers = [quirks.answer(model, [3.0, 0.0]) for _ in range(8)]
+    # "high" is the last class: flipped, it becomes the first. The 4th and 8th are flipped.
+    assert [label for label, _ in answers] == ["high", "high", "high", "low"] * 2
+    assert all(scores == [-3.0, 0.5, 3.0] for _, scores in answers)
+
+
+def test_score_noise_moves_scores_and_labels_near_a_boundary_only() -> None:
+    model = server.LinearModel.from_dict(MODEL)
+    quirks = server.Quirks.parse("0", "0.1")
+    near = {quirks.answer(model, [0.51, 0.0])[0] for _ in range(200)}
+    far = {quirks.answer(model, [5.0, 0.0])[0] for _ in range(200)}
+    assert near == {"mid", "high"}  # mid and high meet at x0 = 0.5
+    assert far == {"high"}
+    assert quirks.answer(model, [5.0, 0.0])[1] != [-5.0, 0.5, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("flips", "noise", "message"),
+    [
+        ("2", "0", "FLIP_RATIO must be between"),
+        ("0", "-1", "SCORE_NOISE"),
+        ("0", "x", "SCORE_NOISE"),
+    ],
+)
+def test_bad_quirks_are_named(flips: str, noise: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        server.Quirks.parse(flips, noise)
+
+
+def test_answers_carry_scores(running: Any) -> None:
+    code, payload, _ = _post(running, json.dumps({"instances": [[3, 0]]}).encode())
+    assert code == 200
+    assert payload["predictions"] == ["high"]
+    assert payload["scores"] == [[-3.0, 0.5, 3.0]]
