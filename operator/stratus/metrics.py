@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -79,10 +80,34 @@ ANALYSIS_FAILURES = Counter(
     "Analysis measurements outside their bounds.",
     ANALYSIS_LABELS,
 )
+# The latest validation's figures only: revisions come and go, so the previous candidate's
+# series are removed when a new one reports.
+VALIDATION_LABELS = (*SERVICE_LABELS, "revision", "comparator", "source")
+VALIDATION_AGREEMENT = Gauge(
+    f"{PREFIX}_validation_agreement",
+    "A candidate's agreement with its baseline beyond the noise floor (0 to 1), per comparator "
+    "and source of requests (replay, shadow), from its latest validation report.",
+    VALIDATION_LABELS,
+)
+VALIDATION_NOISE_FLOOR = Gauge(
+    f"{PREFIX}_validation_noise_floor",
+    "The baseline's disagreement with itself (0 to 1), per comparator and source.",
+    VALIDATION_LABELS,
+)
+VALIDATION_SAMPLES = Gauge(
+    f"{PREFIX}_validation_samples",
+    "Samples compared, per comparator and source, in the latest validation report.",
+    VALIDATION_LABELS,
+)
+VALIDATIONS = Counter(
+    f"{PREFIX}_validations", "Validation stages finished, by outcome (passed, failed).", ["outcome"]
+)
+VALIDATION_FIGURES = (VALIDATION_AGREEMENT, VALIDATION_NOISE_FLOOR, VALIDATION_SAMPLES)
 PER_INFERENCESERVICE: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
     (CANARY_WEIGHT, SERVICE_LABELS),
     (ANALYSIS_VALUE, ANALYSIS_LABELS),
     (ANALYSIS_FAILURES, ANALYSIS_LABELS),
+    *((figure, VALIDATION_LABELS) for figure in VALIDATION_FIGURES),
 )
 
 TRAINING_COUNTS = {
@@ -133,6 +158,26 @@ def series_of(
         if values not in found:
             found.append(values)
     return found
+
+
+def record_validation(
+    namespace: str, name: str, revision: str, results: Iterable[Mapping[str, Any]]
+) -> None:
+    """A validation report's figures (status.validation.results), replacing the previous
+    candidate's."""
+    for figure in VALIDATION_FIGURES:
+        samples = [sample.labels for family in figure.collect() for sample in family.samples]
+        for values in series_of(samples, VALIDATION_LABELS, namespace, name):
+            figure.remove(*values)
+    for result in results:
+        labels = (namespace, name, revision, result["name"], result["source"])
+        for figure, key in (
+            (VALIDATION_AGREEMENT, "adjusted"),
+            (VALIDATION_NOISE_FLOOR, "noiseFloor"),
+            (VALIDATION_SAMPLES, "samples"),
+        ):
+            if result.get(key) is not None:
+                figure.labels(*labels).set(result[key])
 
 
 def forget_inferenceservice(namespace: str, name: str) -> None:

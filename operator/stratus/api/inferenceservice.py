@@ -486,6 +486,9 @@ class ValidationRecord(ApiModel):
     started_at: str | None = Field(default=None, description="When the stage began (RFC 3339).")
     reason: str | None = Field(default=None, description="Why it passed or failed.")
     results: list[ComparatorResult] = Field(default_factory=list, description="Per comparator.")
+    requests: dict[str, int] = Field(
+        default_factory=dict, description="Requests compared, by source (replay, shadow)."
+    )
     shadow_overhead_ms: dict[str, float] = Field(
         default_factory=dict, description="Latency the shadow proxy added (p50, p99), in ms."
     )

@@ -22,7 +22,10 @@ from stratus.api.common import (
     min_duration_rule,
 )
 
-COMPARATORS_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+COMPARATORS_LIST: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}
 MAX_COMPARATORS = 8
 # A field path: JSON object keys and list indices joined by dots (predictions, outputs.0.data).
 FIELD_PATTERN = r"^[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*$"

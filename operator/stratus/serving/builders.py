@@ -22,6 +22,8 @@ MODEL_CA_KEY = "ca.crt"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # The staging init container's share: it streams the download to disk, so memory stays small.
 STAGING_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
+# The port every Service of an InferenceService listens on.
+SERVICE_PORT = 80
 # (apiVersion, kind) of the autoscalers, for deleting one no longer asked for.
 HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
@@ -164,15 +166,16 @@ def build_deployment(
     }
 
 
-def build_service(owner: Owner) -> Manifest:
-    """One Service across every revision: traffic splits by ready replicas."""
+def build_service(owner: Owner, selector: dict[str, str] | None = None) -> Manifest:
+    """One Service across every revision: traffic splits by ready replicas. While a candidate
+    is validated, `selector` narrows it to the stable revision, or to the shadow proxy."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(owner, owner.name, _labels(owner)),
         "spec": {
-            "selector": {INFERENCESERVICE_LABEL: owner.name},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "selector": selector or {INFERENCESERVICE_LABEL: owner.name},
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
         },
     }
 
@@ -226,6 +229,11 @@ def revision_service_name(owner: Owner, revision: str) -> str:
     return deployment_name(owner, revision)
 
 
+def is_revision_service(owner: Owner, name: str) -> bool:
+    prefix = f"{owner.name}-"
+    return name.startswith(prefix) and bool(_REVISION.fullmatch(name.removeprefix(prefix)))
+
+
 def build_revision_service(owner: Owner, revision: str) -> Manifest:
     """A Service per revision: the backends an HTTPRoute weighs against each other."""
     return {
@@ -234,7 +242,7 @@ def build_revision_service(owner: Owner, revision: str) -> Manifest:
         "metadata": _meta(owner, revision_service_name(owner, revision), _labels(owner, revision)),
         "spec": {
             "selector": {INFERENCESERVICE_LABEL: owner.name, REVISION_LABEL: revision},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
         },
     }
 

@@ -12,8 +12,10 @@ become ready (`rollout.capacity: Keep`), or at once (`Reduce`), and never when a
 
 from __future__ import annotations
 
-from stratus.serving import builders
+from stratus.serving import builders, validator
 from stratus.serving.context import Pass
+from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
+from stratus.serving.validator import ValidatorView
 from stratus.serving.views import RouteView
 
 AUTOSCALING = "Autoscaling"
@@ -30,10 +32,11 @@ AUTOSCALERS = {
 
 def want_all(p: Pass) -> None:
     """Every child, on every pass, as the status the step machine left says."""
-    p.want(builders.build_service(p.obs.owner))
+    p.want(builders.build_service(p.obs.owner, _selector(p)))
     p.want(builders.build_pdb(p.obs.owner))
     _replicas(p)
     _revision_services(p)
+    _validator(p)
     _route(p)
     _autoscaling(p)
     _weights(p)
@@ -73,7 +76,8 @@ def split(p: Pass) -> tuple[int, int | None]:
     routed = p.spec.rollout.traffic_routing.http_route is not None
     stable: int | None = None if autoscaled(p) else size
     if not weight:
-        return 0, stable
+        validation = p.spec.rollout.validation
+        return (validation.replicas if validation and validating(p) else 0), stable
     if stable is None and not routed and weight < 100:
         return min(size, _ceil_div(size * weight, 100 - weight)), None
     canary = _ceil_div(size * weight, 100)
@@ -217,11 +221,67 @@ def route_weight(p: Pass) -> int:
 def _revision_services(p: Pass) -> None:
     """With an HTTPRoute, a Service per serving revision (stable and canary): the backends
     the route weighs. Wanted even while the route is missing, so they are there when it
-    comes."""
-    if p.spec.rollout.traffic_routing.http_route is None:
+    comes. While a candidate is validated, the two Services the validator calls; without an
+    HTTPRoute they are deleted once the stage is over."""
+    owner = p.obs.owner
+    wanted: set[str] = set()
+    if p.spec.rollout.traffic_routing.http_route is not None or validating(p):
+        for revision in filter(None, (p.status["stableRevision"], p.status.get("canaryRevision"))):
+            p.want(builders.build_revision_service(owner, revision))
+            wanted.add(builders.revision_service_name(owner, revision))
+    if p.spec.rollout.traffic_routing.http_route is not None:
         return
-    for revision in filter(None, (p.status["stableRevision"], p.status.get("canaryRevision"))):
-        p.want(builders.build_revision_service(p.obs.owner, revision))
+    for kind, name in p.children:
+        if kind == "Service" and name not in wanted and builders.is_revision_service(owner, name):
+            p.plan.remove.append(("v1", "Service", name))
+
+
+# -- validation ----------------------------------------------------------------------------------
+def validating(p: Pass) -> bool:
+    """Whether the canary is in its validation stage (before any live traffic)."""
+    record = p.status.get("validation") or {}
+    canary = p.status.get("canaryRevision")
+    return bool(canary) and record.get("phase") == "Running" and record.get("revision") == canary
+
+
+def validator_of(p: Pass) -> ValidatorView | None:
+    canary = p.status.get("canaryRevision")
+    return next((v for v in p.obs.validators if v.revision == canary), None)
+
+
+def _selector(p: Pass) -> dict[str, str] | None:
+    """The Service's selector: every revision's pods; while a candidate is validated, the
+    stable's only (the candidate gets no live traffic), or the shadow proxy's once it serves."""
+    if not validating(p):
+        return None
+    found = validator_of(p)
+    if found is not None and found.ready:
+        return validator.proxy_selector(p.obs.owner)
+    return {INFERENCESERVICE_LABEL: p.obs.owner.name, REVISION_LABEL: p.status["stableRevision"]}
+
+
+def _address(p: Pass, revision: str) -> str | None:
+    """A revision Service's base URL, by its cluster IP: the validator needs no cluster DNS."""
+    found = p.children.get(("Service", builders.revision_service_name(p.obs.owner, revision)))
+    ip = found.spec.get("clusterIP") if found else None
+    return f"http://{ip}:{builders.SERVICE_PORT}" if ip and ip != "None" else None
+
+
+def _validator(p: Pass) -> None:
+    """The validator Job while the stage runs and has not reported, once both revisions'
+    Services have their addresses; removed (with its pod) in every other pass."""
+    owner, canary = p.obs.owner, p.status.get("canaryRevision")
+    found = validator_of(p)
+    if validating(p) and canary and (found is None or found.report is None):
+        candidate, stable = _address(p, canary), _address(p, p.status["stableRevision"])
+        ready, wanted = canary_pods(p)
+        if candidate and stable and found is None and ready >= wanted:
+            p.plan.apply.append(
+                validator.build_job(owner, p.spec, canary, p.obs.staging_image, candidate, stable)
+            )
+        return
+    for view in p.obs.validators:
+        p.plan.remove.append(("batch/v1", "Job", validator.job_name(owner, view.revision)))
 
 
 def _weights(p: Pass) -> None:

@@ -14,6 +14,7 @@ from stratus.api.inferenceservice import InferenceServiceSpec, Step
 from stratus.conditions import Event, set_condition
 from stratus.podspec import Manifest, Owner
 from stratus.serving.revision import revision_of
+from stratus.serving.validator import ValidatorView
 from stratus.serving.verdict import Measurement
 from stratus.serving.views import (
     ChildView,
@@ -48,6 +49,8 @@ class Observed:
     analysis: tuple[Measurement, ...] | None = None
     # Its Services, PodDisruptionBudget and HPA as observed (or as just applied).
     children: tuple[ChildView, ...] = ()
+    # Its validator pods (one per candidate validated), as observed.
+    validators: tuple[ValidatorView, ...] = ()
 
 
 @dataclass

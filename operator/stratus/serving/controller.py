@@ -22,6 +22,7 @@ from stratus.config import OperatorConfig
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
 from stratus.serving import builders, planner, prometheus
+from stratus.serving.validator import ValidatorView
 from stratus.serving.views import (
     ChildView,
     DeploymentView,
@@ -61,6 +62,8 @@ class ServingController:
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     # Its Services, PodDisruptionBudget and HPA (ChildView), from the caches.
     children: Lookup = lambda _key: ()
+    # Its validator pods (ValidatorView), from the caches.
+    validators: Lookup = lambda _key: ()
     status_writer: reconciling.StatusWriter = field(init=False)
     # Children applied but not yet seen so in the cache (controller-runtime's expectations):
     # key -> (kind, name) -> (when, the manifest applied).
@@ -136,6 +139,7 @@ class ServingController:
             ),
             prometheus_url=self.config.prometheus_url,
             children=children,
+            validators=tuple(v for v in self.validators(key) if isinstance(v, ValidatorView)),
         )
         plan = planner.plan(observed)
         if plan.analyze:
@@ -161,6 +165,7 @@ class ServingController:
         metrics.CANARY_WEIGHT.labels(owner.namespace, owner.name).set(
             plan.status.get("canaryWeight") or 0
         )
+        _validation_metrics(owner, status, plan.status)
         return _sooner(plan.requeue_after, self._expectations_lapse(key))
 
     def _observe_children(
@@ -292,6 +297,17 @@ class ServingController:
             if m.verdict == "Failed":
                 metrics.ANALYSIS_FAILURES.labels(owner.namespace, owner.name, m.metric.name).inc()
         return tuple(measured)
+
+
+def _validation_metrics(owner: Owner, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """A validation stage that ended in this pass: its outcome and figures."""
+    was, now = before.get("validation") or {}, after.get("validation") or {}
+    if was.get("phase") != "Running" or now.get("phase") not in ("Passed", "Failed"):
+        return
+    metrics.VALIDATIONS.labels(now["phase"].lower()).inc()
+    metrics.record_validation(
+        owner.namespace, owner.name, str(now.get("revision") or ""), now.get("results") or []
+    )
 
 
 def _sooner(a: float | None, b: float | None) -> float | None:

@@ -12,7 +12,8 @@ import kopf
 from stratus.api.common import GROUP, VERSION
 from stratus.api.inferenceservice import PLURAL
 from stratus.serving.controller import Key, ServingController
-from stratus.serving.labels import INFERENCESERVICE_LABEL
+from stratus.serving.labels import INFERENCESERVICE_LABEL, VALIDATOR_LABEL
+from stratus.serving.validator import ValidatorView, validator_view
 from stratus.serving.views import (
     ChildView,
     DeploymentView,
@@ -24,6 +25,7 @@ from stratus.serving.views import (
 from stratus.wiring import Wiring, snapshot, unstarted
 
 OWNED = {INFERENCESERVICE_LABEL: kopf.PRESENT}
+VALIDATORS = {VALIDATOR_LABEL: kopf.PRESENT}
 
 
 def _bind(controller: ServingController, indexes: Mapping[str, Any]) -> None:
@@ -37,6 +39,8 @@ def _bind(controller: ServingController, indexes: Mapping[str, Any]) -> None:
     controller.deployments = lambda k: deployments.get(k, ())
     controller.failures = lambda k: failures.get(k, ())
     controller.children = lambda k: [c for index in children for c in index.get(k, ())]
+    validators = indexes["inferenceservice_validators"]
+    controller.validators = lambda k: validators.get(k, ())
     controller.keys = lambda: list(objs.keys())
 
 
@@ -93,6 +97,18 @@ def inferenceservice_staging_failures(
 ) -> dict[Key, StagingFailure]:
     failure = staging_failure(body)
     return {(namespace or "", labels[INFERENCESERVICE_LABEL]): failure} if failure else {}
+
+
+@kopf.index("", "v1", "pods", labels=VALIDATORS)
+def inferenceservice_validators(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, ValidatorView]:
+    return {(namespace or "", labels[VALIDATOR_LABEL]): validator_view(body)}
+
+
+@kopf.on.event("", "v1", "pods", labels=VALIDATORS)
+async def validator_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    WIRING.queue((namespace or "", labels[VALIDATOR_LABEL]), kwargs)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

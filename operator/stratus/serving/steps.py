@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from stratus.conditions import parse_time, precise_timestamp
-from stratus.serving import builders, children, verdict
+from stratus.serving import builders, children, validator, verdict
 from stratus.serving.context import Pass
 from stratus.serving.labels import (
     ABORT_ANNOTATION,
@@ -77,16 +77,33 @@ class Steps:
             p.event("Recreated", f"revision {p.revision} replaced {stable}")
             self.clear_canary()
             return
+        validation = p.spec.rollout.validation
         self.status.update(
             {
                 "canaryRevision": p.revision,
                 "currentStep": 0,
-                "canaryWeight": p.steps[0].weight,
+                "canaryWeight": 0 if validation else p.steps[0].weight,
                 "stepStartedAt": precise_timestamp(p.obs.now),
                 "canaryUnreadySince": precise_timestamp(p.obs.now),
                 "lastAnalysis": {"failures": 0, "inconclusive": 0, "results": []},
             }
         )
+        if validation:
+            self.status["validation"] = {
+                "revision": p.revision,
+                "phase": "Running",
+                "startedAt": precise_timestamp(p.obs.now),
+            }
+            sources = " and ".join(
+                s for s, on in (("replay", validation.replay), ("shadow", validation.shadow)) if on
+            )
+            p.event(
+                "ValidationStarted",
+                f"revision {p.revision} is a candidate, validated by {sources} against "
+                f"{'an external baseline' if validation.baseline.url else f'stable {stable}'} "
+                "before it gets any traffic",
+            )
+            return
         p.event(
             "CanaryStarted",
             f"revision {p.revision} is a canary at {p.steps[0].weight}% (stable {stable})",
@@ -99,7 +116,7 @@ class Steps:
         if PROMOTE_FULL_ANNOTATION in self.commands:
             self.promote()
             return
-        if self.past_deadline():
+        if self.past_deadline() or self.validating():
             return
         ready = self.in_place()
         analysis = self.status.setdefault("lastAnalysis", {"failures": 0, "inconclusive": 0})
@@ -116,6 +133,71 @@ class Steps:
             return  # the split cannot be applied, so the canary does not advance
         if PROMOTE_ANNOTATION in self.commands or (ready and self.pause_over(analysis)):
             self.advance()
+
+    def validating(self) -> bool:
+        """Runs the validation stage when the canary is in it; True then: no step moves."""
+        if not children.validating(self.p):
+            return False
+        self.validate()
+        return True
+
+    def validate(self) -> None:
+        """The validation stage: its report, once the validator has written one, passes the
+        candidate on to the first step or rolls it back; so does a validator that ended without
+        one, or a stage past its timeout. `stratus promote` skips it."""
+        p = self.p
+        record = self.status["validation"]
+        settings = p.spec.rollout.validation
+        if settings is None:
+            self.end_validation("Passed", "skipped: spec.rollout.validation was removed")
+            return
+        if PROMOTE_ANNOTATION in self.commands:
+            self.end_validation("Passed", "skipped by a person (stratus promote)")
+            return
+        found = children.validator_of(p)
+        if found is not None and found.report is not None:
+            validator.record(record, found.report)
+            reason = record.get("reason") or ""
+            if found.report.get("verdict") == "Passed":
+                self.end_validation("Passed", reason or "every comparator passed")
+            else:
+                self.end_validation("Failed", reason or "the validator reported a failure")
+            return
+        if found is not None and found.failure:
+            self.end_validation("Failed", f"the validator failed: {found.failure}")
+            return
+        started = parse_time(record.get("startedAt")) or p.obs.now
+        allowed = parse_duration(settings.timeout) + validator.START_ALLOWANCE
+        waited = (p.obs.now - started).total_seconds()
+        if waited >= allowed:
+            self.end_validation(
+                "Failed",
+                f"no report within validation.timeout ({settings.timeout}) and "
+                f"{validator.START_ALLOWANCE} s for the validator pod to start",
+            )
+            return
+        p.plan.later(min(5.0, allowed - waited))
+
+    def end_validation(self, phase: str, reason: str) -> None:
+        p = self.p
+        record = self.status["validation"]
+        record["phase"] = phase
+        record["reason"] = reason
+        canary = self.status["canaryRevision"]
+        if phase == "Failed":
+            self.abort(f"validation failed: {reason}", reason="ValidationFailed")
+            return
+        p.event("ValidationPassed", f"candidate {canary} validated: {reason}")
+        first = p.steps[0].weight
+        self.status.update(
+            {
+                "currentStep": 0,
+                "canaryWeight": first,
+                "stepStartedAt": precise_timestamp(p.obs.now),
+                "canaryUnreadySince": precise_timestamp(p.obs.now),
+            }
+        )
+        p.event("CanaryStarted", f"revision {canary} is a canary at {first}% (validated)")
 
     def in_place(self) -> bool:
         """Whether the current step's split stands: every canary pod it needs ready, and the
