@@ -113,6 +113,9 @@ def redact(comparator: Comparator, answer: Answer) -> Any:
 def cut_value(value: Any, chars: int) -> Any:
     """The value itself when its JSON is at most `chars` long and standard (finite numbers);
     else its JSON text, cut to `chars`."""
+    if isinstance(value, str) and len(value) > chars:
+        # Its JSON is longer still: only the part that can be shown is encoded.
+        return _cut(json.dumps(value[:chars], ensure_ascii=False), chars)
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except ValueError:

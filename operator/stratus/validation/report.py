@@ -87,19 +87,21 @@ class Report:
         document = self._document()
         for chars in _EXAMPLE_CUTS:
             document["examples"] = [_example(e, chars) for e in self.examples]
-            while True:
-                text = _dump(document)
-                if len(text) <= limit or not document["examples"]:
-                    break
-                if chars != _EXAMPLE_CUTS[-1]:
-                    break
-                document["examples"].pop()
+            text = _dump(document)
             if len(text) <= limit:
                 return text
-        # Only an absurd limit gets here: the verdict and as much reason as fits.
-        minimal = {"verdict": self.verdict, "reason": ""}
-        minimal["reason"] = _cut(self.reason, max(0, limit - len(_dump(minimal)) - 8))
-        return _dump(minimal)
+        while document["examples"]:
+            document["examples"].pop()
+            text = _dump(document)
+            if len(text) <= limit:
+                return text
+        # Only absurd figures (or limit) get here: the verdict and as much reason as fits.
+        reason = self.reason
+        while True:
+            text = _dump({"verdict": self.verdict, "reason": reason})
+            if len(text) <= limit or not reason:
+                return text
+            reason = _cut(reason, len(reason) // 2) if len(reason) > 6 else ""
 
     def render(self) -> str:
         """Human-readable, for `stratus validate`."""
