@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -15,6 +16,10 @@ DETAIL_CHARS = 200
 VALUE_CHARS = 200
 # A value inside a detail line: short enough that a path and two values fit in DETAIL_CHARS.
 _DETAIL_VALUE_CHARS = 60
+# Bounded work however large the value: repr of a whole body would be cut anyway.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _DETAIL_VALUE_CHARS
+_SHORT.maxother = _DETAIL_VALUE_CHARS
 
 
 class _Missing:
@@ -75,18 +80,14 @@ def compare(
         if comparator.type == "label":
             return _labels(path, b, c)
         return _top_k(path, b, c, comparator.k or 1, _default(comparator.min_overlap, 1.0))
+    equal: Callable[[Any, Any], bool] = _json_equal
+    if comparator.type == "numeric":
+        equal = _close(_default(comparator.absolute, 0.0), _default(comparator.relative, 0.0))
     c_fields = select(candidate.body, comparator.fields)
     for path, b in select(baseline.body, comparator.fields).items():
-        if comparator.type == "exact":
-            difference = _exact_difference(path, b, c_fields[path])
-        else:
-            difference = _numeric_difference(
-                path,
-                b,
-                c_fields[path],
-                _default(comparator.absolute, 0.0),
-                _default(comparator.relative, 0.0),
-            )
+        c = c_fields[path]
+        both_absent = b is MISSING and c is MISSING
+        difference = None if both_absent else _first_difference(path, b, c, equal)
         if difference is not None:
             return Outcome(0, 1, _cut(difference))
     return Outcome(1, 1)
@@ -190,34 +191,39 @@ def _instance_count(comparator: Comparator, body: Any) -> int:
 
 
 def _labels(path: str, baseline: Any, candidate: Any) -> Outcome:
-    b, c = _instances(baseline, False), _instances(candidate, False)
-    if b is None or c is None:
-        return _absent(path, b, c)
-    agreed, detail = 0, ""
-    for i in range(max(len(b), len(c))):
-        b_i = b[i] if i < len(b) else MISSING
-        c_i = c[i] if i < len(c) else MISSING
-        if b_i is not MISSING and c_i is not MISSING and _json_equal(b_i, c_i):
-            agreed += 1
-        elif not detail:
-            detail = _cut(f"{_join(path, i)}: {_show(b_i)} vs {_show(c_i)}")
-    return Outcome(agreed, max(len(b), len(c)), detail)
+    def differ(b: Any, c: Any) -> str | None:
+        if b is not MISSING and c is not MISSING and _json_equal(b, c):
+            return None
+        return f"{_show(b)} vs {_show(c)}"
+
+    return _per_instance(path, _instances(baseline, False), _instances(candidate, False), differ)
 
 
 def _top_k(path: str, baseline: Any, candidate: Any, k: int, min_overlap: float) -> Outcome:
     b, c = _instances(baseline, True), _instances(candidate, True)
-    if b is None or c is None:
-        return _absent(path, b, c)
+    return _per_instance(path, b, c, lambda b_i, c_i: _top_k_difference(b_i, c_i, k, min_overlap))
+
+
+def _per_instance(
+    path: str,
+    baseline: list[Any] | None,
+    candidate: list[Any] | None,
+    differ: Callable[[Any, Any], str | None],
+) -> Outcome:
+    """A sample per instance; the longer list's extra instances disagree."""
+    if baseline is None or candidate is None:
+        return _absent(path, baseline, candidate)
+    total = max(len(baseline), len(candidate))
     agreed, detail = 0, ""
-    for i in range(max(len(b), len(c))):
-        b_i = b[i] if i < len(b) else MISSING
-        c_i = c[i] if i < len(c) else MISSING
-        why = _top_k_difference(b_i, c_i, k, min_overlap)
+    for i in range(total):
+        b = baseline[i] if i < len(baseline) else MISSING
+        c = candidate[i] if i < len(candidate) else MISSING
+        why = differ(b, c)
         if why is None:
             agreed += 1
         elif not detail:
             detail = _cut(f"{_join(path, i)}: {why}")
-    return Outcome(agreed, max(len(b), len(c)), detail)
+    return Outcome(agreed, total, detail)
 
 
 def _top_k_difference(baseline: Any, candidate: Any, k: int, min_overlap: float) -> str | None:
@@ -252,19 +258,8 @@ def _absent(path: str, baseline: list[Any] | None, candidate: list[Any] | None) 
     return Outcome(0, total, _cut(f"{path}: {shown} vs {other}"))
 
 
-def _exact_difference(path: str, baseline: Any, candidate: Any) -> str | None:
-    if baseline is MISSING and candidate is MISSING:
-        return None
-    if baseline is MISSING or candidate is MISSING or not _json_equal(baseline, candidate):
-        return _first_difference(path, baseline, candidate, _json_equal)
-    return None
-
-
-def _numeric_difference(
-    path: str, baseline: Any, candidate: Any, absolute: float, relative: float
-) -> str | None:
-    if baseline is MISSING and candidate is MISSING:
-        return None
+def _close(absolute: float, relative: float) -> Callable[[Any, Any], bool]:
+    """Numbers within tolerance (math.isclose); anything else equal as JSON."""
 
     def close(a: Any, b: Any) -> bool:
         if _is_number(a) and _is_number(b):
@@ -274,7 +269,7 @@ def _numeric_difference(
             return math.isclose(a, b, rel_tol=relative, abs_tol=absolute)
         return _json_equal(a, b)
 
-    return _first_difference(path, baseline, candidate, close)
+    return close
 
 
 def _first_difference(
@@ -331,7 +326,7 @@ def _status(answer: Answer) -> str:
 
 
 def _show(value: Any) -> str:
-    return _cut(repr(value), _DETAIL_VALUE_CHARS)
+    return _cut(_SHORT.repr(value), _DETAIL_VALUE_CHARS)
 
 
 def _cut(text: str, chars: int = DETAIL_CHARS) -> str:

@@ -70,15 +70,15 @@ class Report:
     @property
     def reason(self) -> str:
         """The failure, else the reasons of the decisions that make the verdict."""
+        if self.failure:
+            return _cut(self.failure, REASON_CHARS)
         verdict = self.verdict
-        reasons = [self.failure] if self.failure else []
-        if not self.failure:
-            reasons = [
-                f"{s.source}: {d.reason}"
-                for s in self.sources
-                for d in s.decisions.values()
-                if verdict in ("Passed", d.verdict)
-            ]
+        reasons = [
+            f"{s.source}: {d.reason}"
+            for s in self.sources
+            for d in s.decisions.values()
+            if verdict in ("Passed", d.verdict)
+        ]
         return _cut("; ".join(reasons) or "nothing compared yet", REASON_CHARS)
 
     def to_json(self, limit: int = TERMINATION_MESSAGE_BYTES) -> str:
