@@ -322,8 +322,76 @@ def cmd_assess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validation_stanza(args: argparse.Namespace) -> tuple[list[Any], float, bool]:
+    """The comparators, minAgreement and noiseFloor of `stratus validate`: from --spec (a
+    validation stanza, or an InferenceService with one) or --compare, with the flags on top."""
+    import yaml  # noqa: PLC0415
+
+    from stratus.api.validation import Comparator  # noqa: PLC0415
+
+    stanza: dict[str, Any] = {}
+    if args.spec:
+        document = yaml.safe_load(args.spec.read_text()) or {}
+        if not isinstance(document, dict):
+            raise ValueError(f"{args.spec}: not a YAML mapping")
+        if document.get("kind") == "InferenceService":
+            document = ((document.get("spec") or {}).get("rollout") or {}).get("validation")
+        elif "validation" in document:
+            document = document["validation"]
+        if not isinstance(document, dict) or not document.get("comparators"):
+            raise ValueError(f"{args.spec}: no validation stanza with comparators")
+        stanza = document
+    comparators = [Comparator.model_validate(c) for c in stanza.get("comparators", [])]
+    for text in args.compare:
+        kind, _, fields = text.partition(":")
+        if kind == "hook":
+            raise ValueError("--compare: a hook comparator needs --spec (its url)")
+        comparators.append(
+            Comparator(name=kind.lower(), type=kind, fields=[f for f in fields.split(",") if f])
+        )
+    if not comparators:
+        raise ValueError("give --spec FILE or --compare TYPE:FIELD[,FIELD]")
+    if len({c.name for c in comparators}) != len(comparators):
+        raise ValueError("comparator names must be unique (--compare names each by its type)")
+    min_agreement = args.min_agreement
+    if min_agreement is None:
+        min_agreement = float(stanza.get("minAgreement", 0.99))
+    noise_floor = bool(stanza.get("noiseFloor", True)) and not args.no_noise_floor
+    return comparators, min_agreement, noise_floor
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Replay a request set against a baseline and a candidate: 0 passed, 1 failed, 2 bad input."""
+    import yaml  # noqa: PLC0415
+
+    from stratus.validation import client, run  # noqa: PLC0415
+
+    try:
+        comparators, min_agreement, noise_floor = _validation_stanza(args)
+        headers = {}
+        for pair in args.header:
+            name, sep, value = pair.partition("=")
+            if not sep or not name:
+                raise ValueError("--header: give NAME=VALUE")
+            headers[name] = value
+        ca_file = str(args.ca_file) if args.ca_file else None
+        report = run.check(
+            comparators,
+            baseline=client.Endpoint(args.baseline, headers, ca_file),
+            candidate=client.Endpoint(args.candidate, headers, ca_file),
+            requests=args.requests,
+            min_agreement=min_agreement,
+            noise_floor=noise_floor,
+        )
+    except (ValueError, OSError, yaml.YAMLError) as exc:
+        print(f"stratus validate: {exc}", file=sys.stderr)
+        return 2
+    print(report.to_json(1 << 20) if args.output == "json" else report.render())
+    return 0 if report.verdict == "Passed" else 1
+
+
 def _migration_commands(sub: Any) -> None:
-    """`stratus convert` and `stratus assess`."""
+    """`stratus convert`, `stratus assess` and `stratus validate`."""
     convert = sub.add_parser(
         "convert",
         help="convert Kubeflow, KServe, Argo Rollouts and Slurm workloads into Stratus resources",
@@ -363,6 +431,47 @@ def _migration_commands(sub: Any) -> None:
     )
     assess_parser.add_argument("--output", choices=("markdown", "json"), default="markdown")
     assess_parser.set_defaults(func=cmd_assess)
+
+    validate = sub.add_parser(
+        "validate",
+        help="replay recorded requests to a baseline and a candidate and compare the answers "
+        "(exit 0 passed, 1 failed, 2 bad input)",
+    )
+    validate.add_argument("--baseline", required=True, help="the baseline's prediction URL")
+    validate.add_argument("--candidate", required=True, help="the candidate's prediction URL")
+    validate.add_argument(
+        "--requests",
+        type=Path,
+        required=True,
+        help='JSON lines: bodies, or {"request", "expected"}',
+    )
+    validate.add_argument(
+        "--spec",
+        type=Path,
+        default=None,
+        help="YAML of a validation stanza, or an InferenceService with spec.rollout.validation",
+    )
+    validate.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="TYPE:FIELD[,FIELD]",
+        help="a comparator (exact, numeric, label, topK), named by its type (repeatable)",
+    )
+    validate.add_argument("--min-agreement", type=float, default=None)
+    validate.add_argument(
+        "--no-noise-floor", action="store_true", help="ask the baseline once per request"
+    )
+    validate.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="sent to both (repeatable); never printed",
+    )
+    validate.add_argument("--ca-file", type=Path, default=None, help="PEM CAs for https")
+    validate.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    validate.set_defaults(func=cmd_validate)
 
 
 def build_parser() -> argparse.ArgumentParser:

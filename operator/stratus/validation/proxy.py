@@ -198,8 +198,8 @@ class Copier:
                 if up.noise_floor
                 else None
             )
-        self.judge.count(requests=1)
         self.judge.judge(baseline, candidate, again)
+        self.judge.count(requests=1)  # after the tally: who waits on the count sees it
         self.judged()
 
 

@@ -4,6 +4,7 @@ judged with every comparator over the whole set."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -85,11 +86,12 @@ def replay(
     min_agreement: float,
     noise_floor: bool,
     deadline: float | None = None,
+    stop: threading.Event | None = None,
     threads: int = THREADS,
     hooks: Callable[[str], Hook] = client.hook,
 ) -> tuple[SourceResult, list[Example]]:
     """Every request to both (and the baseline twice with noise_floor), judged over the whole
-    set; stops sending at `deadline` (time.monotonic()) and judges what it has then."""
+    set; stops sending at `deadline` (time.monotonic()) or `stop` and judges what it has then."""
     judge = Judge("replay", comparators, min_agreement, hooks=hooks)
     accuracy = {"candidate": [0, 0], "baseline": [0, 0]}
     expectation = Comparator(name="expected", type="exact", fields=comparators[0].fields)
@@ -112,7 +114,7 @@ def replay(
 
     with ThreadPoolExecutor(threads, thread_name_prefix="replay") as pool:
         pending: set[Future[Exchange]] = set()
-        for recorded in _until(requests, deadline):
+        for recorded in _until(requests, deadline, stop):
             if len(pending) >= 2 * threads:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -121,11 +123,14 @@ def replay(
         for future in pending:
             record(future.result())
     judge.accuracy = {who: agreed / total for who, (agreed, total) in accuracy.items() if total}
-    return judge.result(None, final=True), judge.examples_now()
+    examples = sorted(judge.examples_now(), key=lambda e: (e.comparator, e.line or 0))
+    return judge.result(None, final=True), examples
 
 
-def _until(requests: Sequence[Recorded], deadline: float | None) -> Iterator[Recorded]:
+def _until(
+    requests: Sequence[Recorded], deadline: float | None, stop: threading.Event | None
+) -> Iterator[Recorded]:
     for recorded in requests:
-        if deadline is not None and time.monotonic() >= deadline:
+        if (deadline is not None and time.monotonic() >= deadline) or (stop and stop.is_set()):
             return
         yield recorded

@@ -5,6 +5,7 @@ give accuracy, and credentials go to the baseline without reaching any message."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,19 @@ def test_baseline_credentials_are_sent_and_never_shown(tmp_path: Path) -> None:
     assert "127.0.0.1:9/p" in answer.error
     for secret in (token, "pw", "k3y"):
         assert secret not in shown
+
+
+def test_nothing_is_sent_past_the_deadline(tmp_path: Path) -> None:
+    requests = replay.load(write_requests(tmp_path / "r.jsonl", 5), 100)
+    with model() as up:
+        result, _ = replay.replay(
+            requests,
+            [EXACT],
+            candidate=Endpoint(up + "/predict"),
+            baseline=Endpoint(up + "/predict"),
+            min_agreement=0.99,
+            noise_floor=False,
+            deadline=time.monotonic(),
+        )
+    assert result.requests == 0
+    assert result.decisions["exact"].verdict == "Failed"
