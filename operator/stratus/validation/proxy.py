@@ -5,6 +5,7 @@ queue without end. A candidate's answer never reaches a user."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -226,12 +227,29 @@ class ShadowProxy(ThreadingHTTPServer):
         self.primary_key = self.pool.key(upstreams.primary, None)
         self.idle_timeout = idle_timeout
         self.stopping = threading.Event()
+        # Open user connections, and whether each is in a request (else idle, kept alive).
+        self._busy: dict[socket.socket, bool] = {}
+        self._lock = threading.Lock()
         super().__init__(address, ProxyHandler)
 
+    def track(self, conn: socket.socket, busy: bool | None) -> None:
+        """busy None: the connection is closed."""
+        with self._lock:
+            if busy is None:
+                self._busy.pop(conn, None)
+            else:
+                self._busy[conn] = busy
+
     def drain(self) -> None:
-        """Stop accepting, finish the requests in flight, stop copying."""
+        """Stop accepting, close idle kept-alive connections, finish the requests in flight
+        (their answers close their connections), stop copying."""
         self.stopping.set()
         self.shutdown()
+        with self._lock:
+            idle = [conn for conn, busy in self._busy.items() if not busy]
+        for conn in idle:
+            with contextlib.suppress(OSError):  # closed by the user meanwhile
+                conn.shutdown(socket.SHUT_RDWR)
         self.server_close()
         self.copier.stop()
         self.pool.close()
@@ -252,6 +270,19 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.connection.settimeout(self.server.idle_timeout)
         # Headers and body go out in separate writes: no Nagle wait between them.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, busy=False)
+
+    def parse_request(self) -> bool:
+        self.server.track(self.connection, busy=True)
+        return super().parse_request()
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        self.server.track(self.connection, busy=False)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, busy=None)
+        super().finish()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Not logged: the path's query may carry a user's secret."""

@@ -313,3 +313,26 @@ def test_a_user_connection_is_kept_alive_across_requests() -> None:
             assert not response.will_close
             response.read()
         conn.close()
+
+
+def test_a_drain_closes_idle_kept_alive_connections_at_once() -> None:
+    reply = json_reply(200, {"predictions": [1]})
+    with stub(reply) as primary, stub(reply) as candidate:
+        judge = Judge("shadow", [EXACT], 0.99)
+        upstreams = Upstreams(primary.url, candidate.url)
+        proxy = ShadowProxy(("127.0.0.1", 0), upstreams, Copier(upstreams, judge), 100)
+        with serving_proxy(proxy) as url:
+            parts = urlsplit(url)
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+
+            def post() -> bytes:
+                conn.request("POST", "/predict", BODY, {"Content-Type": "application/json"})
+                return conn.getresponse().read()
+
+            assert post() == b'{"predictions": [1]}'
+            started = time.monotonic()
+            proxy.drain()  # the idle timeout is 5 s: not waited for
+            assert time.monotonic() - started < 2.0
+            with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+                post()
+            conn.close()
