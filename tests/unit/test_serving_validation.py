@@ -124,6 +124,8 @@ def test_the_service_points_to_the_shadow_proxy_only_while_it_serves() -> None:
     service = _service(plan)
     assert service is not None
     assert service["spec"]["selector"] == {"stratus.dev/validates": "web"}
+    # Its report container ends while the proxy still serves: not Ready, still an endpoint.
+    assert service["spec"]["publishNotReadyAddresses"] is True
     assert _jobs(plan) == []  # already there
     stopped = planner.plan(
         observe(
@@ -137,6 +139,7 @@ def test_the_service_points_to_the_shadow_proxy_only_while_it_serves() -> None:
     service = _service(stopped)
     assert service is not None
     assert service["spec"]["selector"]["stratus.dev/revision"] == stable
+    assert service["spec"]["publishNotReadyAddresses"] is False
 
 
 def test_a_passing_report_starts_the_first_step_and_cleans_up() -> None:

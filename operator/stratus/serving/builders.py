@@ -166,9 +166,14 @@ def build_deployment(
     }
 
 
-def build_service(owner: Owner, selector: dict[str, str] | None = None) -> Manifest:
+def build_service(
+    owner: Owner, selector: dict[str, str] | None = None, *, proxy: bool = False
+) -> Manifest:
     """One Service across every revision: traffic splits by ready replicas. While a candidate
-    is validated, `selector` narrows it to the stable revision, or to the shadow proxy."""
+    is validated, `selector` narrows it to the stable revision, or to the shadow `proxy`. The
+    proxy's pod stops being Ready when its report container ends, while the proxy still serves
+    until the Service has left it: so its address is published regardless of readiness (the
+    controller selects it only while the proxy container itself is ready)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -176,6 +181,7 @@ def build_service(owner: Owner, selector: dict[str, str] | None = None) -> Manif
         "spec": {
             "selector": selector or {INFERENCESERVICE_LABEL: owner.name},
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
+            "publishNotReadyAddresses": proxy,
         },
     }
 

@@ -32,7 +32,12 @@ AUTOSCALERS = {
 
 def want_all(p: Pass) -> None:
     """Every child, on every pass, as the status the step machine left says."""
-    p.want(builders.build_service(p.obs.owner, _selector(p)))
+    selector = _selector(p)
+    p.want(
+        builders.build_service(
+            p.obs.owner, selector, proxy=selector == validator.proxy_selector(p.obs.owner)
+        )
+    )
     p.want(builders.build_pdb(p.obs.owner))
     _replicas(p)
     _revision_services(p)
