@@ -123,7 +123,10 @@ def test_the_service_points_to_the_shadow_proxy_only_while_it_serves() -> None:
     )
     service = _service(plan)
     assert service is not None
-    assert service["spec"]["selector"] == {"stratus.dev/validates": "web"}
+    assert service["spec"]["selector"] == {
+        "stratus.dev/validates": "web",
+        "stratus.dev/revision": canary,
+    }
     # Its report container ends while the proxy still serves: not Ready, still an endpoint.
     assert service["spec"]["publishNotReadyAddresses"] is True
     assert _jobs(plan) == []  # already there

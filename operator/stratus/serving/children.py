@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from stratus.serving import builders, validator
 from stratus.serving.context import Pass
-from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
+from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL, VALIDATOR_LABEL
 from stratus.serving.validator import ValidatorView
 from stratus.serving.views import RouteView
 
@@ -33,11 +33,7 @@ AUTOSCALERS = {
 def want_all(p: Pass) -> None:
     """Every child, on every pass, as the status the step machine left says."""
     selector = _selector(p)
-    p.want(
-        builders.build_service(
-            p.obs.owner, selector, proxy=selector == validator.proxy_selector(p.obs.owner)
-        )
-    )
+    p.want(builders.build_service(p.obs.owner, selector, proxy=VALIDATOR_LABEL in (selector or {})))
     p.want(builders.build_pdb(p.obs.owner))
     _replicas(p)
     _revision_services(p)
@@ -261,7 +257,7 @@ def _selector(p: Pass) -> dict[str, str] | None:
         return None
     found = validator_of(p)
     if found is not None and found.ready:
-        return validator.proxy_selector(p.obs.owner)
+        return validator.proxy_selector(p.obs.owner, found.revision)
     return {INFERENCESERVICE_LABEL: p.obs.owner.name, REVISION_LABEL: p.status["stableRevision"]}
 
 

@@ -63,8 +63,10 @@ def job_name(owner: Owner, canary: str) -> str:
     return deployment_name(owner, canary)
 
 
-def proxy_selector(owner: Owner) -> dict[str, str]:
-    return {VALIDATOR_LABEL: owner.name}
+def proxy_selector(owner: Owner, canary: str) -> dict[str, str]:
+    """The proxy of this candidate only: a previous candidate's may still be draining, and the
+    Service publishes the addresses it selects whether ready or terminating."""
+    return {VALIDATOR_LABEL: owner.name, REVISION_LABEL: canary}
 
 
 def _requests_file(validation: Validation) -> str | None:
