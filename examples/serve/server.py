@@ -351,6 +351,9 @@ class Handler(BaseHTTPRequestHandler):
     server: ModelServer
     server_version = "stratus-model-server/1"
     protocol_version = "HTTP/1.1"  # keep-alive for load generators
+    # Headers and body leave in two writes: with Nagle's algorithm a kept-alive client that
+    # delays its ACK (Linux: 40 ms) would stall every answer.
+    disable_nagle_algorithm = True
     timeout = 5  # seconds an idle connection is kept
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
