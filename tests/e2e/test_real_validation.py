@@ -195,7 +195,11 @@ def pod_ips(core: client.CoreV1Api, namespace: str, name: str, revision: str) ->
     pods = core.list_namespaced_pod(
         namespace, label_selector=f"{INFERENCESERVICE_LABEL}={name},{REVISION_LABEL}={revision}"
     ).items
-    return [p.status.pod_ip for p in pods if p.status.pod_ip and p.status.phase == "Running"]
+    return [
+        p.status.pod_ip
+        for p in pods
+        if p.status.pod_ip and p.status.phase == "Running" and p.metadata.deletion_timestamp is None
+    ]
 
 
 def validate(argv: list[str]) -> tuple[int, str]:
@@ -293,11 +297,12 @@ def test_shadow_blocks_flipped_labels_and_passes_a_noisy_twin(
     assert len(failed) <= len(replies) // 100, failed[:5]
 
     # 20 replays by hand against the two revisions' real pods: the false block rate.
-    def both_ready() -> tuple[str, str] | None:
+    # At 50% of 2 replicas: one of each, once the stable has given up its second.
+    def one_each() -> tuple[str, str] | None:
         old, new = pod_ips(core, namespace, NAME, v1), pod_ips(core, namespace, NAME, twin)
-        return (old[0], new[0]) if old and new else None
+        return (old[0], new[0]) if len(old) == len(new) == 1 else None
 
-    old_ip, new_ip = wait_for("a v1 and a twin pod", both_ready, timeout=60)
+    old_ip, new_ip = wait_for("one v1 and one twin pod", one_each, timeout=120)
     rng = seeded(11)
     requests = tmp_path / "requests.jsonl"
     requests.write_text(
