@@ -91,10 +91,10 @@ dev: venv binaries deps images
 	@echo 'Starting the operator (metrics on :8080/metrics)...'
 	$(BIN)/stratus operator --kubeconfig $(STATE_DIR)/kubeconfig
 
-# One generator, two copies: crds/ for kubectl, the chart's crds/ for helm.
+# One generator, two copies: crds/ for kubectl, the chart's files/crds/ (templates/crds.yaml).
 crds: venv
 	$(BIN)/stratus crds --out crds
-	$(BIN)/stratus crds --out charts/stratus/crds
+	$(BIN)/stratus crds --out charts/stratus/files/crds
 
 # The plain-manifest install, rendered from the chart with its default values.
 manifests: venv binaries

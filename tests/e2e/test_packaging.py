@@ -47,6 +47,12 @@ def test_chart_lints_and_renders_least_privilege_by_default() -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "ClusterRoleBinding",
+        # TrainingJob, InferenceService and kopf's two peering kinds (templates, so upgrades
+        # update them).
+        "CustomResourceDefinition",
+        "CustomResourceDefinition",
+        "CustomResourceDefinition",
+        "CustomResourceDefinition",
         "Deployment",
         "Service",
         "ServiceAccount",

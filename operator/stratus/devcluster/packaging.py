@@ -37,7 +37,7 @@ def helm(*args: str) -> str:
 
 
 def render_manifests() -> str:
-    rendered = helm("template", "stratus", str(CHART), "--namespace", NAMESPACE, "--include-crds")
+    rendered = helm("template", "stratus", str(CHART), "--namespace", NAMESPACE)
     return HEADER + rendered
 
 
