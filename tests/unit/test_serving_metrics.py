@@ -97,3 +97,29 @@ def test_one_being_deleted_is_forgotten_too() -> None:
     )
     asyncio.run(controller.reconcile(("metrics-c", "web")))
     assert exported("metrics-c", "web") == []
+
+
+def test_a_validation_report_replaces_the_previous_candidates_figures() -> None:
+    results = [
+        {
+            "name": "labels",
+            "source": "shadow",
+            "samples": 1000,
+            "adjusted": 0.95,
+            "noiseFloor": 0.02,
+        },
+        {"name": "scores", "source": "replay", "samples": 300, "adjusted": 1.0},
+    ]
+    metrics.record_validation("val-ns", "web", "aaa", results)
+    series = exported("val-ns", "web")
+    assert (
+        "stratus_validation_agreement{'namespace': 'val-ns', 'name': 'web', 'revision': 'aaa', 'comparator': 'labels', 'source': 'shadow'}"
+        in series
+    )
+    assert len([s for s in series if s.startswith("stratus_validation_noise_floor")]) == 1
+    metrics.record_validation("val-ns", "web", "bbb", results[:1])
+    series = exported("val-ns", "web")
+    assert not [s for s in series if "'aaa'" in s]
+    assert len([s for s in series if s.startswith("stratus_validation_samples")]) == 1
+    metrics.forget_inferenceservice("val-ns", "web")
+    assert exported("val-ns", "web") == []
