@@ -112,10 +112,12 @@ def test_a_validation_report_replaces_the_previous_candidates_figures() -> None:
     ]
     metrics.record_validation("val-ns", "web", "aaa", results)
     series = exported("val-ns", "web")
-    assert (
-        "stratus_validation_agreement{'namespace': 'val-ns', 'name': 'web', 'revision': 'aaa', 'comparator': 'labels', 'source': 'shadow'}"
-        in series
-    )
+    assert [s for s in series if s.startswith("stratus_validation_agreement")] == [
+        "stratus_validation_agreement{'comparator': 'labels', 'name': 'web', "
+        "'namespace': 'val-ns', 'revision': 'aaa', 'source': 'shadow'}",
+        "stratus_validation_agreement{'comparator': 'scores', 'name': 'web', "
+        "'namespace': 'val-ns', 'revision': 'aaa', 'source': 'replay'}",
+    ]
     assert len([s for s in series if s.startswith("stratus_validation_noise_floor")]) == 1
     metrics.record_validation("val-ns", "web", "bbb", results[:1])
     series = exported("val-ns", "web")
