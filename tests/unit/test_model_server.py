@@ -4,34 +4,18 @@ loopback port (health, predictions with the revision, Prometheus counters)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-SERVER_PY = Path(__file__).resolve().parents[2] / "examples" / "serve" / "server.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stratus_example_model_server", SERVER_PY)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-server = _load()
+from tests.model_server import server
 
 # Three classes over two features, easy to check by hand: class k wins where its score is highest.
 MODEL: dict[str, Any] = {

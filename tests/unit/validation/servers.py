@@ -3,20 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-SERVER_PY = Path(__file__).resolve().parents[3] / "examples" / "serve" / "server.py"
+from tests.model_server import server as model_server
 
 # Three classes over two features: x0 decides (low below -0.5, mid between, high above 0.5).
 MODEL: dict[str, Any] = {
@@ -25,19 +22,6 @@ MODEL: dict[str, Any] = {
     "coef": [[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]],
     "intercept": [0.0, 0.5, 0.0],
 }
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stratus_validation_model_server", SERVER_PY)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-model_server = _load()
 
 
 def base_url(httpd: ThreadingHTTPServer) -> str:
