@@ -148,6 +148,16 @@ def object_store_env(endpoint: str | None, credentials_secret: str | None) -> li
     return env
 
 
+def config_map_file(
+    volume: str, config_map: str, key: str, directory: str
+) -> tuple[Manifest, Manifest]:
+    """A volume holding one key of a ConfigMap (a CA bundle), and its read-only mount."""
+    return (
+        {"name": volume, "configMap": {"name": config_map, "items": [{"key": key, "path": key}]}},
+        {"name": volume, "mountPath": directory, "readOnly": True},
+    )
+
+
 def volumes(workload: Workload, extra: list[Manifest]) -> list[Manifest]:
     return [v.model_dump(by_alias=True, exclude_none=True) for v in workload.volumes] + extra
 

@@ -85,16 +85,11 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
         mounts.append({"name": MODEL_SOURCE_VOLUME, "mountPath": PVC_ROOT, "readOnly": True})
     if spec.model.ca_config_map:
         # The tenant's own CA, for the download only: the server container never sees it.
-        volumes.append(
-            {
-                "name": MODEL_CA_VOLUME,
-                "configMap": {
-                    "name": spec.model.ca_config_map,
-                    "items": [{"key": MODEL_CA_KEY, "path": MODEL_CA_KEY}],
-                },
-            }
+        volume, mount = podspec.config_map_file(
+            MODEL_CA_VOLUME, spec.model.ca_config_map, MODEL_CA_KEY, MODEL_CA_DIR
         )
-        mounts.append({"name": MODEL_CA_VOLUME, "mountPath": MODEL_CA_DIR, "readOnly": True})
+        volumes.append(volume)
+        mounts.append(mount)
         args += ["--ca-file", f"{MODEL_CA_DIR}/{MODEL_CA_KEY}"]
     init: Manifest = {
         "name": "stage-model",

@@ -132,16 +132,11 @@ def build_job(
             volumes.append({"name": REQUESTS_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}})
             init.append(_fetch_requests(replay.uri or "", replay.sha256 or "", image, replay))
     if validation.baseline.ca_config_map:
-        volumes.append(
-            {
-                "name": BASELINE_CA_VOLUME,
-                "configMap": {
-                    "name": validation.baseline.ca_config_map,
-                    "items": [{"key": CA_KEY, "path": CA_KEY}],
-                },
-            }
+        volume, mount = podspec.config_map_file(
+            BASELINE_CA_VOLUME, validation.baseline.ca_config_map, CA_KEY, BASELINE_CA_DIR
         )
-        mounts.append({"name": BASELINE_CA_VOLUME, "mountPath": BASELINE_CA_DIR, "readOnly": True})
+        volumes.append(volume)
+        mounts.append(mount)
         env.append({"name": "STRATUS_BASELINE_CA", "value": f"{BASELINE_CA_DIR}/{CA_KEY}"})
     validate: Manifest = {
         "name": VALIDATE,
