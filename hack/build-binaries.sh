@@ -4,8 +4,11 @@
 # `hack/build-binaries.sh peer` builds instead the Kubeflow training operator that the benchmarks
 # compare against, with the PyTorchJob CRD from the same module; `hack/build-binaries.sh lint`
 # only what `make lint` runs: helm, to render the chart, and kube-score, to scan it.
-# A later run finds them and builds nothing. Each binary is linked under a temporary name and
-# renamed into place only when complete, so an interrupted build never leaves one that looks done.
+# A later run finds them and builds nothing. Binaries of the pinned version in $STRATUS_BIN_DIR
+# or $KUBEBUILDER_ASSETS (envtest's kube-apiserver, etcd, kubectl) are used as they are and not
+# built; stratus.devcluster.binaries decides, by asking each its version. Each binary is linked
+# under a temporary name and renamed into place only when complete, so an interrupted build never
+# leaves one that looks done.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,13 +21,20 @@ start=$(date +%s)
 
 log() { printf '[build-binaries %3ds] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
+# The binaries neither cached nor reusable, one per line (the module is standard library only:
+# no venv needed).
+todo=$(PYTHONPATH="$here/../operator" "${PYTHON:-python3}" -m stratus.devcluster.binaries \
+  missing "${1:-all}")
+
 # build COMPONENT VERSION LDFLAGS PKG... : builds each main package into the component's folder.
 build() {
   local component=$1 version=$2 ldflags=$3; shift 3
   local dir="$cache/bin/$component-$version" missing=() pkg
-  for pkg in "$@"; do [ -x "$dir/$(basename "$pkg")" ] || missing+=("$pkg"); done
+  for pkg in "$@"; do
+    if grep -qxF "$(basename "$pkg")" <<<"$todo"; then missing+=("$pkg"); fi
+  done
   if [ ${#missing[@]} -eq 0 ]; then
-    log "$component $version: cached in $dir"
+    log "$component $version: cached in $dir or reused"
     return
   fi
   log "$component $version: building ${missing[*]##*/} (takes minutes on a small machine)"
@@ -79,4 +89,4 @@ build seaweedfs "$SEAWEEDFS_VERSION" \
   "-X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=${SEAWEEDFS_VERSION##*-}" \
   github.com/seaweedfs/seaweedfs/weed
 
-log "all binaries ready under $cache/bin (total $(( $(date +%s) - start ))s)"
+log "all binaries ready, cached under $cache/bin or reused (total $(( $(date +%s) - start ))s)"

@@ -7,7 +7,6 @@ the finding it was written for."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -105,14 +104,15 @@ def judge(found: list[Finding], waivers: tuple[Waiver, ...]) -> tuple[list[Findi
     return unwaived, stale
 
 
-def tool(component: str, key: str) -> Path:
-    """One lint tool from the binaries cache (hack/build-binaries.sh lint builds them)."""
-    path = binaries.cache_dir() / "bin" / f"{component}-{binaries.versions()[key]}" / component
-    if not os.access(path, os.X_OK):
+def tool(name: str) -> Path:
+    """One lint tool, the user's own at the pinned version or the cache's (hack/build-binaries.sh
+    lint builds them)."""
+    try:
+        return binaries.locate(name)[name]
+    except binaries.MissingBinariesError as exc:
         raise binaries.MissingBinariesError(
-            f"{path} is not built. Run `hack/build-binaries.sh lint` first."
-        )
-    return path
+            f"{exc} (`hack/build-binaries.sh lint` builds only the lint tools)"
+        ) from exc
 
 
 def run(*cmd: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -126,7 +126,7 @@ def render(values: dict[str, Any]) -> str:
         yaml.safe_dump(values, file)
         file.flush()
         done = run(
-            tool("helm", "HELM_VERSION"),
+            tool("helm"),
             "template",
             "stratus",
             packaging.CHART,
@@ -143,7 +143,7 @@ def render(values: dict[str, Any]) -> str:
 def score(scan: str, manifests: str) -> list[Finding]:
     minor = ".".join(binaries.versions()["KUBERNETES_VERSION"].split(".")[:2])
     done = run(
-        tool("kube-score", "KUBE_SCORE_VERSION"),
+        tool("kube-score"),
         "score",
         "--kubernetes-version",
         minor,
