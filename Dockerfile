@@ -18,14 +18,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# Runtime dependencies only, at the versions pyproject.toml pins as lower bounds: a layer of
-# their own, so a change to the sources reinstalls only the package. boto3 (the `s3` extra) is
-# for the staging init container: models from s3:// and gs://. kubernetes 37.0.2 requires
-# python-dateutil 3, which botocore refuses: 37.0.1 is the newest both accept.
+# Runtime dependencies only, every package pinned with its hashes in the image's lock file
+# (`make lock` writes it from pyproject.toml, at the venv's versions): a layer of their own, so a
+# change to the sources reinstalls only the package. boto3 (the `s3` extra) is for the staging
+# init container: models from s3:// and gs://.
+COPY hack/requirements/image.txt ./requirements.txt
 RUN python3 -m venv /opt/stratus \
-    && /opt/stratus/bin/pip install --no-compile \
-        "kopf==1.45.2" "kubernetes==37.0.1" "pydantic==2.14.4" "prometheus-client==0.26.0" \
-        "PyYAML==6.0.4" "boto3==1.44.8"
+    && /opt/stratus/bin/pip install --no-compile --require-hashes -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN /opt/stratus/bin/pip install --no-compile --no-deps .

@@ -12,35 +12,62 @@ BIN := $(VENV)/bin
 STATE_DIR ?= .stratus
 # pytest's own arguments, e.g. make test PYTEST_ARGS='-k smoke -x'
 PYTEST_ARGS ?=
+# The Python dependencies, pinned with hashes: the venv installs dev.txt, the image image.txt.
+LOCKS := hack/requirements
+# uv's own arguments for `make lock`, e.g. LOCK_ARGS=--upgrade (or --upgrade-package kopf)
+LOCK_ARGS ?=
+# Which binaries a target reuses, finds cached or builds, said before it starts (standard library
+# only: it runs before the venv exists).
+PLAN := PYTHONPATH=operator $(PYTHON) -m stratus.devcluster.binaries plan
 
-.PHONY: help venv binaries lint-tools peer deps images lint unit e2e e2e-kind test bench dev dev-down crds manifests
+.PHONY: help venv lock plan-test plan-dev binaries lint-tools peer deps images lint unit e2e e2e-kind test bench dev dev-down crds manifests
 
 help:
 	@echo "make dev    - start the local GPU cluster (and the operator) from a fresh checkout"
 	@echo "make test   - lint, unit tests and end-to-end tests on a fresh local cluster"
-	@echo "make lint | unit | e2e | e2e-kind | binaries | peer | images | crds | dev-down"
+	@echo "make lint | unit | e2e | e2e-kind | binaries | peer | images | crds | dev-down | lock"
 
-# The virtualenv is rebuilt when the project's dependencies change; pip's cache lives outside.
-$(VENV)/.installed: pyproject.toml
+# The virtualenv is rebuilt when the project's dependencies change, from the lock file only
+# (--require-hashes: every package pinned and checked); pip's cache lives outside.
+$(VENV)/.installed: pyproject.toml $(LOCKS)/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCKS)/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
 venv: $(VENV)/.installed
 	@$(BIN)/python -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(IMAGE_PYTHON)")' \
 	  || { echo "$(VENV) is not Python $(IMAGE_PYTHON), the image's: rm -rf $(VENV) and rerun" >&2; exit 1; }
 
+# Regenerates the lock files from pyproject.toml with uv: the venv's (the dev extra, which holds
+# every other) and the image's (runtime and s3), held to the venv's pins so the two agree. Pins
+# that still satisfy pyproject.toml are kept. tests/unit/test_lock.py fails when they drift.
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version $(IMAGE_PYTHON) \
+	  --generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS) \
+	  --extra dev -o $(LOCKS)/dev.txt
+	$(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version $(IMAGE_PYTHON) \
+	  --generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS) \
+	  --extra s3 -c $(LOCKS)/dev.txt -o $(LOCKS)/image.txt
+
+# Binaries of the pinned versions in STRATUS_BIN_DIR or KUBEBUILDER_ASSETS are reused, not built.
 binaries:
-	hack/build-binaries.sh
+	PYTHON=$(PYTHON) hack/build-binaries.sh
 
 # Only what `make lint` runs besides the venv: helm and the kube-score scanner, from Go modules.
 lint-tools:
-	hack/build-binaries.sh lint
+	PYTHON=$(PYTHON) hack/build-binaries.sh lint
 
 # The peer the benchmarks compare against: the Kubeflow training operator, from its Go module.
 peer:
-	hack/build-binaries.sh peer
+	PYTHON=$(PYTHON) hack/build-binaries.sh peer
+
+plan-test:
+	@$(PLAN) all peer
+
+plan-dev:
+	@$(PLAN) all
 
 deps:
 	hack/install-deps.sh
@@ -74,12 +101,12 @@ bench: venv binaries peer deps images
 e2e-kind: venv binaries peer deps
 	hack/e2e-kind.sh $(PYTEST_ARGS)
 
-test: lint binaries peer deps images
+test: plan-test lint binaries peer deps images
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 # The operator runs in the foreground (Ctrl-C stops it); the cluster keeps running until
 # `make dev-down`.
-dev: venv binaries deps images
+dev: plan-dev venv binaries deps images
 	$(BIN)/stratus dev up --state-dir $(STATE_DIR)
 	eval "$$($(BIN)/stratus dev env --state-dir $(STATE_DIR))"; \
 	  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null; \
