@@ -8,12 +8,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stratus import extras
+
 if TYPE_CHECKING:
     from stratus.devcluster.cluster import LocalCluster
 
 
 def _dev_cluster(args: argparse.Namespace) -> LocalCluster:
-    # Imported here: the operator's image does not ship the local cluster's dependencies.
+    # Imported here: the operator's image does not ship the local cluster's dependencies, nor
+    # does a plain `pip install stratus-operator` (the devcluster extra does).
+    extras.require("devcluster", "stratus dev")
     from stratus.devcluster import cluster, nodepools, realnode  # noqa: PLC0415
 
     pools = nodepools.load_pools(getattr(args, "pools", None))
@@ -60,7 +64,7 @@ def cmd_dev_env(args: argparse.Namespace) -> int:
     from stratus.devcluster import binaries, objectstore  # noqa: PLC0415
 
     local = _dev_cluster(args)
-    bin_dirs = sorted({str(path.parent) for path in binaries.locate().paths.values()})
+    bin_dirs = binaries.locate().search_path()
     print(f"export KUBECONFIG={local.kubeconfig}")
     print(f"export PATH={':'.join(bin_dirs)}:$PATH")
     store = objectstore.credentials(local.layout.object_store)
@@ -600,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"stratus: {exc}", file=sys.stderr)
         return 1
+    except extras.MissingExtraError as exc:
+        print(f"stratus: {exc}", file=sys.stderr)
+        return 2
     return code
 
 
