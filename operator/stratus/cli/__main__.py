@@ -1,0 +1,5 @@
+import sys
+
+from stratus.cli import main
+
+sys.exit(main())
