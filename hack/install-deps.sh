@@ -3,6 +3,7 @@
 # - prometheus, whose server and promtool the canary-analysis tests run for real;
 # - containerd, runc, the CNI plugins, iptables and iproute2: the real node's runtime and network;
 # - podman, buildah, skopeo and debootstrap: the project's images, built without a registry.
+# - chromium and chromium-driver: the dashboard's browser test (selenium, headless).
 set -euo pipefail
 
 # command (or file) that shows the package is there -> Debian package
@@ -18,6 +19,8 @@ declare -A packages=(
   [buildah]=buildah
   [skopeo]=skopeo
   [debootstrap]=debootstrap
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for probe in "${!packages[@]}"; do
