@@ -15,13 +15,20 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DELETE = object()
 
 
+def resources_in(path: Path) -> list[dict[str, Any]]:
+    """The TrainingJobs and InferenceServices of an example file, without what it ships beside
+    them (a PriorityClass, a claim)."""
+    docs = yaml.safe_load_all(path.read_text())
+    return [d for d in docs if d and d["apiVersion"].startswith("stratus.dev/")]
+
+
 def example(file_name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / file_name).read_text())
+    (loaded,) = resources_in(EXAMPLES / file_name)
     return loaded
 
 
 def all_examples() -> list[dict[str, Any]]:
-    return [yaml.safe_load(p.read_text()) for p in sorted(EXAMPLES.glob("*.yaml"))]
+    return [d for p in sorted(EXAMPLES.glob("*.yaml")) for d in resources_in(p)]
 
 
 def with_change(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:

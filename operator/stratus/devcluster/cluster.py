@@ -625,6 +625,7 @@ class LocalCluster:
             api.patch_node_status(self.real_node.name, self.real_node.status_patch())
         if self.real_node:
             api.apply_all(self._metrics_api())
+        api.apply_all(nodepools.simulated_volumes(self.pools))
         # Pods need their namespace's default ServiceAccount, which the controller manager makes.
         _wait(
             "the default ServiceAccount",

@@ -125,6 +125,47 @@ def node_manifests(pools: tuple[NodePool, ...], beside_real: bool = False) -> li
     return [node_manifest(pool, i, beside_real) for pool in pools for i in range(pool.count)]
 
 
+# Claims of the simulated pools' pods: no provisioner runs here, so `up` creates volumes in
+# advance, as an admin does where none runs. A claim without a storage class (examples/ ask for
+# the default class, and this cluster has none) binds to the smallest that fits.
+SIMULATED_VOLUMES = 4
+SIMULATED_VOLUME_SIZE = "10Ti"
+
+
+def simulated_volume(index: int) -> Manifest:
+    """A PersistentVolume usable on simulated nodes only: kwok mounts nothing, and the node
+    affinity keeps it from the real node, whose kubelet would mount its path for real."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"simulated-volume-{index}", "labels": {POOL_LABEL: "simulated"}},
+        "spec": {
+            "capacity": {"storage": SIMULATED_VOLUME_SIZE},
+            "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "local": {"path": f"/simulated/volume-{index}"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": key, "operator": "In", "values": [value]}
+                                for key, value in SIMULATED_LABEL.items()
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def simulated_volumes(pools: tuple[NodePool, ...]) -> list[Manifest]:
+    """Volumes for the simulated pools; none without pools."""
+    return [simulated_volume(i) for i in range(SIMULATED_VOLUMES)] if pools else []
+
+
 def simulated(doc: Manifest) -> Manifest:
     """A TrainingJob or InferenceService made to run on the simulated pools: the kwok toleration
     and selector merged into its podTemplate (the operator appends tolerations and merges

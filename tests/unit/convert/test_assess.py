@@ -23,6 +23,7 @@ from stratus.convert.assess import (
     render_markdown,
 )
 from stratus.convert.report import Conversion, Note
+from tests import cases
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
@@ -45,8 +46,7 @@ PRICES = PriceTable.model_validate(
 
 
 def example(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
-    return doc
+    return cases.example(name)
 
 
 def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
