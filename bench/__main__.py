@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import benchmarks, checkpoint, peer, real_node
+from bench import benchmarks, checkpoint, dashboard, peer, real_node
 from bench.harness import choose_real_node, world
 from stratus.devcluster.nodepools import NodePool
 
@@ -31,6 +31,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "real_node_samples": 2,
         "checkpoint_bytes": 32 << 20,
         "checkpoint_samples": 2,
+        "dashboard_resources": 500,
+        "dashboard_samples": 20,
     },
     "full": {
         "throughput": 500,
@@ -43,6 +45,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "real_node_samples": 10,
         "checkpoint_bytes": 1 << 30,
         "checkpoint_samples": 4,
+        "dashboard_resources": 500,
+        "dashboard_samples": 200,
     },
 }
 
@@ -93,6 +97,10 @@ def run(size: str, out: Path) -> dict[str, Any]:
             # Needs no cluster: a SeaweedFS of its own, on loopback.
             "checkpoint_storage": lambda: checkpoint.checkpoint_storage(
                 Path(tmp), s["checkpoint_bytes"], s["checkpoint_samples"]
+            ),
+            # Needs no cluster either: the dashboard serving an in-memory API.
+            "dashboard_load": lambda: dashboard.dashboard_load(
+                s["dashboard_resources"], s["dashboard_samples"]
             ),
         }
         for name, step in steps.items():

@@ -31,6 +31,7 @@ def test_every_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
         "footprint",
         "peer_training_operator",
         "checkpoint_storage",
+        "dashboard_load",
     }
     throughput = results["throughput"]
     assert throughput["create_to_job_seconds"]["n"] == 10
@@ -47,6 +48,10 @@ def test_every_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert len(stored["seconds"]["sdk_upload"]) == 2
     assert stored["upload_ratio"] > 0
     assert stored["resume_ratio"] > 0
+    dashboard = results["dashboard_load"]
+    assert dashboard["resources"] == 500
+    assert dashboard["page_load_seconds"]["n"] == SIZES["tiny"]["dashboard_samples"]
+    assert dashboard["page_load_p95_ms"] > 0
     peer = results["peer_training_operator"]
     assert peer["measured"] is True
     for variant in ("as_shipped", "controller_threads_16"):
