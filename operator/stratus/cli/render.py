@@ -14,7 +14,13 @@ from typing import Any
 import yaml
 
 from stratus.api import inferenceservice, trainingjob
-from stratus.serving.labels import REVISION_LABEL
+from stratus.serving.labels import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    PROMOTE_FULL_ANNOTATION,
+    RETRY_ANNOTATION,
+    REVISION_LABEL,
+)
 from stratus.training.labels import ATTEMPT_LABEL
 
 Obj = dict[str, Any]
@@ -47,6 +53,8 @@ def kind_named(text: str) -> Kind:
     raise ValueError(f"unknown kind {text!r}: trainingjob (tj) or inferenceservice (infs)")
 
 
+# The commands a person gives a rollout, as annotations (`stratus promote|abort|retry`).
+COMMANDS = (PROMOTE_ANNOTATION, PROMOTE_FULL_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
 # Exit codes of `stratus rollout status`.
 HEALTHY, DEGRADED, PAUSED, NOT_SETTLED = 0, 1, 2, 3
 
@@ -221,7 +229,12 @@ class Attempt:
     detail: str = ""
 
     def as_json(self) -> Obj:
-        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
+        """camelCase, as the API's own fields are."""
+        return {
+            re.sub(r"_(.)", lambda m: m.group(1).upper(), k): v
+            for k, v in asdict(self).items()
+            if v not in (None, "")
+        }
 
 
 ATTEMPT_OF = re.compile(r"^attempt (\d+) ")
@@ -543,13 +556,28 @@ def describe_inferenceservice(
     return text
 
 
-def rollout_outcome(obj: Obj) -> int | None:
-    """How a rollout stands, once the operator has seen the latest spec: HEALTHY (promoted, or
-    no canary), DEGRADED (rolled back), PAUSED (waits for a person); None while in progress."""
+def unseen(obj: Obj) -> str | None:
+    """What the operator has yet to act on: a new spec generation, or a command (promote,
+    abort, retry) whose annotation value it has not handled. Until it has, the status is old."""
     status = _status(obj)
     generation = _meta(obj).get("generation")
     if generation is not None and status.get("observedGeneration") != generation:
+        return f"generation {generation}"
+    annotations = _meta(obj).get("annotations") or {}
+    handled = status.get("handledCommands") or {}
+    for command in COMMANDS:
+        if annotations.get(command) and annotations[command] != handled.get(command):
+            return command
+    return None
+
+
+def rollout_outcome(obj: Obj) -> int | None:
+    """How a rollout stands, once the operator has acted on the latest spec and command:
+    HEALTHY (promoted, or no canary), DEGRADED (rolled back), PAUSED (waits for a person);
+    None while in progress."""
+    if unseen(obj):
         return None
+    status = _status(obj)
     phase = status.get("phase")
     if phase == "Healthy" and not status.get("canaryRevision"):
         return HEALTHY
@@ -562,10 +590,10 @@ def rollout_outcome(obj: Obj) -> int | None:
 
 def progress(obj: Obj) -> str:
     """One line saying where a rollout is, printed while `rollout status --watch` waits."""
+    waiting = unseen(obj)
+    if waiting:
+        return f"waiting for the operator to act on {waiting}"
     status = _status(obj)
-    generation = _meta(obj).get("generation")
-    if generation is not None and status.get("observedGeneration") != generation:
-        return f"waiting for the operator to observe generation {generation}"
     phase = _phase(obj)
     canary = status.get("canaryRevision")
     if canary:

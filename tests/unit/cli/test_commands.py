@@ -308,7 +308,7 @@ def test_watch_ends_healthy_once_promoted_with_a_line_per_change() -> None:
     )
     assert code == 0
     assert lines == [
-        "waiting for the operator to observe generation 2",
+        "waiting for the operator to act on generation 2",
         "Progressing: canary bbb step 1 of 2, at 50%",
         "Healthy: stable bbb, 0 ready",
     ]

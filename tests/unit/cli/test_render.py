@@ -403,10 +403,21 @@ def test_how_a_rollout_stands(status: Obj, generation: int, outcome: int | None)
 
 def test_progress_lines_say_where_the_rollout_is() -> None:
     assert render.progress(infs({"phase": "Healthy", "observedGeneration": 1})) == (
-        "waiting for the operator to observe generation 2"
+        "waiting for the operator to act on generation 2"
     )
     assert render.progress(infs(CANARY)) == "Progressing: canary bbb step 2 of 2, at 50%"
     validating = {**CANARY, "currentStep": None, "message": "validating"}
     assert render.progress(infs(validating)) == (
         "Progressing: canary bbb validating, at 50% (validating)"
     )
+
+
+def test_a_command_not_yet_acted_on_keeps_the_rollout_unsettled() -> None:
+    """`stratus promote web && stratus rollout status web --watch`: the Paused status is from
+    before the promote until the operator records the annotation's value as handled."""
+    paused = infs({"phase": "Paused", "observedGeneration": 2, "canaryRevision": "b"})
+    paused["metadata"]["annotations"] = {"stratus.dev/promote": "17"}
+    assert render.rollout_outcome(paused) is None
+    assert render.progress(paused) == "waiting for the operator to act on stratus.dev/promote"
+    paused["status"]["handledCommands"] = {"stratus.dev/promote": "17"}
+    assert render.rollout_outcome(paused) == render.PAUSED
