@@ -29,9 +29,8 @@ def resource_row(obj: Obj) -> dict[str, Any]:
         "team": spec.get("team") or (meta.get("labels") or {}).get(TEAM_LABEL),
         "created": _epoch(meta.get("creationTimestamp")),
         "message": status.get("message"),
-        # Only TrainingJobs account GPU time; no status records a cost yet.
+        # Only a TrainingJob's status accounts GPU time; no status records a cost.
         "gpuHours": hours(status.get("gpuSeconds")),
-        "cost": status.get("cost"),
     }
     if kind == "TrainingJob":
         row["detail"] = (

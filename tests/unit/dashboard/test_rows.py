@@ -15,7 +15,6 @@ def test_a_trainingjob_row_shows_its_gpu_hours_and_team() -> None:
         2.0,
     )
     assert row["detail"] == "attempt 3, 2 preempted"
-    assert row["cost"] is None
 
 
 def test_an_inferenceservice_row_shows_its_canary_and_team_label() -> None:

@@ -115,7 +115,7 @@ function renderList() {
     el("p", { class: "error" }, `${kind}: ${message}`));
   const table = el("table", { id: "resources" },
     el("thead", {}, el("tr", {}, ["Kind", "Namespace", "Name", "Phase", "Team"].map((h) => el("th", {}, h)),
-      el("th", { class: "num" }, "GPU-hours"), el("th", { class: "num" }, "Cost"),
+      el("th", { class: "num" }, "GPU-hours"),
       el("th", {}, "Detail"), el("th", { class: "num" }, "Age"))),
     el("tbody"));
   main.replaceChildren(el("h1", {}, "Workloads"), ...errors, filters, table);
@@ -132,9 +132,8 @@ function renderRows() {
     el("td", {}, el("a", { href: `/${r.kind === "TrainingJob" ? "trainingjobs" : "inferenceservices"}/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}` }, r.name)),
     el("td", {}, badge(r.phase)), el("td", {}, r.team || "—"),
     el("td", { class: "num" }, fmt.num(r.gpuHours, 2)),
-    el("td", { class: "num" }, r.cost === null || r.cost === undefined ? "—" : r.cost),
     el("td", { class: "muted" }, r.detail), el("td", { class: "num" }, fmt.age(r.created)))));
-  if (!shown.length) tbody.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "Nothing matches.")));
+  if (!shown.length) tbody.append(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "Nothing matches.")));
   document.getElementById("count").textContent = `${shown.length} of ${all.length}`;
 }
 
