@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import stratus
 from stratus import cli
 from stratus.cli import resources, rollout
 from stratus.cli.render import INFERENCESERVICE, TRAININGJOB, Kind
@@ -372,7 +373,10 @@ def test_dashboard_calls_serve_with_the_flags(
         calls.append(kwargs)
         return 0
 
-    monkeypatch.setitem(sys.modules, "stratus.dashboard", types.SimpleNamespace(serve=serve))
+    fake_dashboard = types.SimpleNamespace(serve=serve)
+    monkeypatch.setitem(sys.modules, "stratus.dashboard", fake_dashboard)
+    # Once imported, `from stratus import dashboard` reads the package's attribute instead.
+    monkeypatch.setattr(stratus, "dashboard", fake_dashboard, raising=False)
     code, _, _ = run(capsys, "dashboard", "--port", "3200", "-n", "ml", "--no-browser")
     assert code == 0
     assert calls == [
