@@ -202,15 +202,19 @@ def pod_ips(core: client.CoreV1Api, namespace: str, name: str, revision: str) ->
     ]
 
 
-def validate(argv: list[str]) -> tuple[int, str]:
-    """`stratus validate` in this process: its exit code and standard output."""
+def stratus(argv: list[str]) -> tuple[int, str]:
+    """`stratus` in this process: its exit code and standard output."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         try:
-            code = stratus_main(["validate", *argv])
+            code = stratus_main(argv)
         except SystemExit as exc:
             code = int(exc.code or 0)
     return int(code or 0), out.getvalue()
+
+
+def validate(argv: list[str]) -> tuple[int, str]:
+    return stratus(["validate", *argv])
 
 
 def test_shadow_blocks_flipped_labels_and_passes_a_noisy_twin(
@@ -461,6 +465,11 @@ def test_replay_against_an_external_baseline_gates_a_rollout(
     print(f"\nstratus validate against the on-premises model:\n{out}")
     assert code == 0, out
     assert "label" in out
+
+    # `stratus logs` reads the stable revision's real containers through the kubelet.
+    code, out = stratus(["logs", name, "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)])
+    assert code == 0, out
+    assert "model server: revision cloud" in out, out
 
     # A revision whose labels differ from the on-premises model's: rolled back by the replay.
     patch_env(serving, name, env("drifted", flip="0.2", noise="0"))

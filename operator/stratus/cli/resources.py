@@ -136,7 +136,10 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     _, name = render.target(args.name, TRAININGJOB)
     cluster = connect(args)
     suspend = args.command == "suspend"
-    cluster.patch(TRAININGJOB, name, {"spec": {"suspend": suspend}})
+    obj = cluster.patch(TRAININGJOB, name, {"spec": {"suspend": suspend}})
+    if args.output != "text":
+        sys.stdout.write(render.dump(obj, args.output))
+        return 0
     done = (
         "suspended: its active attempt stops, uncounted"
         if suspend
@@ -277,7 +280,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         ("suspend", "stop a TrainingJob's active attempt, uncounted (spec.suspend: true)"),
         ("resume", "start a suspended TrainingJob's next attempt from its latest checkpoint"),
     ):
-        command = sub.add_parser(name, parents=[common], help=text)
+        command = sub.add_parser(name, parents=[common, output], help=text)
         command.add_argument("name", help="TrainingJob name")
         command.set_defaults(func=cmd_suspend)
 

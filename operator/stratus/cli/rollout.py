@@ -36,11 +36,14 @@ def cmd_command(args: argparse.Namespace) -> int:
     }[args.command]
     _, name = render.target(args.name, INFERENCESERVICE)
     cluster = connect(args)
-    cluster.patch(
+    obj = cluster.patch(
         INFERENCESERVICE,
         name,
         {"metadata": {"annotations": {annotation: str(time.time_ns())}}},
     )
+    if args.output != "text":
+        sys.stdout.write(render.dump(obj, args.output))
+        return 0
     print(f"{args.command} requested for inferenceservice {cluster.namespace}/{name}")
     return 0
 
@@ -119,6 +122,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ):
         command = sub.add_parser(name, help=text, parents=[common])
         command.add_argument("name", help="InferenceService name")
+        command.add_argument("-o", "--output", choices=render.OUTPUTS, default="text")
         if name == "promote":
             command.add_argument("--full", action="store_true", help="skip remaining steps")
         command.set_defaults(func=cmd_command, full=False)

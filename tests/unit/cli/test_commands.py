@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import stratus
 from stratus import cli
@@ -59,9 +60,9 @@ class FakeCluster:
         return [o for (plural, _), o in sorted(self.objects.items()) if plural == kind.plural]
 
     def patch(self, kind: Kind, name: str, body: Obj) -> Obj:
-        self.find(name, kind)
+        _, obj = self.find(name, kind)
         self.patches.append((kind.plural, name, body))
-        return body
+        return obj
 
     def events(self, obj: Obj) -> list[Obj]:
         return []
@@ -388,3 +389,15 @@ def test_dashboard_calls_serve_with_the_flags(
             "open_browser": False,
         }
     ]
+
+
+@pytest.mark.parametrize("command", [["promote", "web"], ["abort", "web"], ["suspend", "train"]])
+def test_commands_that_change_a_resource_print_it_with_o(
+    fake: FakeCluster, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    code, out, _ = run(capsys, *command, "-o", "json")
+    assert code == 0
+    assert json.loads(out)["metadata"]["name"] == command[1]
+    code, out, _ = run(capsys, *command, "-o", "yaml")
+    assert code == 0
+    assert yaml.safe_load(out)["metadata"]["name"] == command[1]
