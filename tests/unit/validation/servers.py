@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -154,3 +155,11 @@ def write_requests(path: Path, count: int, *, expected: bool = False) -> Path:
             lines.append(json.dumps(body))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `check` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -9,7 +9,7 @@ import http.client
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +20,7 @@ from stratus.api.validation import Comparator
 from stratus.validation import client
 from stratus.validation.judge import Judge
 from stratus.validation.proxy import MAX_COPIED_BODY, Copier, Sampler, ShadowProxy, Upstreams
-from tests.unit.validation.servers import Seen, json_reply, model, stub
+from tests.unit.validation.servers import Seen, json_reply, model, stub, wait_for
 
 EXACT = Comparator(name="exact", type="exact", fields=["predictions"])
 BODY = b'{"instances": [[1.0, 0.0]]}'
@@ -75,13 +75,6 @@ def call(
         return response.status, response.msg, response.read()
     finally:
         conn.close()
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_users_get_the_primary_answer_and_copies_reach_the_candidate() -> None:

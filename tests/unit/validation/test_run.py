@@ -11,8 +11,7 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from stratus.validation import run
-from tests.unit.validation.servers import free_port, model, write_requests
+from tests.unit.validation.servers import free_port, model, wait_for, write_requests
 
 REPO = Path(__file__).resolve().parents[3]
 LABELS = {"name": "labels", "type": "label", "fields": ["predictions"]}
@@ -53,13 +52,6 @@ def get(port: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         conn.close()
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @contextmanager
