@@ -466,7 +466,9 @@ def test_replay_against_an_external_baseline_gates_a_rollout(
     assert code == 0, out
     assert "label" in out
 
-    # `stratus logs` reads the stable revision's real containers through the kubelet.
+    # `stratus logs` reads the stable revision's real containers through the kubelet, once the
+    # promoted revision has all its replicas (a pod still staging its model has no log yet).
+    serving.wait(name, "the cloud revision healthy", lambda s: s.get("phase") == "Healthy", 120)
     code, out = stratus(["logs", name, "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)])
     assert code == 0, out
     assert "model server: revision cloud" in out, out
