@@ -116,7 +116,7 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "4 rules found" in check.stdout
+    assert "5 rules found" in check.stdout
     tests = subprocess.run(
         ["promtool", "test", "rules", "alerts_test.yaml"],
         cwd=DATA,
