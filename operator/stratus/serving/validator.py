@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
 
 from stratus import podspec
 from stratus.api.common import duration_seconds
@@ -33,6 +31,7 @@ from stratus.conditions import one_line
 from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
 from stratus.serving.builders import STAGING_RESOURCES, TERMINATION_MESSAGE_PATH, deployment_name
 from stratus.serving.labels import REVISION_LABEL, VALIDATOR_LABEL
+from stratus.storage import staged_name
 from stratus.storage.redact import redact
 
 VALIDATE = "validate"
@@ -75,8 +74,7 @@ def _requests_file(validation: Validation) -> str | None:
         return None
     if replay.config_map is not None:
         return f"{REQUESTS_DIR}/{replay.config_map.key}"
-    # Where `stratus.storage fetch` puts one object: the last part of its path.
-    return f"{REQUESTS_DIR}/{PurePosixPath(urlparse(replay.uri or '').path).name or 'model'}"
+    return f"{REQUESTS_DIR}/{staged_name(replay.uri or '')}"
 
 
 def _baseline_env(validation: Validation) -> list[Manifest]:

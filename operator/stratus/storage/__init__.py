@@ -223,6 +223,11 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def staged_name(uri: str) -> str:
+    """The name `fetch` gives what it stages in its destination: the last part of the path."""
+    return Path(urllib.parse.urlsplit(uri).path).name or "model"
+
+
 def fetch(
     uri: str,
     dest: Path,
@@ -239,7 +244,7 @@ def fetch(
     store's (see `s3`). Every failure is a StagingError whose message holds the URI redacted."""
     shown = redact_uri(uri)
     parsed = urllib.parse.urlsplit(uri)
-    name = Path(parsed.path).name or "model"
+    name = staged_name(uri)
     fetchers: dict[str, Callable[[], None]] = {
         "https": lambda: _download_https(uri, shown, staging, ca_file, max_bytes),
         "pvc": lambda: _copy_pvc(uri, shown, staging, pvc_root, max_bytes),
