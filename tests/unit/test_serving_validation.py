@@ -169,6 +169,10 @@ def test_a_passing_report_starts_the_first_step_and_cleans_up() -> None:
     assert service is not None
     assert service["spec"]["selector"] == {"stratus.dev/inferenceservice": "web"}
     assert ("batch/v1", "Job", f"web-{canary}") in plan.remove
+    # Once its pod drains, the Job is not deleted again on every pass.
+    draining = ValidatorView(canary, ready=True, report=PASSED, terminating=True)
+    again = planner.plan(observe(new, plan.status, {stable: 4, canary: 1}, validators=(draining,)))
+    assert not [r for r in again.remove if r[1] == "Job"]
     # Without an HTTPRoute, the revisions' Services were for the validator only.
     assert {("v1", "Service", f"web-{stable}"), ("v1", "Service", f"web-{canary}")} <= set(
         plan.remove

@@ -282,7 +282,8 @@ def _validator(p: Pass) -> None:
             )
         return
     for view in p.obs.validators:
-        p.plan.remove.append(("batch/v1", "Job", validator.job_name(owner, view.revision)))
+        if not view.terminating:
+            p.plan.remove.append(("batch/v1", "Job", validator.job_name(owner, view.revision)))
 
 
 def _weights(p: Pass) -> None:

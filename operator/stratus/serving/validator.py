@@ -241,6 +241,8 @@ class ValidatorView:
     ready: bool
     report: dict[str, Any] | None = None
     failure: str | None = None
+    # Its Job already deleted: nothing more to remove while the pod drains.
+    terminating: bool = False
 
 
 def validator_view(pod: Mapping[str, Any]) -> ValidatorView:
@@ -259,7 +261,8 @@ def validator_view(pod: Mapping[str, Any]) -> ValidatorView:
     failure = None
     if report is None:
         failure = _failure(status, containers)
-    return ValidatorView(revision, ready, report, failure)
+    terminating = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+    return ValidatorView(revision, ready, report, failure, terminating)
 
 
 def _failure(status: Mapping[str, Any], containers: Mapping[str, Any]) -> str | None:
