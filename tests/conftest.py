@@ -39,6 +39,9 @@ def _local_real_node() -> RealNode | None:
     """The real node to start beside the kwok pools; None (or, on CI, a failure) when this
     machine cannot run one."""
     reason = realnode.unavailable()
+    if os.environ.get("STRATUS_E2E_REAL_NODE") == "0" and not os.environ.get("CI"):
+        # A kwok-only cluster, for a second session beside one that holds the real node.
+        return None
     if reason is None:
         return realnode.RealNode()
     if os.environ.get("CI"):

@@ -256,7 +256,10 @@ class TrainingJobSpec(Workload):
         return self.checkpoint.uri if self.checkpoint else None
 
 
-TrainingJobPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
+# Waiting: a gate (a budget, a start window) holds the next attempt; Queued: Kueue holds its Job.
+TrainingJobPhase = Literal[
+    "Pending", "Waiting", "Queued", "Running", "Restarting", "Succeeded", "Failed", "Suspended"
+]
 
 
 class CheckpointRecord(ApiModel):

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from stratus import metrics, policy, reconciling
 from stratus.api.common import API_VERSION
 from stratus.api.trainingjob import KIND, TrainingJobSpec
+from stratus.clock import now as clock_now
 from stratus.conditions import Event
 from stratus.config import OperatorConfig
 from stratus.kube import Kube
@@ -46,7 +47,9 @@ class TrainingController:
     pods: Lookup
     # Every key the TrainingJob cache holds.
     keys: Callable[[], Iterable[Key]] = lambda: ()
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    clock: Callable[[], dt.datetime] = clock_now
+    # What may hold a new attempt back (a budget, a start window): each says why, or None.
+    gates: list[Callable[[planner.Observed], planner.Hold | None]] = field(default_factory=list)
     status_writer: reconciling.StatusWriter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -172,7 +175,7 @@ class TrainingController:
             if name not in seen and now - at < EXPECTATION_TTL
         }
         self.expected[key] = expected
-        return planner.Observed(
+        observed = planner.Observed(
             owner=Owner(KIND, meta["name"], meta["namespace"], meta["uid"]),
             generation=int(meta.get("generation") or 0),
             spec=spec,
@@ -183,6 +186,10 @@ class TrainingController:
             pods=tuple({**live, **dead}.values()),
             now=self.clock(),
         )
+        if observed.spec is None or not self.gates:
+            return observed
+        holds = tuple(hold for gate in self.gates if (hold := gate(observed)) is not None)
+        return dataclasses.replace(observed, holds=holds)
 
     async def _create(
         self, key: Key, obj: dict[str, Any], observed: planner.Observed, manifest: Manifest

@@ -63,6 +63,20 @@ class Observed:
     pending_jobs: frozenset[str] = frozenset()
     # The active Job's Events, read when the last plan asked for them (`Plan.read_events`).
     job_events: tuple[EventView, ...] | None = None
+    # What holds the next attempt back, or only sends it to spot capacity (the gates').
+    holds: tuple[Hold, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a new attempt may not start now (a budget spent, outside its start window); running
+    attempts are never stopped by one. `spot_only`: it may start, on spot capacity only."""
+
+    reason: str
+    message: str
+    # When to look again, in seconds (a window's end); None: when something changes.
+    retry_after: float | None = None
+    spot_only: bool = False
 
 
 @dataclass
@@ -237,7 +251,6 @@ class _Planner:
             return self.plan
         if self.status["attempt"] == 0:
             self.status["attempt"] = 1
-            self.status["startTime"] = timestamp(self.obs.now)
         # At most two steps: count the ended attempt, then start the next one.
         for _ in range(2):
             if not self.step():
@@ -313,7 +326,11 @@ class _Planner:
             return
         if not created and self.backing_off(attempt):
             return
+        if not created and not recorded and self.held(attempt):
+            return
         self.status.pop("nextAttemptAt", None)
+        # The deadline counts from the first attempt that started, not from a wait before it.
+        self.status.setdefault("startTime", timestamp(self.obs.now))
         older_alive = [p for p in self.obs.pods if p.attempt < attempt and not p.terminal]
         if older_alive and not created:
             # A new attempt starts only once the last one's pods have stopped (and saved).
@@ -326,6 +343,10 @@ class _Planner:
         preemptions = self.status["preemptions"]
         fallback = self.spec.spot.fallback_to_on_demand_after
         on_spot = self.spec.spot.enabled and (fallback is None or preemptions < fallback)
+        spot_only = next((h for h in self.obs.holds if h.spot_only), None)
+        if spot_only and not on_spot:
+            on_spot = True
+            self.event(spot_only.reason, f"attempt {attempt} runs on spot: {spot_only.message}")
         resume = (self.status.get("lastCheckpoint") or {}).get("path")
         if resume and not resumable(resume, self.spec.checkpoint_uri):
             resume = None  # recorded before the checkpoint location was edited
@@ -356,6 +377,23 @@ class _Planner:
             f"attempt {attempt} is starting",
         )
         self.condition("Scheduled", False, "Pending", "waiting for the scheduler")
+
+    def held(self, attempt: int) -> bool:
+        """Whether a gate holds the attempt back; says why, once as an Event."""
+        hold = next((h for h in self.obs.holds if not h.spot_only), None)
+        if hold is None:
+            return False
+        message = f"attempt {attempt} waits: {hold.message}"
+        previous = _condition_of(self.obs.status, "Ready")
+        self.status["phase"] = "Waiting"
+        self.condition("Ready", False, hold.reason, message)
+        self.condition("Scheduled", False, hold.reason, message)
+        self.status["message"] = message
+        if (previous.get("reason"), previous.get("message")) != (hold.reason, message):
+            self.plan.events.append(Event("Warning", hold.reason, message))
+        if hold.retry_after is not None:
+            self.plan.later(max(1.0, hold.retry_after))
+        return True
 
     def attempt_failed(self, attempt: int, job: JobView) -> bool:
         pods = self.pods(attempt)
