@@ -238,19 +238,50 @@ def prometheus_address(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+class OperatorClock:
+    """The session operator's clock (stratus.clock): moved forward by a test, put back after."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.set(0)
+
+    def set(self, offset_seconds: float) -> None:
+        self.path.write_text(str(offset_seconds))
+
+
+@pytest.fixture(scope="session")
+def clock_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clock") / "offset"
+
+
+@pytest.fixture
+def operator_clock(clock_file: Path, operator: OperatorProcess) -> Iterator[OperatorClock]:
+    clock = OperatorClock(clock_file)
+    try:
+        yield clock
+    finally:
+        clock.set(0)
+
+
 @pytest.fixture(scope="session")
 def operator(
     cluster: Cluster,
     crds: list[str],
     tmp_path_factory: pytest.TempPathFactory,
     prometheus_ports: tuple[int, int],
+    clock_file: Path,
 ) -> Iterator[OperatorProcess]:
     allowed = ",".join(prometheus_address(port) for port in prometheus_ports)
+    OperatorClock(clock_file)
     proc = OperatorProcess(
         cluster.kubeconfig,
         tmp_path_factory.mktemp("operator"),
-        # nlp gets its own metric series; any other team shares `other`.
-        {"STRATUS_PROMETHEUS_ADDRESSES": allowed, "STRATUS_TEAMS": "nlp"},
+        {
+            "STRATUS_PROMETHEUS_ADDRESSES": allowed,
+            # nlp gets its own metric series; any other team shares `other`.
+            "STRATUS_TEAMS": "nlp",
+            "STRATUS_CLOCK_OFFSET_FILE": str(clock_file),
+        },
     )
     proc.start()
     try:
