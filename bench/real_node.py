@@ -200,6 +200,32 @@ class RealNodeBench:
             time.sleep(0.1)
         raise TimeoutError(f"timed out waiting for {needle!r} in the log of {pod}")
 
+    def state(self) -> str:
+        """The node, the pods and any TrainingJob of the namespace, in one line."""
+        node = self.core.read_node(self.node)
+        taints = [f"{t.key}:{t.effect}" for t in node.spec.taints or []]
+        parts = [f"node {self.node} taints {taints} unschedulable={node.spec.unschedulable}"]
+        for pod in self.core.list_namespaced_pod(self.ns).items:
+            states = [
+                next(k for k, v in (s.state.to_dict() or {}).items() if v) if s.state else "?"
+                for s in pod.status.container_statuses or []
+            ]
+            deleting = " deleting" if pod.metadata.deletion_timestamp else ""
+            parts.append(
+                f"pod {pod.metadata.name} {pod.status.phase}{deleting} on {pod.spec.node_name} "
+                f"containers {states}"
+            )
+        jobs = self.custom.list_namespaced_custom_object(
+            "stratus.dev", "v1alpha1", self.ns, "trainingjobs"
+        )
+        for tj in jobs.get("items", []):
+            status = tj.get("status") or {}
+            parts.append(
+                f"trainingjob {tj['metadata']['name']} {status.get('phase')} attempt "
+                f"{status.get('attempt')}: {status.get('message')}"
+            )
+        return "; ".join(parts)
+
     def reclaim(self) -> threading.Thread:
         """The spot reclaim of the real node, in the background: NoExecute taint, its pods
         evicted, the taint removed once they are gone (the machine comes back as capacity)."""
@@ -235,7 +261,15 @@ class RealNodeBench:
             start = time.monotonic()
             reclaim = self.reclaim()
             prefix, exclude = next_prefix(first)
-            after = self.pod_running(prefix, exclude, RECOVERY_TIMEOUT)
+            try:
+                after = self.pod_running(prefix, exclude, RECOVERY_TIMEOUT)
+            except TimeoutError as exc:
+                # A rare CI failure here left nothing to read: say what the cluster showed.
+                try:
+                    seen = self.state()
+                except ApiException as unread:
+                    seen = f"(the state could not be read: {unread.reason})"
+                raise TimeoutError(f"{exc}; {seen}") from exc
             rerunning = self.running.seen[after] - start
             resumed = self.log_shows(after, RESUMED, RECOVERY_TIMEOUT) - start
             reclaim.join(GONE_TIMEOUT)
