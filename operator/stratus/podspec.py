@@ -21,6 +21,9 @@ Manifest = dict[str, Any]
 # Written on every child, by both controllers.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGER = "stratus"
+# Who pays: copied from the spec onto every child and pod, so any cost tool can allocate by them.
+TEAM_LABEL = "stratus.dev/team"
+COST_CENTER_LABEL = "stratus.dev/cost-center"
 GPU = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
@@ -54,6 +57,16 @@ class Owner:
             "controller": True,
             "blockOwnerDeletion": True,
         }
+
+
+def cost_labels(workload: Workload) -> dict[str, str]:
+    """The team and cost-center labels of a resource's children, for those its spec names."""
+    labels = {}
+    if workload.team:
+        labels[TEAM_LABEL] = workload.team
+    if workload.cost_center:
+        labels[COST_CENTER_LABEL] = workload.cost_center
+    return labels
 
 
 def resources(spec: GpuResources) -> Manifest:

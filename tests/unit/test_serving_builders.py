@@ -48,3 +48,30 @@ def test_without_a_ca_config_map_staging_trusts_the_image_defaults() -> None:
 def test_the_server_is_told_its_revision() -> None:
     (server,) = pod_spec()["containers"]
     assert {"name": "STRATUS_REVISION", "value": "abc"} in server["env"]
+
+
+def test_team_and_cost_center_label_the_deployment_its_pods_and_the_autoscaler() -> None:
+    spec = InferenceServiceSpec.model_validate(
+        {
+            "image": "serve:1",
+            "model": {"uri": URI, "sha256": "a" * 64},
+            "team": "vision",
+            "costCenter": "cc-42",
+            "autoscaling": {"metric": "cpu", "target": "70"},
+        }
+    )
+    want = {"stratus.dev/team": "vision", "stratus.dev/cost-center": "cc-42"}
+    deployment = builders.build_deployment(OWNER, spec, "abc", 1, "stage:1")
+    hpa = builders.build_hpa(OWNER, spec, "abc")
+    assert hpa is not None
+    for labels in (
+        deployment["metadata"]["labels"],
+        deployment["spec"]["template"]["metadata"]["labels"],
+        hpa["metadata"]["labels"],
+    ):
+        assert want.items() <= labels.items()
+    # The selector stays what it was: a Deployment's selector cannot change.
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "stratus.dev/inferenceservice": "web",
+        "stratus.dev/revision": "abc",
+    }

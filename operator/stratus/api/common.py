@@ -293,6 +293,19 @@ class Workload(ApiModel):
     pod_template: PodTemplateOverride | None = Field(
         default=None, description=PodTemplateOverride.__doc__
     )
+    team: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Team, copied as the label stratus.dev/team onto everything created; "
+        "metering and budgets count by it.",
+    )
+    cost_center: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Cost center, copied as the label stratus.dev/cost-center.",
+    )
 
 
 class GpuResources(ApiModel):

@@ -28,6 +28,7 @@ from stratus.api.common import (
     endpoint_description,
     min_duration_rule,
 )
+from stratus.api.usage import Usage
 from stratus.api.validation import Validation
 
 KIND = "InferenceService"
@@ -538,6 +539,7 @@ class InferenceServiceStatus(ApiModel):
         default_factory=dict,
         description="The last value of each command annotation acted upon.",
     )
+    usage: Usage | None = Field(default=None, description=Usage.__doc__)
     observed_generation: int | None = Field(
         default=None, description="The spec generation this status reflects."
     )

@@ -23,6 +23,7 @@ from stratus.api.common import (
     credentials_description,
     endpoint_description,
 )
+from stratus.api.usage import Usage
 
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
@@ -237,18 +238,6 @@ class TrainingJobSpec(Workload):
         pattern=LABEL_VALUE_PATTERN,
         description="Kueue LocalQueue; set as kueue.x-k8s.io/queue-name on every attempt.",
     )
-    team: str | None = Field(
-        default=None,
-        max_length=63,
-        pattern=LABEL_VALUE_PATTERN,
-        description="Team, copied as the label stratus.dev/team onto everything created.",
-    )
-    cost_center: str | None = Field(
-        default=None,
-        max_length=63,
-        pattern=LABEL_VALUE_PATTERN,
-        description="Cost center, copied as the label stratus.dev/cost-center.",
-    )
 
     @property
     def checkpoint_uri(self) -> str | None:
@@ -303,6 +292,7 @@ class TrainingJobStatus(ApiModel):
         "started running to when they stopped, times its GPUs.",
     )
     message: str | None = Field(default=None, description="Latest notable event, for humans.")
+    usage: Usage | None = Field(default=None, description=Usage.__doc__)
     observed_generation: int | None = Field(
         default=None, description="The spec generation this status reflects."
     )

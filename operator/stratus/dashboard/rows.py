@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from stratus.conditions import parse_time
-from stratus.training.labels import TEAM_LABEL
+from stratus.podspec import TEAM_LABEL
 
 Obj = Mapping[str, Any]
 

@@ -39,8 +39,14 @@ def service_url(owner: Owner) -> str:
     return f"http://{owner.name}.{owner.namespace}.svc.cluster.local"
 
 
-def _labels(owner: Owner, revision: str | None = None) -> dict[str, str]:
+def _labels(
+    owner: Owner, revision: str | None = None, spec: InferenceServiceSpec | None = None
+) -> dict[str, str]:
+    """A child's labels; with the spec, the team and cost center too (on what costs: the
+    Deployments, their pods and the autoscaler)."""
     labels = {INFERENCESERVICE_LABEL: owner.name, MANAGED_BY_LABEL: MANAGER}
+    if spec:
+        labels.update(podspec.cost_labels(spec))
     if revision:
         labels[REVISION_LABEL] = revision
     return labels
@@ -113,7 +119,7 @@ def build_deployment(
 ) -> Manifest:
     """A revision's Deployment. `replicas` is applied with it: the planner applies the
     Deployment of an autoscaled stable revision only to create it (see planner)."""
-    labels = _labels(owner, revision)
+    labels = _labels(owner, revision, spec)
     init, volumes = _staging(spec, staging_image)
     env = [
         {"name": "STRATUS_MODEL_DIR", "value": MODEL_DIR},
@@ -201,7 +207,7 @@ def build_hpa(owner: Owner, spec: InferenceServiceSpec, revision: str) -> Manife
     return {
         "apiVersion": HPA[0],
         "kind": HPA[1],
-        "metadata": _meta(owner, owner.name, _labels(owner)),
+        "metadata": _meta(owner, owner.name, _labels(owner, spec=spec)),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
@@ -300,7 +306,7 @@ def build_scaled_object(
     return {
         "apiVersion": SCALED_OBJECT[0],
         "kind": SCALED_OBJECT[1],
-        "metadata": _meta(owner, owner.name, _labels(owner)),
+        "metadata": _meta(owner, owner.name, _labels(owner, spec=spec)),
         "spec": {
             "scaleTargetRef": {"name": deployment_name(owner, revision)},
             "minReplicaCount": spec.replicas.min,

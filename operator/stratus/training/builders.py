@@ -11,9 +11,7 @@ from stratus.config import CapacityConvention
 from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
 from stratus.training.labels import (
     ATTEMPT_LABEL,
-    COST_CENTER_LABEL,
     KUEUE_QUEUE_LABEL,
-    TEAM_LABEL,
     TRAININGJOB_LABEL,
 )
 from stratus.training.views import resumable
@@ -42,12 +40,7 @@ def service_name(owner_name: str) -> str:
 
 
 def common_labels(owner: Owner, spec: TrainingJobSpec) -> dict[str, str]:
-    labels = {TRAININGJOB_LABEL: owner.name, MANAGED_BY_LABEL: MANAGER}
-    if spec.team:
-        labels[TEAM_LABEL] = spec.team
-    if spec.cost_center:
-        labels[COST_CENTER_LABEL] = spec.cost_center
-    return labels
+    return {TRAININGJOB_LABEL: owner.name, MANAGED_BY_LABEL: MANAGER, **podspec.cost_labels(spec)}
 
 
 def _env(
