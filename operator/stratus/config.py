@@ -1,7 +1,7 @@
 """Operator configuration: where spot capacity is and how it is marked, which namespaces to
 watch, where metrics are served and which teams they name, which Prometheus addresses canary
-analysis may query, what the workload policy lets a resource put into its pods. Read once at
-start-up from flags and STRATUS_* variables."""
+analysis may query, what the workload policy lets a resource put into its pods, what a GPU-hour
+costs. Read once at start-up from flags and STRATUS_* variables."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from stratus.api.common import DNS_SUBDOMAIN_PATTERN, LABEL_VALUE_PATTERN
+from stratus.cost.prices import PriceError, PriceTable
+from stratus.cost.prices import parse as parse_prices
 from stratus.policy import LEVELS, WorkloadPolicy
 
 
@@ -73,6 +75,10 @@ class OperatorConfig:
     workload_policy: WorkloadPolicy = field(default_factory=WorkloadPolicy)
     # Teams that get their own metric series; any other shares the series of `other`.
     teams: frozenset[str] = frozenset()
+    # Cost centers that get their own metric series; any other shares `other`.
+    cost_centers: frozenset[str] = frozenset()
+    # Prices per GPU-hour; without entries, usage shows GPU-hours and no cost.
+    prices: PriceTable = field(default_factory=PriceTable)
 
     def prometheus_for(self, requested: str | None) -> str | None:
         """The configured Prometheus address that `requested` names (compared normalized), the
@@ -164,15 +170,24 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
         peering_lifetime=_number(env, "STRATUS_PEERING_LIFETIME", 60),
         peering_priority=_optional_number(env, "STRATUS_PEERING_PRIORITY"),
         teams=_teams(env),
+        cost_centers=_teams(env, "STRATUS_COST_CENTERS"),
+        prices=_prices(env),
     )
 
 
-def _teams(env: dict[str, str]) -> frozenset[str]:
-    teams = [t.strip() for t in env.get("STRATUS_TEAMS", "").split(",") if t.strip()]
+def _teams(env: dict[str, str], name: str = "STRATUS_TEAMS") -> frozenset[str]:
+    teams = [t.strip() for t in env.get(name, "").split(",") if t.strip()]
     for team in teams:
         if not re.fullmatch(LABEL_VALUE_PATTERN, team) or len(team) > 63:
-            raise ConfigError(f"STRATUS_TEAMS: {team!r} is not a label value")
+            raise ConfigError(f"{name}: {team!r} is not a label value")
     return frozenset(teams)
+
+
+def _prices(env: dict[str, str]) -> PriceTable:
+    try:
+        return parse_prices(env.get("STRATUS_PRICES"), env.get("STRATUS_CURRENCY"))
+    except PriceError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _workload_policy(env: dict[str, str]) -> WorkloadPolicy:

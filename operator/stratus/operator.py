@@ -13,6 +13,7 @@ import kopf
 
 from stratus import config as config_module
 from stratus import health, kube, metrics
+from stratus.schedules import gate as schedule_gate
 from stratus.serving import controller as serving_controller
 from stratus.serving import handlers as serving_handlers
 from stratus.training import controller as training_controller
@@ -86,6 +87,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         pods=nothing,
     )
     training_handlers.WIRING.start(controller, controller.reconcile)
+    controller.gates.append(schedule_gate.start_window)
     serving = serving_controller.ServingController(
         kube=writer,
         config=cfg,

@@ -28,6 +28,7 @@ from stratus.api.common import (
     endpoint_description,
     min_duration_rule,
 )
+from stratus.api.schedule import Idle, ScheduleStatus, ServingSchedule
 from stratus.api.usage import Usage
 from stratus.api.validation import Validation
 
@@ -420,6 +421,17 @@ class Rollout(ApiModel):
 class InferenceServiceSpec(Workload):
     """The desired model server."""
 
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.schedule) || !has(self.schedule.replicas) || "
+            "self.schedule.replicas < (has(self.replicas) && has(self.replicas.min) "
+            "? self.replicas.min : 1)",
+            message="the off-hours floor must be below replicas.min",
+            field_path=".schedule.replicas",
+            check=lambda s: s.schedule is None or s.schedule.replicas < s.replicas.min,
+        ),
+    )
+
     model: ModelSource = Field(description=ModelSource.__doc__)
     port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")
     readiness_path: str = Field(
@@ -440,9 +452,14 @@ class InferenceServiceSpec(Workload):
     rollout: Rollout = Field(
         default_factory=Rollout, description=Rollout.__doc__, json_schema_extra=DEFAULTED
     )
+    schedule: ServingSchedule | None = Field(default=None, description=ServingSchedule.__doc__)
+    idle: Idle | None = Field(default=None, description=Idle.__doc__)
 
 
-InferenceServicePhase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"]
+# Held at zero by off-hours or idle reclamation: not serving, on purpose.
+InferenceServicePhase = Literal[
+    "Pending", "Progressing", "Paused", "Healthy", "Degraded", "ScaledDown"
+]
 
 
 class MetricResult(ApiModel):
@@ -540,6 +557,7 @@ class InferenceServiceStatus(ApiModel):
         description="The last value of each command annotation acted upon.",
     )
     usage: Usage | None = Field(default=None, description=Usage.__doc__)
+    schedule: ScheduleStatus | None = Field(default=None, description=ScheduleStatus.__doc__)
     observed_generation: int | None = Field(
         default=None, description="The spec generation this status reflects."
     )

@@ -23,6 +23,7 @@ from stratus.api.common import (
     credentials_description,
     endpoint_description,
 )
+from stratus.api.schedule import TrainingSchedule
 from stratus.api.usage import Usage
 
 KIND = "TrainingJob"
@@ -229,6 +230,7 @@ class TrainingJobSpec(Workload):
         description="End the active attempt without counting it; resuming starts the next "
         "attempt from the latest checkpoint.",
     )
+    schedule: TrainingSchedule | None = Field(default=None, description=TrainingSchedule.__doc__)
     priority_class_name: str | None = Field(
         default=None, max_length=253, description="PriorityClass of every attempt's pods."
     )

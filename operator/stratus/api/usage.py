@@ -14,6 +14,13 @@ class GpuHours(ApiModel):
     on_demand: float = Field(default=0.0, ge=0, description="GPU-hours on on-demand capacity.")
 
 
+class GpuSeconds(ApiModel):
+    """GPU-seconds by capacity type."""
+
+    spot: float = Field(default=0.0, ge=0, description="On spot capacity.")
+    on_demand: float = Field(default=0.0, ge=0, description="On on-demand capacity.")
+
+
 class Usage(ApiModel):
     """GPU time since the resource was created, the running attempt or live pods included up to
     meteredAt: from when each pod's containers started running to when they stopped, times its
@@ -46,4 +53,10 @@ class Usage(ApiModel):
     )
     metered_at: str | None = Field(
         default=None, description="When these figures were computed (RFC 3339, operator clock)."
+    )
+    ended_gpu_seconds: GpuSeconds = Field(
+        default_factory=GpuSeconds,
+        description="The operator's ledger: GPU-seconds of ended attempts (TrainingJob) or of "
+        "pods that ended or went away (InferenceService), which gpuHours adds the running ones "
+        "to.",
     )

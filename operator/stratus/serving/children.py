@@ -19,6 +19,7 @@ from stratus.serving.validator import ValidatorView
 from stratus.serving.views import RouteView
 
 AUTOSCALING = "Autoscaling"
+KEDA_PAUSED = "autoscaling.keda.sh/paused-replicas"
 WEIGHT_EXACT = "WeightExact"
 # While KEDA is not installed, look again this often (seconds): the operator's discovery answer
 # for an absent kind is as old as this at most (stratus.kube.ABSENT_RECHECK).
@@ -104,9 +105,9 @@ def stable_target(p: Pass) -> int | None:
     return max(stable, base(p) - ready)
 
 
-def _replicas(p: Pass) -> None:
-    owner, spec = p.obs.owner, p.spec
-    stable = p.status["stableRevision"]
+def _desired(p: Pass, stable: str) -> dict[str, int | None]:
+    """Each revision's replicas; None for the autoscaler's. Held, every revision is at zero
+    but the stable, at the floor."""
     canary = p.status.get("canaryRevision")
     desired: dict[str, int | None] = {stable: stable_target(p)}
     if canary:
@@ -117,6 +118,18 @@ def _replicas(p: Pass) -> None:
     retiring = p.status.get("retiringRevision")
     if retiring and retiring in p.deployments:
         desired[retiring] = p.deployments[retiring].replicas
+    if p.held is not None:
+        desired = dict.fromkeys(desired, 0)
+        desired[stable] = None if autoscaled(p) else p.held
+    return desired
+
+
+def _replicas(p: Pass) -> None:
+    owner, spec = p.obs.owner, p.spec
+    stable = p.status["stableRevision"]
+    desired = _desired(p, stable)
+    if autoscaled(p):
+        _autoscaled_stable(p, stable)
     deleted = set(p.plan.delete)
     for revision, count in desired.items():
         name = builders.deployment_name(owner, revision)
@@ -146,6 +159,21 @@ def _replicas(p: Pass) -> None:
             p.plan.apply.append(
                 builders.build_deployment(owner, spec_for, revision, count, p.obs.staging_image)
             )
+
+
+def _autoscaled_stable(p: Pass, stable: str) -> None:
+    """The autoscaled stable's size through a hold, without fighting its autoscaler. Held at a
+    floor, the autoscaler itself keeps it there (the HPA's min and max, KEDA's paused-replicas:
+    see _autoscaling). Held at zero, the Deployment is scaled to zero, where an HPA stops
+    acting (it never scales from zero). Found at zero outside a hold, it is brought back to
+    replicas.min, which the autoscaler then takes from."""
+    view = p.deployments.get(stable)
+    if view is None or p.spec.autoscaling is None or p.spec.autoscaling.metric == "prometheus":
+        return
+    if p.held == 0 and view.replicas != 0:
+        p.plan.scale.append((view.name, 0))
+    elif p.held is None and view.replicas == 0:
+        p.plan.scale.append((view.name, max(1, p.spec.replicas.min)))
 
 
 # -- traffic -------------------------------------------------------------------------------------
@@ -210,6 +238,8 @@ def route_weight(p: Pass) -> int:
     needs ready, the previous step's until then (those pods were ready to get here), so that
     no request is sent to a Service without the pods to answer it."""
     weight = p.status.get("canaryWeight") or 0
+    if p.held is not None:
+        return 0  # held, the canary has no pods
     if not p.status.get("canaryRevision"):
         return weight
     ready, wanted = canary_pods(p)
@@ -372,19 +402,26 @@ def _autoscaling(p: Pass) -> None:
         # So KEDA installed later is noticed without a change to the spec.
         p.plan.later(KEDA_RECHECK)
         return
+    held = bool((p.obs.status.get("schedule") or {}).get("held")), p.held is not None
     if wanted == "HorizontalPodAutoscaler":
         hpa = builders.build_hpa(owner, p.spec, stable)
+        if hpa is not None and p.held:
+            hpa["spec"]["minReplicas"] = hpa["spec"]["maxReplicas"] = p.held
         if hpa is not None:
             p.want(hpa)  # compared with the HPA observed, every pass
     elif (
         # ScaledObjects are not watched (KEDA may come and go): applied when what it says
-        # may have changed (a new stable, a new spec, a new autoscaler).
+        # may have changed (a new stable, a new spec, a new autoscaler, a hold).
         made != wanted
         or p.obs.status.get("stableRevision") != stable
         or p.obs.status.get("observedGeneration") != p.obs.generation
         or not p.obs.deployments
+        or held[0] != held[1]
     ):
         scaled = builders.build_scaled_object(owner, p.spec, stable, p.obs.prometheus_url)
+        if scaled is not None and p.held is not None:
+            # KEDA scales the target to this and stops acting until the annotation goes.
+            scaled["metadata"].setdefault("annotations", {})[KEDA_PAUSED] = str(p.held)
         if scaled is not None:
             p.plan.apply.append(scaled)
     who = "KEDA" if wanted == "ScaledObject" else f"an HPA on {scaling.metric}"

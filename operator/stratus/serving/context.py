@@ -13,6 +13,7 @@ from typing import Any
 from stratus.api.inferenceservice import InferenceServiceSpec, Step
 from stratus.conditions import Event, set_condition
 from stratus.podspec import Manifest, Owner
+from stratus.schedules.idle import Reading
 from stratus.serving.revision import revision_of
 from stratus.serving.validator import ValidatorView
 from stratus.serving.verdict import Measurement
@@ -51,6 +52,8 @@ class Observed:
     children: tuple[ChildView, ...] = ()
     # Its validator pods (one per candidate validated), as observed.
     validators: tuple[ValidatorView, ...] = ()
+    # Idle reclamation's readings, when they were taken for this pass; None when not.
+    idle: tuple[Reading, ...] | None = None
 
 
 @dataclass
@@ -90,6 +93,8 @@ class Pass:
         self.revision = revision_of(self.spec)
         self.deployments = {d.revision: d for d in obs.deployments}
         self.children = {(c.kind, c.name): c for c in obs.children}
+        # Replicas every revision is held at (off-hours, idle); None when not held.
+        self.held: int | None = None
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.plan.events.append(Event("Warning" if warning else "Normal", reason, message))

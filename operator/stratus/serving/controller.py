@@ -17,11 +17,13 @@ from pydantic import ValidationError
 
 from stratus import metrics, policy, reconciling
 from stratus.api.inferenceservice import KIND, InferenceServiceSpec
+from stratus.clock import now as clock_now
 from stratus.conditions import Event, set_condition
 from stratus.config import OperatorConfig
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
-from stratus.serving import builders, planner, prometheus
+from stratus.schedules import idle as idle_signals
+from stratus.serving import builders, hold, planner, prometheus
 from stratus.serving.validator import ValidatorView
 from stratus.serving.views import (
     ChildView,
@@ -59,7 +61,7 @@ class ServingController:
     deployments: Lookup
     failures: Lookup
     keys: Callable[[], Iterable[Key]] = lambda: ()
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    clock: Callable[[], dt.datetime] = clock_now
     # Its Services, PodDisruptionBudget and HPA (ChildView), from the caches.
     children: Lookup = lambda _key: ()
     # Its validator pods (ValidatorView), from the caches.
@@ -68,6 +70,8 @@ class ServingController:
     # Children applied but not yet seen so in the cache (controller-runtime's expectations):
     # key -> (kind, name) -> (when, the manifest applied).
     expected: dict[Key, dict[tuple[str, str], tuple[float, Manifest]]] = field(default_factory=dict)
+    # When idle reclamation's signals were last read (monotonic seconds), by key.
+    idle_read: dict[Key, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.status_writer = reconciling.StatusWriter(self.kube, KIND)
@@ -86,6 +90,7 @@ class ServingController:
             # Deleted (or being deleted): nothing of it is kept, its metric series included.
             self.status_writer.forget(key)
             self.expected.pop(key, None)
+            self.idle_read.pop(key, None)
             metrics.forget_inferenceservice(*key)
             return None
         meta = obj["metadata"]
@@ -109,6 +114,19 @@ class ServingController:
                 "spec.rollout.analysis.prometheusAddress "
                 f"{prometheus.one_line(str(spec.rollout.analysis.prometheus_address))} is not one "
                 "of the operator's allowed Prometheus addresses (set by the cluster admin)",
+            )
+        idle_address = self.config.prometheus_for(
+            spec.idle.prometheus_address if spec.idle else None
+        )
+        if spec.idle is not None and idle_address is None:
+            return await self._refuse(
+                key,
+                meta,
+                status,
+                "PrometheusAddressNotAllowed",
+                "spec.idle.prometheusAddress "
+                f"{prometheus.one_line(str(spec.idle.prometheus_address))} is not one of the "
+                "operator's allowed Prometheus addresses (set by the cluster admin)",
             )
         if violations := policy.check(spec, self.config.workload_policy):
             # Refused before anything is created; the status and one Event name the fields.
@@ -140,6 +158,7 @@ class ServingController:
             prometheus_url=self.config.prometheus_url,
             children=children,
             validators=tuple(v for v in self.validators(key) if isinstance(v, ValidatorView)),
+            idle=await self._read_idle(key, spec, owner, status, deployments, idle_address),
         )
         plan = planner.plan(observed)
         if plan.analyze:
@@ -297,6 +316,36 @@ class ServingController:
             if m.verdict == "Failed":
                 metrics.ANALYSIS_FAILURES.labels(owner.namespace, owner.name, m.metric.name).inc()
         return tuple(measured)
+
+    async def _read_idle(
+        self,
+        key: Key,
+        spec: InferenceServiceSpec,
+        owner: Owner,
+        status: dict[str, Any],
+        deployments: tuple[DeploymentView, ...],
+        address: str | None,
+    ) -> tuple[idle_signals.Reading, ...] | None:
+        """Idle reclamation's signals, read at most every hold.IDLE_CHECK seconds, and not
+        while held (there are no pods to read); None when not read in this pass."""
+        if spec.idle is None or address is None or (status.get("schedule") or {}).get("held"):
+            self.idle_read.pop(key, None)
+            return None
+        now = time.monotonic()
+        if now - self.idle_read.get(key, -hold.IDLE_CHECK) < hold.IDLE_CHECK * 0.9:
+            return None
+        self.idle_read[key] = now
+        variables = {"name": owner.name, "namespace": owner.namespace}
+        asked = idle_signals.queries(spec.idle, owner.namespace, [d.name for d in deployments])
+
+        async def one(signal: str, query: str | None) -> idle_signals.Reading:
+            if query is None:
+                return idle_signals.Reading(signal, None, "no pods to read")
+            rendered = prometheus.render(query, variables)
+            values, error = await asyncio.to_thread(prometheus.read, address, rendered)
+            return idle_signals.Reading(signal, values, error)
+
+        return tuple(await asyncio.gather(*(one(s, q) for s, q in asked.items())))
 
 
 def _validation_metrics(owner: Owner, before: dict[str, Any], after: dict[str, Any]) -> None:

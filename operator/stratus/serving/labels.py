@@ -11,3 +11,5 @@ PROMOTE_ANNOTATION = "stratus.dev/promote"
 PROMOTE_FULL_ANNOTATION = "stratus.dev/promote-full"
 ABORT_ANNOTATION = "stratus.dev/abort"
 RETRY_ANNOTATION = "stratus.dev/retry"
+# Wakes a service idle reclamation scaled to zero (`stratus resume infs/NAME`): any new value.
+WAKE_ANNOTATION = "stratus.dev/wake"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from stratus.conditions import Event
-from stratus.serving import builders, children
+from stratus.serving import builders, children, hold
 from stratus.serving.context import Observed, Pass, Plan
 from stratus.serving.steps import Steps
 from stratus.serving.verdict import Measurement
@@ -22,11 +22,14 @@ PODS_NOT_CREATED = "PodsNotCreated"
 
 def plan(obs: Observed) -> Plan:
     p = Pass(obs)
-    machine = Steps(p)
+    hold.decide(p)
+    # While held, the rollout stands still: its commands are taken once it is released.
+    machine = Steps(p) if p.held is None or "stableRevision" not in obs.status else None
     p.status["observedGeneration"] = obs.generation
     p.status["url"] = builders.service_url(obs.owner)
     p.plan.adopt = [d.name for d in obs.deployments if not d.owned]
-    machine.run()
+    if machine is not None:
+        machine.run()
     children.want_all(p)
     _summarize(p)
     _pods_not_created(p)
@@ -53,6 +56,9 @@ def _summarize(p: Pass) -> None:
     else:
         p.condition("ModelStaged", True, "Staged", "")
     status["readyReplicas"] = sum(d.ready for d in p.obs.deployments)
+    if p.held is not None:
+        _held(p)
+        return
     if status.get("phase") == "Paused" and status.get("canaryRevision"):
         p.condition("Healthy", False, "Paused", status.get("message", ""))
         return
@@ -79,6 +85,18 @@ def _summarize(p: Pass) -> None:
         "StableReady" if healthy else "StableNotReady",
         f"{stable.ready if stable else 0} of {size} replicas of the stable revision ready",
     )
+
+
+def _held(p: Pass) -> None:
+    """Held by off-hours or idle reclamation: at zero on purpose (ScaledDown), or at a floor,
+    healthy once the floor is ready."""
+    held = p.held or 0
+    record = p.status.get("schedule") or {}
+    stable = p.deployments.get(p.status["stableRevision"])
+    ready = stable.ready if stable else 0
+    healthy = held > 0 and ready >= held
+    p.status["phase"] = "ScaledDown" if held == 0 else "Healthy" if healthy else "Progressing"
+    p.condition("Healthy", healthy, record.get("reason", ""), record.get("message", ""))
 
 
 def _pods_not_created(p: Pass) -> None:

@@ -54,6 +54,19 @@ def measure(
     return worst(metric, values)
 
 
+def read(
+    address: str, query: str, deadline: float = DEADLINE, max_bytes: int = MAX_BYTES
+) -> tuple[tuple[float, ...] | None, str]:
+    """Every series' value of one instant query; None and a one-line reason when it could not
+    be read (idle reclamation's signals)."""
+    path = urllib.parse.urlsplit(address).path.rstrip("/")
+    target = f"{path}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        return tuple(_values(_get(address, target, deadline, max_bytes))), ""
+    except _Unanswered as exc:
+        return None, one_line(str(exc))
+
+
 def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
     """Text from the network made safe for a status: printable, one line, bounded."""
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())

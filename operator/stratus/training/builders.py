@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from stratus import podspec
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.config import CapacityConvention
+from stratus.cost.prices import ON_DEMAND, SPOT
 from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
 from stratus.training.labels import (
     ATTEMPT_LABEL,
+    CAPACITY_LABEL,
     KUEUE_QUEUE_LABEL,
     TRAININGJOB_LABEL,
 )
@@ -129,7 +131,11 @@ def build_job(
     capacity: CapacityConvention,
     master_port: int = 29500,
 ) -> Manifest:
-    labels = {**common_labels(owner, spec), ATTEMPT_LABEL: str(attempt.number)}
+    labels = {
+        **common_labels(owner, spec),
+        ATTEMPT_LABEL: str(attempt.number),
+        CAPACITY_LABEL: SPOT if attempt.on_spot else ON_DEMAND,
+    }
     job_labels = dict(labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name

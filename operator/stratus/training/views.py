@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stratus.conditions import one_line, parse_time
-from stratus.training.labels import ATTEMPT_LABEL
+from stratus.training.labels import ATTEMPT_LABEL, CAPACITY_LABEL
 
 Obj = Mapping[str, Any]
 
@@ -47,6 +47,8 @@ class JobView:
     created_at: str | None = None
     # Held back (spec.suspend, as Kueue does until it admits the Job): no pods are due.
     suspended: bool = False
+    # spot or on-demand, as the Job's capacity-type label says; None on a Job without it.
+    capacity: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -125,6 +127,7 @@ def job_view(job: Obj) -> JobView:
         uid=str(job["metadata"].get("uid") or ""),
         created_at=job["metadata"].get("creationTimestamp"),
         suspended=bool((job.get("spec") or {}).get("suspend")),
+        capacity=job["metadata"].get("labels", {}).get(CAPACITY_LABEL),
     )
 
 

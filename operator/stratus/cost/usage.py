@@ -1,0 +1,142 @@
+"""The usage block of a resource's status, pure: GPU-seconds already settled (ended attempts,
+pods gone) kept in the status itself, plus what runs now, priced by the admin's table.
+
+The block is refreshed at most every REFRESH_SECONDS while something runs, so a long run costs
+one status write per interval, not one per pod event; a change of what is settled (an attempt
+ended, a pod gone) is written at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stratus.conditions import parse_time, timestamp
+from stratus.cost.prices import ON_DEMAND, SPOT, PriceTable
+
+REFRESH_SECONDS = 30.0
+# Under status.usage: GPU-seconds settled so far, by capacity type (not the running ones).
+ENDED = "endedGpuSeconds"
+HOURS_DIGITS = 6
+MONEY_DIGITS = 4
+
+Usage = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GpuSeconds:
+    spot: float = 0.0
+    on_demand: float = 0.0
+
+    @classmethod
+    def of(cls, capacity: str, seconds: float) -> GpuSeconds:
+        return cls(spot=seconds) if capacity == SPOT else cls(on_demand=seconds)
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any] | None) -> GpuSeconds:
+        raw = raw or {}
+        return cls(float(raw.get("spot") or 0), float(raw.get("onDemand") or 0))
+
+    def dump(self) -> dict[str, float]:
+        return {"spot": self.spot, "onDemand": self.on_demand}
+
+    def __add__(self, other: GpuSeconds) -> GpuSeconds:
+        return GpuSeconds(self.spot + other.spot, self.on_demand + other.on_demand)
+
+    def get(self, capacity: str) -> float:
+        return self.spot if capacity == SPOT else self.on_demand
+
+    @property
+    def total(self) -> float:
+        return self.spot + self.on_demand
+
+
+def ended(status: Mapping[str, Any]) -> GpuSeconds:
+    return GpuSeconds.load((status.get("usage") or {}).get(ENDED))
+
+
+def settle(status: dict[str, Any], seconds: GpuSeconds) -> None:
+    """Add GPU time that will not be seen again (an attempt that ended, a pod gone) to what the
+    status keeps; in the same write that moves past it, so never twice."""
+    if seconds.total <= 0:
+        return
+    usage = status.setdefault("usage", {})
+    usage[ENDED] = (ended(status) + seconds).dump()
+
+
+def figures(total: GpuSeconds, table: PriceTable, gpu_type: str | None) -> Usage:
+    """The usage block for `total` GPU-seconds, without meteredAt; cost fields only with a
+    price table."""
+    usage: Usage = {
+        "gpuHours": {
+            "spot": round(total.spot / 3600, HOURS_DIGITS),
+            "onDemand": round(total.on_demand / 3600, HOURS_DIGITS),
+        },
+    }
+    price = table.price(gpu_type)
+    if price is not None:
+        usage["gpuType"] = table.key(gpu_type)
+        cost = (total.spot * price.spot + total.on_demand * price.on_demand) / 3600
+        on_demand = total.total * price.on_demand / 3600
+        usage["cost"] = round(cost, MONEY_DIGITS)
+        usage["onDemandCost"] = round(on_demand, MONEY_DIGITS)
+        usage["savings"] = round(on_demand - cost, MONEY_DIGITS)
+        usage["currency"] = table.currency
+    return usage
+
+
+def meter(
+    previous: Mapping[str, Any] | None,
+    status: dict[str, Any],
+    running: GpuSeconds,
+    table: PriceTable,
+    gpu_type: str | None,
+    now: dt.datetime,
+    refresh: float = REFRESH_SECONDS,
+) -> float | None:
+    """Set status.usage from what is settled there and what runs now. `previous` is the usage
+    block the status had before this pass: kept as it is while the figures have not changed,
+    or while only the running time has grown for less than `refresh` seconds. The seconds
+    until the block should be refreshed while something runs; None when nothing does."""
+    settled = ended(status)
+    usage: Usage = {**figures(settled + running, table, gpu_type), ENDED: settled.dump()}
+    if settled.total <= 0 and running.total <= 0 and not previous:
+        return None  # nothing ever ran: no block
+    previous = previous or {}
+    same = {k: v for k, v in previous.items() if k != "meteredAt"} == usage
+    at = parse_time(previous.get("meteredAt"))
+    elapsed = (now - at).total_seconds() if at else None
+    wait = None if running.total <= 0 else refresh
+    if same or (
+        running.total > 0
+        and elapsed is not None
+        and 0 <= elapsed < refresh
+        and previous.get(ENDED) == usage[ENDED]
+        and previous.get("gpuType") == usage.get("gpuType")
+        and previous.get("currency") == usage.get("currency")
+    ):
+        status["usage"] = dict(previous)
+        if wait is not None and elapsed is not None and 0 <= elapsed < refresh:
+            wait = refresh - elapsed
+        return wait
+    status["usage"] = {**usage, "meteredAt": timestamp(now)}
+    return wait
+
+
+def increments(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, table: PriceTable
+) -> list[tuple[str, float, float | None]]:
+    """What a status write added, per capacity type: (capacity, GPU-hours, cost or None without
+    a price), for the counters. A shrink (a status edited by hand) adds nothing."""
+    if not new:
+        return []
+    before = (old or {}).get("gpuHours") or {}
+    after = new.get("gpuHours") or {}
+    price = table.prices.get(str(new.get("gpuType")))
+    added = []
+    for capacity, key in ((SPOT, "spot"), (ON_DEMAND, "onDemand")):
+        hours = float(after.get(key) or 0) - float(before.get(key) or 0)
+        if hours > 0:
+            added.append((capacity, hours, hours * price.of(capacity) if price else None))
+    return added

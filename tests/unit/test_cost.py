@@ -1,0 +1,197 @@
+"""Metering: the admin's price table, the usage block (settled time plus what runs, priced, and
+refreshed at a bounded rate), a TrainingJob's GPU time split by capacity type, and the
+counters' increments."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from stratus.api.trainingjob import TrainingJobStatus
+from stratus.config import SPOT_PRESETS, ConfigError, from_env
+from stratus.cost import prices, usage
+from stratus.cost.usage import GpuSeconds
+from stratus.training import planner
+from tests.unit.test_training_accounting import ran
+from tests.unit.test_training_planner import NOW, job, observe, spec
+
+TABLE = prices.parse(
+    json.dumps(
+        {
+            "default": {"spot": 1.0, "onDemand": 3.0},
+            "NVIDIA-H100-80GB-HBM3": {"spot": 2.5, "onDemand": 8.0},
+        }
+    ),
+    "EUR",
+)
+
+
+# -- the price table -------------------------------------------------------------------------
+
+
+def test_the_table_prices_a_listed_gpu_type_and_the_default_for_any_other() -> None:
+    assert TABLE.key("NVIDIA-H100-80GB-HBM3") == "NVIDIA-H100-80GB-HBM3"
+    assert TABLE.key("NVIDIA-A10G") == "default"
+    assert TABLE.key(None) == "default"
+    assert TABLE.price(None) == prices.Price(1.0, 3.0)
+    assert TABLE.currency == "EUR"
+
+
+def test_without_a_table_there_is_no_price_and_the_label_is_other() -> None:
+    empty = prices.parse(None, None)
+    assert (empty.currency, empty.price("x"), empty.key("x")) == ("USD", None, "other")
+
+
+@pytest.mark.parametrize(
+    ("raw", "currency", "says"),
+    [
+        ("{", "USD", "STRATUS_PRICES: not JSON"),
+        ("[]", "USD", "STRATUS_PRICES: must map"),
+        ('{"a100": {"spot": 1, "onDemand": 2}}', "USD", "needs a 'default' entry"),
+        ('{"default": {"spot": 1}}', "USD", "default: must be {spot, onDemand}"),
+        ('{"default": {"spot": -1, "onDemand": 2}}', "USD", "-1 is not a price"),
+        ('{"default": {"spot": true, "onDemand": 2}}', "USD", "True is not a price"),
+        ('{"default": {"spot": 1, "onDemand": 2}, "a b": {"spot": 1, "onDemand": 2}}', "USD",
+         "'a b' is not a GPU type"),
+        ("", "dollars", "STRATUS_CURRENCY: 'dollars' is not a currency code"),
+    ],
+)  # fmt: skip
+def test_a_bad_table_is_refused_naming_the_variable(raw: str, currency: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=r"STRATUS_(PRICES|CURRENCY)") as error:
+        from_env({"STRATUS_PRICES": raw, "STRATUS_CURRENCY": currency})
+    assert says in str(error.value)
+
+
+def test_the_operator_config_reads_the_table_and_bounded_cost_centers() -> None:
+    config = from_env(
+        {
+            "STRATUS_PRICES": '{"default": {"spot": 1, "onDemand": 2}}',
+            "STRATUS_COST_CENTERS": "cc-1, cc-2",
+        }
+    )
+    assert config.prices.price(None) == prices.Price(1.0, 2.0)
+    assert config.cost_centers == {"cc-1", "cc-2"}
+    with pytest.raises(ConfigError, match="STRATUS_COST_CENTERS: 'a b' is not a label value"):
+        from_env({"STRATUS_COST_CENTERS": "a b"})
+
+
+# -- the usage block -------------------------------------------------------------------------
+
+
+def test_figures_price_spot_and_on_demand_hours_and_the_savings() -> None:
+    block = usage.figures(GpuSeconds(spot=7200, on_demand=3600), TABLE, "NVIDIA-H100-80GB-HBM3")
+    assert block == {
+        "gpuHours": {"spot": 2.0, "onDemand": 1.0},
+        "gpuType": "NVIDIA-H100-80GB-HBM3",
+        "cost": 2 * 2.5 + 8.0,
+        "onDemandCost": 3 * 8.0,
+        "savings": 3 * 8.0 - (2 * 2.5 + 8.0),
+        "currency": "EUR",
+    }
+
+
+def test_without_a_table_usage_shows_gpu_hours_only() -> None:
+    block = usage.figures(GpuSeconds(spot=1800), prices.PriceTable(), None)
+    assert block == {"gpuHours": {"spot": 0.5, "onDemand": 0.0}}
+
+
+def test_running_time_is_refreshed_at_most_every_interval_and_asks_to_come_back() -> None:
+    status: dict[str, Any] = {}
+    usage.settle(status, GpuSeconds(spot=3600))
+    assert usage.meter(None, status, GpuSeconds(on_demand=60), TABLE, None, NOW) == 30
+    first = status["usage"]
+    assert first["meteredAt"] == "2026-01-01T12:00:00Z"
+    assert first["gpuHours"] == {"spot": 1.0, "onDemand": round(60 / 3600, 6)}
+    # Ten seconds on: the block stays as it was (no write), and the next look is in 20s.
+    again = {"usage": dict(first)}
+    later = NOW + dt.timedelta(seconds=10)
+    assert usage.meter(first, again, GpuSeconds(on_demand=70), TABLE, None, later) == 20
+    assert again["usage"] == first
+    # Past the interval: the running time moves.
+    later = NOW + dt.timedelta(seconds=31)
+    assert usage.meter(first, again, GpuSeconds(on_demand=91), TABLE, None, later) == 30
+    assert again["usage"]["gpuHours"]["onDemand"] == round(91 / 3600, 6)
+    assert again["usage"]["meteredAt"] == "2026-01-01T12:00:31Z"
+
+
+def test_settled_time_is_written_at_once_and_an_idle_block_is_left_alone() -> None:
+    status: dict[str, Any] = {}
+    usage.meter(None, status, GpuSeconds(spot=60), TABLE, None, NOW)
+    first = status["usage"]
+    usage.settle(status, GpuSeconds(spot=65))
+    later = NOW + dt.timedelta(seconds=5)
+    assert usage.meter(first, status, GpuSeconds(), TABLE, None, later) is None
+    assert status["usage"]["endedGpuSeconds"] == {"spot": 65.0, "onDemand": 0.0}
+    assert status["usage"]["meteredAt"] == "2026-01-01T12:00:05Z"
+    # Nothing runs and nothing changed: no new meteredAt, so no write.
+    settled = status["usage"]
+    idle = {"usage": dict(settled)}
+    usage.meter(settled, idle, GpuSeconds(), TABLE, None, later + dt.timedelta(hours=1))
+    assert idle["usage"] == settled
+
+
+def test_nothing_ever_ran_means_no_block() -> None:
+    status: dict[str, Any] = {}
+    assert usage.meter(None, status, GpuSeconds(), TABLE, None, NOW) is None
+    assert "usage" not in status
+
+
+def test_increments_are_what_a_write_added_per_capacity_type() -> None:
+    old = usage.figures(GpuSeconds(spot=3600), TABLE, None)
+    new = usage.figures(GpuSeconds(spot=5400, on_demand=3600), TABLE, None)
+    assert usage.increments(old, new, TABLE) == [("spot", 0.5, 0.5), ("on-demand", 1.0, 3.0)]
+    assert usage.increments(new, old, TABLE) == []
+    assert usage.increments(None, usage.figures(GpuSeconds(spot=3600), prices.PriceTable(), None),
+                            prices.PriceTable()) == [("spot", 1.0, None)]  # fmt: skip
+
+
+# -- a TrainingJob's GPU time by capacity type -----------------------------------------------
+
+
+def plan_at(obs: planner.Observed, seconds: float = 0) -> planner.Plan:
+    later = dataclasses.replace(obs, now=NOW + dt.timedelta(seconds=seconds))
+    return planner.plan(later, SPOT_PRESETS["karpenter"], prices=TABLE)
+
+
+def test_a_preempted_spot_attempt_and_its_on_demand_successor_are_metered_apart() -> None:
+    s = spec(resources={"gpu": 2}, spot={"enabled": True, "fallbackToOnDemandAfter": 1})
+    first = plan_at(observe(s))
+    assert first.create[0]["metadata"]["labels"]["stratus.dev/capacity-type"] == "spot"
+    spot_job = dataclasses.replace(job(1, failed="DisruptionTarget"), capacity="spot")
+    # Ran from 11:58:00 to 11:58:30 (the Job failed at 11:59:00, after the pod stopped).
+    dead = ran(1, "a", "2026-01-01T11:58:00Z", "2026-01-01T11:58:30Z", phase="Failed",
+               deleted=True, disrupted=True)  # fmt: skip
+    second = plan_at(observe(s, first.status, (spot_job,), (dead,)))
+    assert second.status["attempt"] == 2
+    created = second.create[-1]
+    assert created["metadata"]["labels"]["stratus.dev/capacity-type"] == "on-demand"
+    pod_labels = created["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["stratus.dev/capacity-type"] == "on-demand"
+    assert second.status["usage"]["gpuHours"] == {"spot": round(60 / 3600, 6), "onDemand": 0.0}
+    # Attempt 2 runs on demand since 11:59:00. Right after the last write its time is not
+    # written yet; 31s later it is (91s, not settled), and the next look is due.
+    demand = dataclasses.replace(job(2, ready=1), capacity="on-demand")
+    running = ran(2, "b", "2026-01-01T11:59:00Z", None)
+    soon = plan_at(observe(s, second.status, (demand,), (running,)), 5)
+    assert soon.status["usage"] == second.status["usage"]
+    assert soon.requeue_after == 25
+    third = plan_at(observe(s, second.status, (demand,), (running,)), 31)
+    block = third.status["usage"]
+    assert block["gpuHours"] == {"spot": round(60 / 3600, 6), "onDemand": round(182 / 3600, 6)}
+    assert block["endedGpuSeconds"] == {"spot": 60.0, "onDemand": 0.0}
+    assert block["cost"] == round((60 * 1.0 + 182 * 3.0) / 3600, 4)
+    assert block["savings"] == round(242 * 3.0 / 3600 - (60 * 1.0 + 182 * 3.0) / 3600, 4)
+    assert third.requeue_after == usage.REFRESH_SECONDS
+    TrainingJobStatus.model_validate(third.status)
+    # It completes at 12:01:00: settled on demand, and nothing runs any more.
+    done = dataclasses.replace(job(2, complete=True), capacity="on-demand")
+    finished = ran(2, "b", "2026-01-01T11:59:00Z", "2026-01-01T12:01:00Z", phase="Succeeded")
+    last = plan_at(observe(s, third.status, (done,), (finished,)), 60)
+    assert last.status["phase"] == "Succeeded"
+    assert last.status["usage"]["endedGpuSeconds"] == {"spot": 60.0, "onDemand": 240.0}
+    assert last.status["usage"]["gpuHours"]["onDemand"] == round(240 / 3600, 6)
+    assert last.status["gpuSeconds"] == 300
