@@ -17,6 +17,26 @@ def hours(seconds: Any) -> float | None:
     return round(float(seconds) / 3600, 3) if isinstance(seconds, int | float) else None
 
 
+def usage(status: Obj) -> dict[str, Any]:
+    """GPU-hours (status.usage, the running attempt or live pods included; an older status's
+    gpuSeconds otherwise) and what they cost, where the admin set prices."""
+    metered = status.get("usage") or {}
+    split = metered.get("gpuHours") or {}
+    if split:
+        total: float | None = round(
+            float(split.get("spot") or 0) + float(split.get("onDemand") or 0), 3
+        )
+    else:
+        total = hours(status.get("gpuSeconds"))
+    cost = metered.get("cost")
+    return {
+        "gpuHours": total,
+        "cost": round(float(cost), 2) if isinstance(cost, int | float) else None,
+        "currency": metered.get("currency"),
+        "savings": metered.get("savings"),
+    }
+
+
 def resource_row(obj: Obj) -> dict[str, Any]:
     """One line of the list page: what the status says, and nothing it does not."""
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
@@ -29,8 +49,7 @@ def resource_row(obj: Obj) -> dict[str, Any]:
         "team": spec.get("team") or (meta.get("labels") or {}).get(TEAM_LABEL),
         "created": _epoch(meta.get("creationTimestamp")),
         "message": status.get("message"),
-        # Only a TrainingJob's status accounts GPU time; no status records a cost.
-        "gpuHours": hours(status.get("gpuSeconds")),
+        **usage(status),
     }
     if kind == "TrainingJob":
         row["detail"] = (

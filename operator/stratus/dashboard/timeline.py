@@ -279,7 +279,7 @@ def view(
         "message": status.get("message"),
         "team": spec.get("team"),
         "gpus": int((spec.get("resources") or {}).get("gpu") or 0) * int(spec.get("workers") or 1),
-        "gpuHours": rows.hours(status.get("gpuSeconds")),
+        **rows.usage(status),
         "preemptions": status.get("preemptions") or 0,
         "restarts": status.get("restarts") or 0,
         "lastCheckpoint": status.get("lastCheckpoint"),

@@ -24,6 +24,25 @@ def test_an_inferenceservice_row_shows_its_canary_and_team_label() -> None:
     assert rows.resource_row(service())["phase"] == "Pending"
 
 
+def test_metered_usage_gives_gpu_hours_and_cost_for_both_kinds() -> None:
+    usage = {
+        "gpuHours": {"spot": 1.5, "onDemand": 0.25},
+        "cost": 3.456,
+        "currency": "EUR",
+        "savings": 4.0,
+    }
+    for obj in (trainingjob(usage=usage, gpuSeconds=60), service(usage=usage)):
+        row = rows.resource_row(obj)
+        assert (row["gpuHours"], row["cost"], row["currency"], row["savings"]) == (
+            1.75,
+            3.46,
+            "EUR",
+            4.0,
+        )
+    unpriced = rows.resource_row(service(usage={"gpuHours": {"onDemand": 2.0}}))
+    assert (unpriced["gpuHours"], unpriced["cost"]) == (2.0, None)
+
+
 def test_filters() -> None:
     row = rows.resource_row(trainingjob(name="llama-pretrain", phase="Failed"))
     assert rows.matches(row, {})

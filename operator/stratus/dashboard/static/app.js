@@ -116,6 +116,7 @@ function renderList() {
   const table = el("table", { id: "resources" },
     el("thead", {}, el("tr", {}, ["Kind", "Namespace", "Name", "Phase", "Team"].map((h) => el("th", {}, h)),
       el("th", { class: "num" }, "GPU-hours"),
+      el("th", { class: "num" }, "Cost"),
       el("th", {}, "Detail"), el("th", { class: "num" }, "Age"))),
     el("tbody"));
   main.replaceChildren(el("h1", {}, "Workloads"), ...errors, filters, table);
@@ -132,9 +133,15 @@ function renderRows() {
     el("td", {}, el("a", { href: `/${r.kind === "TrainingJob" ? "trainingjobs" : "inferenceservices"}/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}` }, r.name)),
     el("td", {}, badge(r.phase)), el("td", {}, r.team || "—"),
     el("td", { class: "num" }, fmt.num(r.gpuHours, 2)),
+    el("td", { class: "num" }, money(r)),
     el("td", { class: "muted" }, r.detail), el("td", { class: "num" }, fmt.age(r.created)))));
-  if (!shown.length) tbody.append(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "Nothing matches.")));
+  if (!shown.length) tbody.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "Nothing matches.")));
   document.getElementById("count").textContent = `${shown.length} of ${all.length}`;
+}
+
+// Cost as the status has it: absent (—) where the admin set no prices.
+function money(r) {
+  return r.cost == null ? "—" : `${fmt.num(r.cost, 2)} ${r.currency || ""}`.trim();
 }
 
 // -- shared detail parts ---------------------------------------------------------------------
@@ -199,7 +206,7 @@ function timelineSvg(t) {
 function renderTrainingJob(view) {
   const attempts = view.attempts;
   main.replaceChildren(...header(view),
-    summary([["Team", view.team || "—"], ["GPUs", view.gpus], ["GPU-hours", fmt.num(view.gpuHours, 2)],
+    summary([["Team", view.team || "—"], ["GPUs", view.gpus], ["GPU-hours", fmt.num(view.gpuHours, 2)], ["Cost", money(view)],
       ["Attempts", attempts.length], ["Preemptions", view.preemptions], ["Restarts", view.restarts],
       ["GPU-hours lost", fmt.num(view.lostGpuHours, 3)],
       ["Last checkpoint", view.lastCheckpoint ? `step ${view.lastCheckpoint.step ?? "?"}` : "—"]]),
