@@ -53,16 +53,32 @@ class Invalid:
     field: str
 
     def build(self) -> dict[str, Any]:
-        obj = example(self.base)
+        obj = copy.deepcopy(INLINE[self.base]) if self.base in INLINE else example(self.base)
         for path, value in self.changes:
             obj = with_change(obj, path, value)
         return obj
 
 
 TJ = "trainingjob-spot.yaml"
+# Objects with no example file of their own: the admin's Budget (cluster-scoped).
+BUDGET = "budget"
+INLINE: dict[str, dict[str, Any]] = {
+    BUDGET: {
+        "apiVersion": "stratus.dev/v1alpha1",
+        "kind": "Budget",
+        "metadata": {"name": "nlp-monthly"},
+        "spec": {
+            "teams": ["nlp"],
+            "namespaces": ["research"],
+            "window": {"type": "CalendarMonth", "timeZone": "Europe/Berlin"},
+            "limit": {"gpuHours": 500},
+            "softThreshold": 80,
+            "action": "Block",
+        },
+    }
+}
 INFS = "inferenceservice-canary.yaml"
 METRIC = {"name": "m", "query": "up"}
-OFF_HOURS = {"days": ["Mon"], "start": "20:00", "end": "07:00"}
 
 INVALID = (
     Invalid("tj-no-image", TJ, (("spec.image", DELETE),), "spec.image"),
@@ -436,50 +452,50 @@ INVALID = (
         "spec.model.credentialsSecret",
     ),
     Invalid(
-        "infs-off-hours-repeated-day",
-        INFS,
-        (
-            (
-                "spec.schedule",
-                {"offHours": [{"days": ["Sat", "Sat"], "start": "00:00", "end": "00:00"}]},
-            ),
-        ),
-        "spec.schedule.offHours[0].days",
+        "budget-covers-nobody",
+        BUDGET,
+        (("spec.teams", []), ("spec.namespaces", DELETE)),
+        "spec.teams",
+    ),
+    Invalid("budget-no-limit", BUDGET, (("spec.limit", DELETE),), "spec.limit"),
+    Invalid(
+        "budget-two-limits",
+        BUDGET,
+        (("spec.limit", {"gpuHours": 1, "amount": 100}),),
+        "spec.limit.gpuHours",
+    ),
+    Invalid("budget-empty-limit", BUDGET, (("spec.limit", {}),), "spec.limit.gpuHours"),
+    Invalid("budget-negative-limit", BUDGET, (("spec.limit.gpuHours", -1),), "spec.limit.gpuHours"),
+    Invalid(
+        "budget-rolling-without-days",
+        BUDGET,
+        (("spec.window", {"type": "RollingDays"}),),
+        "spec.window.days",
     ),
     Invalid(
-        "infs-off-hours-bad-time",
-        INFS,
-        (("spec.schedule", {"offHours": [{"days": ["Mon"], "start": "8:00", "end": "18:00"}]}),),
-        "spec.schedule.offHours[0].start",
+        "budget-days-on-a-calendar-window",
+        BUDGET,
+        (("spec.window.days", 7),),
+        "spec.window.days",
     ),
     Invalid(
-        "infs-off-hours-bad-time-zone",
-        INFS,
-        (("spec.schedule", {"offHours": [OFF_HOURS], "timeZone": "Europe/Berlin CET"}),),
-        "spec.schedule.timeZone",
+        "budget-unknown-window", BUDGET, (("spec.window.type", "Fortnight"),), "spec.window.type"
     ),
     Invalid(
-        "infs-idle-without-signal",
-        INFS,
-        (("spec.idle", {"after": "30m"}),),
-        "spec.idle.requestsQuery",
+        "budget-time-zone-not-a-name",
+        BUDGET,
+        (("spec.window.timeZone", "UTC+2 hours"),),
+        "spec.window.timeZone",
     ),
     Invalid(
-        "infs-idle-after-too-short",
-        INFS,
-        (("spec.idle", {"after": "10s", "gpuUtilizationBelow": 5}),),
-        "spec.idle.after",
+        "budget-threshold-over-100", BUDGET, (("spec.softThreshold", 101),), "spec.softThreshold"
     ),
+    Invalid("budget-unknown-action", BUDGET, (("spec.action", "Kill"),), "spec.action"),
+    Invalid("budget-team-not-a-label", BUDGET, (("spec.teams", ["NLP team"]),), "spec.teams"),
     Invalid(
-        "infs-idle-gpu-over-100",
-        INFS,
-        (("spec.idle", {"after": "30m", "gpuUtilizationBelow": 101}),),
-        "spec.idle.gpuUtilizationBelow",
-    ),
-    Invalid(
-        "tj-start-window-bad-day",
-        TJ,
-        (("spec.schedule", {"startWindow": {**OFF_HOURS, "days": ["Someday"]}}),),
-        "spec.schedule.startWindow.days[0]",
+        "budget-namespace-twice",
+        BUDGET,
+        (("spec.namespaces", ["research", "research"]),),
+        "spec.namespaces",
     ),
 )

@@ -345,15 +345,17 @@ class Kube:
         background: an Event is a record for people, and no reconcile waits for one."""
         meta = involved["metadata"]
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # An Event about a cluster-scoped object (a Budget) lives in default, as client-go's.
+        namespace = meta.get("namespace") or "default"
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": involved["apiVersion"],
                 "kind": involved["kind"],
                 "name": meta["name"],
-                "namespace": meta["namespace"],
+                "namespace": meta.get("namespace", ""),
                 "uid": meta["uid"],
             },
             "type": type_,

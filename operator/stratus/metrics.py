@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -43,21 +44,6 @@ TRAINING_GPU_SECONDS = Counter(
     f"{PREFIX}_training_gpu_seconds",
     "GPU time of ended attempts, from when their containers started running.",
     TEAM_LABELS,
-)
-# Metered usage, added as each resource's status.usage grows (the running attempt or live pods
-# included), so increase() over a window is what the window used. Every label is bounded: team
-# and cost_center by the admin's lists (any other value shares `other`), gpu_type by the price
-# table's keys (`other` without a table), kind and capacity_type by design.
-USAGE_LABELS = ("team", "cost_center", "kind", "gpu_type", "capacity_type")
-GPU_HOURS = Counter(
-    f"{PREFIX}_gpu_hours",
-    "GPU-hours of TrainingJobs and InferenceServices, from when their containers started.",
-    USAGE_LABELS,
-)
-COST = Counter(
-    f"{PREFIX}_cost",
-    "What those GPU-hours cost at the admin's price table, in its currency.",
-    USAGE_LABELS,
 )
 RECONCILE_SECONDS = Histogram(
     f"{PREFIX}_reconcile_duration_seconds",
@@ -134,17 +120,6 @@ TRAINING_COUNTS = {
 }
 
 
-def record_usage(
-    labels: tuple[str, str, str, str], added: Iterable[tuple[str, float, float | None]]
-) -> None:
-    """Add what a status write metered: `labels` are team, cost_center, kind and gpu_type;
-    `added` has (capacity type, GPU-hours, cost or None) items."""
-    for capacity, hours, cost in added:
-        GPU_HOURS.labels(*labels, capacity).inc(hours)
-        if cost is not None:
-            COST.labels(*labels, capacity).inc(cost)
-
-
 def team_label(team: str | None, teams: Collection[str]) -> str:
     """The `team` label value of a TrainingJob's series: its team when the admin listed it."""
     return team if team and team in teams else OTHER_TEAM
@@ -167,6 +142,63 @@ class PhaseCollector(Collector):
 
 def register_phases(name: str, help_text: str, count: Callable[[], dict[str, int]]) -> None:
     REGISTRY.register(PhaseCollector(name, help_text, count))
+
+
+BUDGET_USED_RATIO = f"{PREFIX}_budget_used_ratio"
+BUDGET_USED = f"{PREFIX}_budget_used"
+BUDGET_LIMIT = f"{PREFIX}_budget_limit"
+BUDGET_SOFT_THRESHOLD = f"{PREFIX}_budget_soft_threshold_ratio"
+
+
+@dataclass(frozen=True)
+class BudgetFigures:
+    """One Budget's figures: its name (the admin's, so a bounded label), the limit's unit
+    (gpu_hours or amount), usage in the window and the limit in that unit, and the soft
+    threshold as a ratio."""
+
+    budget: str
+    unit: str
+    used: float
+    limit: float
+    soft_threshold: float
+
+    @property
+    def ratio(self) -> float:
+        if self.limit > 0:
+            return self.used / self.limit
+        return 1.0 if self.used > 0 else 0.0
+
+
+class BudgetCollector(Collector):
+    """Each Budget's usage against its limit, read from the operator's cache at scrape time:
+    a deleted Budget's series go with it."""
+
+    def __init__(self, figures: Callable[[], Iterable[BudgetFigures]]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ratio = GaugeMetricFamily(
+            BUDGET_USED_RATIO, "Usage in the window over the Budget's limit.", labels=["budget"]
+        )
+        used = GaugeMetricFamily(
+            BUDGET_USED, "Usage in the window, in the limit's unit.", labels=["budget", "unit"]
+        )
+        limit = GaugeMetricFamily(BUDGET_LIMIT, "The Budget's limit.", labels=["budget", "unit"])
+        soft = GaugeMetricFamily(
+            BUDGET_SOFT_THRESHOLD,
+            "The Budget's soft threshold, as a ratio of its limit.",
+            labels=["budget"],
+        )
+        for figures in sorted(self._figures(), key=lambda f: f.budget):
+            ratio.add_metric([figures.budget], figures.ratio)
+            used.add_metric([figures.budget, figures.unit], figures.used)
+            limit.add_metric([figures.budget, figures.unit], figures.limit)
+            soft.add_metric([figures.budget], figures.soft_threshold)
+        yield from (ratio, used, limit, soft)
+
+
+def register_budgets(figures: Callable[[], Iterable[BudgetFigures]]) -> None:
+    REGISTRY.register(BudgetCollector(figures))
 
 
 def series_of(

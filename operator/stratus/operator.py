@@ -13,7 +13,9 @@ import kopf
 
 from stratus import config as config_module
 from stratus import health, kube, metrics
-from stratus.schedules import gate as schedule_gate
+from stratus.budgets import controller as budget_controller
+from stratus.budgets import gate as budget_gate
+from stratus.budgets import handlers as budget_handlers
 from stratus.serving import controller as serving_controller
 from stratus.serving import handlers as serving_handlers
 from stratus.training import controller as training_controller
@@ -87,7 +89,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         pods=nothing,
     )
     training_handlers.WIRING.start(controller, controller.reconcile)
-    controller.gates.append(schedule_gate.start_window)
+    budgets = budget_controller.BudgetController(kube=writer, budgets=nothing, workloads=nothing)
+    budget_handlers.WIRING.start(budgets, budgets.reconcile)
+    controller.gates.append(budget_gate.gate(budgets.all_budgets))
+    controller.advisors.append(budget_gate.fit_advisor(budgets.all_budgets))
     serving = serving_controller.ServingController(
         kube=writer,
         config=cfg,
@@ -103,6 +108,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     metrics.register_phases(
         metrics.INFERENCESERVICES, "InferenceServices by phase.", serving.phases
     )
+    metrics.register_budgets(budgets.figures)
     Options.readiness.started = True
     log.info(
         "metrics and /readyz on :%d; spot capacity %s=%s",

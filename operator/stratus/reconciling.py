@@ -79,7 +79,7 @@ class StatusWriter:
             await self._kube.patch_status(
                 API_VERSION,
                 self._kind,
-                meta["namespace"],
+                meta.get("namespace", ""),
                 meta["name"],
                 meta["resourceVersion"],
                 old,
@@ -100,7 +100,7 @@ def record(kube: Kube, obj: dict[str, Any], events: Iterable[Event]) -> None:
         log.info(
             "%s %s/%s: %s: %s",
             obj["kind"],
-            meta["namespace"],
+            meta.get("namespace", ""),
             meta["name"],
             event.reason,
             event.message,

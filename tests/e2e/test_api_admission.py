@@ -20,12 +20,15 @@ pytestmark = pytest.mark.usefixtures("crds")
 
 
 def create(cluster: Cluster, namespace: str, obj: dict[str, Any], dry_run: bool = False) -> Any:
-    plural = resource_type(obj["kind"]).plural
+    rtype = resource_type(obj["kind"])
     kwargs: dict[str, Any] = {"field_validation": "Strict"}
     if dry_run:
         kwargs["dry_run"] = "All"
-    return client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, plural, obj, **kwargs
+    api = client.CustomObjectsApi(cluster.api)
+    if rtype.scope == "Cluster":
+        return api.create_cluster_custom_object(GROUP, VERSION, rtype.plural, obj, **kwargs)
+    return api.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, rtype.plural, obj, **kwargs
     )
 
 

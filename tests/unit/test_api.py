@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stratus.api import crd, inferenceservice, resources, trainingjob
+from stratus.api import budget, crd, inferenceservice, resources, trainingjob
 from stratus.api.common import ApiModel, duration_seconds
 from stratus.api.trainingjob import TrainingJobSpec
 from tests.cases import INFS, INVALID, TJ, Invalid, all_examples, example, with_change
@@ -91,7 +91,9 @@ def _validations(node: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("rtype", resources.RESOURCE_TYPES, ids=lambda r: r.kind)
 def test_rules_in_crd_match_the_models_rules(rtype: resources.ResourceType) -> None:
-    module = inferenceservice if rtype is resources.INFERENCE_SERVICE else trainingjob
+    module = {"InferenceService": inferenceservice, "TrainingJob": trainingjob, "Budget": budget}[
+        rtype.kind
+    ]
     models = [m for m in vars(module).values() if isinstance(m, type) and issubclass(m, ApiModel)]
     in_crd = _validations(yaml.safe_load((REPO_CRDS / crd.file_name(rtype)).read_text()))
     for model in models:
@@ -99,7 +101,11 @@ def test_rules_in_crd_match_the_models_rules(rtype: resources.ResourceType) -> N
             assert rule.crd() in in_crd, f"{model.__name__}: {rule.message}"
 
 
-@pytest.mark.parametrize("rtype", resources.RESOURCE_TYPES, ids=lambda r: r.kind)
+# A Budget names no Service, so any object name will do.
+NAMED_SERVICES = [r for r in resources.RESOURCE_TYPES if r is not resources.BUDGET]
+
+
+@pytest.mark.parametrize("rtype", NAMED_SERVICES, ids=lambda r: r.kind)
 def test_the_name_is_checked_at_the_root_of_the_schema(rtype: resources.ResourceType) -> None:
     root = crd.openapi_schema(rtype)["x-kubernetes-validations"]
     assert [entry["fieldPath"] for entry in root] == [".metadata.name"]

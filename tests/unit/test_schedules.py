@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from stratus.api.inferenceservice import InferenceServiceSpec
-from stratus.api.schedule import Idle, ServingSchedule, StartWindow
+from stratus.api.schedule import DAYS, Idle, ServingSchedule, StartWindow
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.podspec import Owner
 from stratus.schedules import gate, offhours, windows
@@ -46,7 +46,8 @@ def test_a_window_ending_before_its_start_crosses_midnight() -> None:
         at("2026-11-30 20:00"),
     )
     inside = offhours.off_hours(night, at("2026-12-01 03:00"))
-    assert inside.held and inside.next_change == at("2026-12-01 07:00")
+    assert inside.held
+    assert inside.next_change == at("2026-12-01 07:00")
     assert not offhours.off_hours(night, at("2026-12-01 07:00")).held
 
 
@@ -55,7 +56,8 @@ def test_friday_night_runs_into_saturday_and_the_weekend_stays_on() -> None:
     # Friday 2026-12-04 20:00 to Saturday 07:00; no window starts on the weekend.
     assert offhours.off_hours(night, at("2026-12-05 06:59")).held
     weekend = offhours.off_hours(night, at("2026-12-05 12:00"))
-    assert not weekend.held and weekend.next_change == at("2026-12-07 20:00")
+    assert not weekend.held
+    assert weekend.next_change == at("2026-12-07 20:00")
 
 
 def test_touching_windows_join_into_one_weekend() -> None:
@@ -95,10 +97,12 @@ def test_daylight_saving_keeps_the_wall_clock() -> None:
     )
     # 2026-10-24 (Sat) 20:00 CEST = 18:00 UTC; clocks go back that night; 07:00 CET = 06:00 UTC.
     autumn = offhours.off_hours(berlin, at("2026-10-24 18:00"))
-    assert autumn.held and autumn.ends == at("2026-10-25 06:00")
+    assert autumn.held
+    assert autumn.ends == at("2026-10-25 06:00")
     # 2026-03-28 (Sat) 20:00 CET = 19:00 UTC; clocks go forward; 07:00 CEST = 05:00 UTC.
     spring = offhours.off_hours(berlin, at("2026-03-28 19:00"))
-    assert spring.held and spring.ends == at("2026-03-29 05:00")
+    assert spring.held
+    assert spring.ends == at("2026-03-29 05:00")
     assert not offhours.off_hours(berlin, at("2026-03-29 05:00")).held
 
 
@@ -118,11 +122,13 @@ def test_a_time_skipped_by_daylight_saving_is_read_with_the_offset_before() -> N
 def test_warm_up_brings_the_service_back_before_the_window_ends() -> None:
     night = schedule(warmUp="15m")
     warming = offhours.off_hours(night, at("2026-12-01 06:50"))
-    assert warming.off_hours and not warming.held
+    assert warming.off_hours
+    assert not warming.held
     assert warming.ends == at("2026-12-01 07:00")
     assert warming.next_change == at("2026-12-01 20:00")
     held = offhours.off_hours(night, at("2026-12-01 06:44"))
-    assert held.held and held.next_change == at("2026-12-01 06:45")
+    assert held.held
+    assert held.next_change == at("2026-12-01 06:45")
 
 
 def test_a_warm_up_longer_than_the_window_never_holds() -> None:
@@ -130,20 +136,22 @@ def test_a_warm_up_longer_than_the_window_never_holds() -> None:
         {"offHours": [{"days": ["Mon"], "start": "12:00", "end": "12:30"}], "warmUp": "1h"}
     )
     state = offhours.off_hours(short, at("2026-11-30 12:10"))
-    assert state.off_hours and not state.held
+    assert state.off_hours
+    assert not state.held
 
 
 def test_windows_that_cover_every_hour_have_no_next_change() -> None:
     always = ServingSchedule.model_validate(
         {
             "offHours": [
-                {"days": list(windows.DAYS), "start": "06:00", "end": "06:00"},
+                {"days": list(DAYS), "start": "06:00", "end": "06:00"},
             ],
             "warmUp": "0s",
         }
     )
     state = offhours.off_hours(always, at("2026-11-30 12:00"))
-    assert state.held and state.next_change is None
+    assert state.held
+    assert state.next_change is None
 
 
 @pytest.mark.parametrize(
@@ -172,7 +180,7 @@ def test_the_floor_must_be_below_replicas_min() -> None:
     base = {"image": "s:1", "model": {"uri": "https://m/x"}, "replicas": {"min": 2, "max": 4}}
     ok = {"offHours": [{"days": ["Mon"], "start": "20:00", "end": "07:00"}], "replicas": 1}
     InferenceServiceSpec.model_validate({**base, "schedule": ok})
-    with pytest.raises(ValidationError, match="schedule.replicas: the off-hours floor"):
+    with pytest.raises(ValidationError, match=r"schedule\.replicas: the off-hours floor"):
         InferenceServiceSpec.model_validate({**base, "schedule": {**ok, "replicas": 2}})
 
 
@@ -221,7 +229,8 @@ def test_the_gates_message_stays_the_same_while_it_waits() -> None:
     """The planner posts one Event per distinct message: a countdown would post one a pass."""
     first = gate.start_window(observed(at("2026-11-30 12:00"), NIGHTS))
     later = gate.start_window(observed(at("2026-11-30 15:00"), NIGHTS))
-    assert first is not None and later is not None
+    assert first is not None
+    assert later is not None
     assert first.message == later.message
 
 
@@ -235,13 +244,15 @@ BOTH = Idle.model_validate(
 def test_idle_needs_every_gpu_below_the_threshold() -> None:
     assert judge(GPU_IDLE, [Reading(GPU_UTILIZATION, (2.0, 9.0))]).idle
     busy = judge(GPU_IDLE, [Reading(GPU_UTILIZATION, (2.0, 10.0))])
-    assert not busy.idle and "10%" in busy.message
+    assert not busy.idle
+    assert "10%" in busy.message
 
 
 def test_no_data_or_an_error_is_never_idle() -> None:
     assert not judge(GPU_IDLE, [Reading(GPU_UTILIZATION, ())]).idle
     failed = judge(GPU_IDLE, [Reading(GPU_UTILIZATION, None, "no answer within 10 s")])
-    assert not failed.idle and "no answer" in failed.message
+    assert not failed.idle
+    assert "no answer" in failed.message
     assert not judge(GPU_IDLE, []).idle
 
 

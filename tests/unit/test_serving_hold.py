@@ -98,7 +98,8 @@ def test_off_hours_hold_the_service_at_its_floor_and_say_so() -> None:
     assert (record["offHours"], record["held"], record["replicas"]) == (True, True, 1)
     assert record["nextChange"] == "2026-12-01T06:50:00Z"
     assert record["nextReplicas"] == 3
-    assert night.requeue_after is not None and night.requeue_after <= 60
+    assert night.requeue_after is not None
+    assert night.requeue_after <= 60
     # The floor ready: healthy, at the floor.
     again = planner.plan(observe(s, night.status, {rev: 1}, NIGHT + dt.timedelta(minutes=1)))
     assert again.status["phase"] == "Healthy"

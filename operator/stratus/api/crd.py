@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from stratus.api.common import GROUP, INT_OR_STRING, VERSION
-from stratus.api.resources import CATEGORIES, RESOURCE_TYPES, ResourceType
+from stratus.api.resources import RESOURCE_TYPES, ResourceType
 
 Schema = dict[str, Any]
 # JSON-Schema keywords pydantic writes that a structural schema does not take.
@@ -126,14 +126,14 @@ def crd(rtype: ResourceType) -> Schema:
         "metadata": {"name": rtype.crd_name, "labels": {"app.kubernetes.io/part-of": "stratus"}},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": rtype.scope,
             "names": {
                 "kind": rtype.kind,
                 "listKind": f"{rtype.kind}List",
                 "plural": rtype.plural,
                 "singular": rtype.singular,
                 "shortNames": list(rtype.short_names),
-                "categories": list(CATEGORIES),
+                "categories": list(rtype.categories),
             },
             "versions": [
                 {

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from stratus.api import inferenceservice, trainingjob
+from stratus.api import budget, inferenceservice, trainingjob
 from stratus.api.common import API_VERSION, GROUP, Rule, service_name_rule
 
 CATEGORIES = ("stratus", "ml")
@@ -43,6 +43,8 @@ class ResourceType:
     description: str
     # Rules on the whole object (CEL at the schema's root, where it may read metadata.name).
     rules: tuple[Rule, ...] = ()
+    scope: str = "Namespaced"
+    categories: tuple[str, ...] = CATEGORIES
 
     @property
     def singular(self) -> str:
@@ -101,7 +103,29 @@ INFERENCE_SERVICE = ResourceType(
     rules=(service_name_rule(inferenceservice.KIND),),
 )
 
-RESOURCE_TYPES = (TRAINING_JOB, INFERENCE_SERVICE)
+BUDGET = ResourceType(
+    kind=budget.KIND,
+    plural=budget.PLURAL,
+    short_names=(),
+    spec=budget.BudgetSpec,
+    status=budget.BudgetStatus,
+    max_name_length=budget.MAX_NAME_LENGTH,
+    columns=(
+        PrinterColumn("Window", ".spec.window.type"),
+        PrinterColumn("Used%", ".status.percentUsed", "number", "Usage, percent of the limit"),
+        PrinterColumn("Remaining", ".status.remaining", "number", "In the limit's unit"),
+        PrinterColumn("Action", ".spec.action"),
+        PrinterColumn("Rollover", ".status.windowEnd", priority=1),
+        AGE,
+    ),
+    description="The admin's cap on GPU-hours or money spent by teams or namespaces in a "
+    "recurring window; at its limit new TrainingJob attempts wait (or run on spot only).",
+    # The admin's, not the tenants': cluster-scoped, and not among what `kubectl get ml` lists.
+    scope="Cluster",
+    categories=("stratus",),
+)
+
+RESOURCE_TYPES = (TRAINING_JOB, INFERENCE_SERVICE, BUDGET)
 
 
 class InvalidResourceError(ValueError):

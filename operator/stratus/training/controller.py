@@ -21,7 +21,6 @@ from stratus.api.trainingjob import KIND, TrainingJobSpec
 from stratus.clock import now as clock_now
 from stratus.conditions import Event
 from stratus.config import OperatorConfig
-from stratus.cost import usage
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
 from stratus.training import planner
@@ -51,6 +50,10 @@ class TrainingController:
     clock: Callable[[], dt.datetime] = clock_now
     # What may hold a new attempt back (a budget, a start window): each says why, or None.
     gates: list[Callable[[planner.Observed], planner.Hold | None]] = field(default_factory=list)
+    # What reports a condition without holding anything back (a budget's estimate): or None.
+    advisors: list[Callable[[planner.Observed], planner.Advice | None]] = field(
+        default_factory=list
+    )
     status_writer: reconciling.StatusWriter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,14 +102,12 @@ class TrainingController:
             if retry is None:
                 reconciling.record(self.kube, obj, events)
             return retry
-        plan = planner.plan(observed, self.config.spot, self.config.master_port, self.config.prices)
+        plan = planner.plan(observed, self.config.spot, self.config.master_port)
         if plan.read_events is not None:
             read = await self._events(observed.owner.namespace, plan.read_events)
             if read is not None:
                 observed = dataclasses.replace(observed, job_events=read)
-                plan = planner.plan(
-                    observed, self.config.spot, self.config.master_port, self.config.prices
-                )
+                plan = planner.plan(observed, self.config.spot, self.config.master_port)
         if plan.progress_only and plan.status != status:
             held = self.status_writer.hold(key, PROGRESS_INTERVAL)
             if held is not None:
@@ -147,16 +148,6 @@ class TrainingController:
             metrics.TRAINING_COUNTS[name].labels(team).inc()
         if plan.gpu_seconds:
             metrics.TRAINING_GPU_SECONDS.labels(team).inc(plan.gpu_seconds)
-        if spec:
-            prices = self.config.prices
-            labels = (
-                team,
-                metrics.team_label(spec.cost_center, self.config.cost_centers),
-                KIND,
-                prices.key(spec.resources.gpu_type),
-            )
-            old = (observed.status.get("usage"), plan.status.get("usage"))
-            metrics.record_usage(labels, usage.increments(*old, prices))
 
     async def _events(self, namespace: str, job: JobView) -> tuple[EventView, ...] | None:
         """The Job's Events, or None when they cannot be read (the plan then keeps what the
@@ -199,10 +190,11 @@ class TrainingController:
             pods=tuple({**live, **dead}.values()),
             now=self.clock(),
         )
-        if observed.spec is None or not self.gates:
+        if observed.spec is None or not (self.gates or self.advisors):
             return observed
         holds = tuple(hold for gate in self.gates if (hold := gate(observed)) is not None)
-        return dataclasses.replace(observed, holds=holds)
+        advice = tuple(a for advisor in self.advisors if (a := advisor(observed)) is not None)
+        return dataclasses.replace(observed, holds=holds, advice=advice)
 
     async def _create(
         self, key: Key, obj: dict[str, Any], observed: planner.Observed, manifest: Manifest

@@ -15,8 +15,6 @@ from typing import Any
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.conditions import Event, parse_time, set_condition, timestamp
 from stratus.config import CapacityConvention
-from stratus.cost import usage
-from stratus.cost.prices import ON_DEMAND, SPOT, PriceTable
 from stratus.podspec import Manifest, Owner
 from stratus.training import builders
 from stratus.training.views import (
@@ -67,6 +65,8 @@ class Observed:
     job_events: tuple[EventView, ...] | None = None
     # What holds the next attempt back, or only sends it to spot capacity (the gates').
     holds: tuple[Hold, ...] = ()
+    # Conditions the advisors report without holding anything back (a budget's estimate).
+    advice: tuple[Advice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,17 @@ class Hold:
     # When to look again, in seconds (a window's end); None: when something changes.
     retry_after: float | None = None
     spot_only: bool = False
+
+
+@dataclass(frozen=True)
+class Advice:
+    """A condition an advisor sets on an unfinished TrainingJob without holding it back (its
+    estimated cost does not fit a budget); one Warning Event when it turns False."""
+
+    type: str
+    ok: bool
+    reason: str
+    message: str
 
 
 @dataclass
@@ -212,29 +223,6 @@ class _Planner:
         seconds = _gpu_seconds(self.spec, job, self.pods(job.attempt), self.obs.now)
         self.plan.gpu_seconds += seconds
         self.status["gpuSeconds"] += seconds
-        usage.settle(self.status, usage.GpuSeconds.of(self.capacity_type(job), seconds))
-
-    def capacity_type(self, job: JobView) -> str:
-        # A Job from before the label: spot when the spec asks for spot.
-        return job.capacity or (SPOT if self.spec.spot.enabled else ON_DEMAND)
-
-    def meter(self, prices: PriceTable) -> None:
-        """status.usage: ended attempts, and the running one up to now."""
-        running = usage.GpuSeconds()
-        active = self.job(self.status["attempt"])
-        if active and not active.finished and active.name not in self.plan.delete_jobs:
-            seconds = _gpu_seconds(self.spec, active, self.pods(active.attempt), self.obs.now)
-            running = usage.GpuSeconds.of(self.capacity_type(active), seconds)
-        wait = usage.meter(
-            self.obs.status.get("usage"),
-            self.status,
-            running,
-            prices,
-            self.spec.resources.gpu_type,
-            self.obs.now,
-        )
-        if wait is not None:
-            self.plan.later(wait)
 
     def back_off(self) -> int:
         """Hold the next attempt back after a failed one: the wait doubles with each failure,
@@ -269,6 +257,11 @@ class _Planner:
         if self.status.get("phase") in ("Succeeded", "Failed"):
             self.after_finish()
             return self.plan
+        for advice in self.obs.advice:
+            turned = _condition_of(self.obs.status, advice.type).get("status") != "False"
+            self.condition(advice.type, advice.ok, advice.reason, advice.message)
+            if not advice.ok and turned:
+                self.plan.events.append(Event("Warning", advice.reason, advice.message))
         if self.past_deadline():
             return self.plan
         if self.spec.suspend:
@@ -557,12 +550,7 @@ def rejected(obs: Observed, why: str) -> Status:
     return status
 
 
-def plan(
-    obs: Observed,
-    capacity: CapacityConvention,
-    master_port: int = 29500,
-    prices: PriceTable | None = None,
-) -> Plan:
+def plan(obs: Observed, capacity: CapacityConvention, master_port: int = 29500) -> Plan:
     """The next status and actions for one TrainingJob."""
     if obs.spec is None:
         status = copy.deepcopy(obs.status)
@@ -578,7 +566,4 @@ def plan(
         status["observedGeneration"] = obs.generation
         status["message"] = f"invalid spec: {obs.spec_error}"
         return Plan(status=status)
-    planner = _Planner(obs, capacity, master_port)
-    result = planner.run()
-    planner.meter(prices or PriceTable())
-    return result
+    return _Planner(obs, capacity, master_port).run()
