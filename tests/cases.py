@@ -79,6 +79,7 @@ INLINE: dict[str, dict[str, Any]] = {
 }
 INFS = "inferenceservice-canary.yaml"
 METRIC = {"name": "m", "query": "up"}
+OFF_HOURS = {"days": ["Mon"], "start": "20:00", "end": "07:00"}
 
 INVALID = (
     Invalid("tj-no-image", TJ, (("spec.image", DELETE),), "spec.image"),
@@ -450,6 +451,53 @@ INVALID = (
             ("spec.model.credentialsSecret", "-hmac"),
         ),
         "spec.model.credentialsSecret",
+    ),
+    Invalid(
+        "infs-off-hours-repeated-day",
+        INFS,
+        (
+            (
+                "spec.schedule",
+                {"offHours": [{"days": ["Sat", "Sat"], "start": "00:00", "end": "00:00"}]},
+            ),
+        ),
+        "spec.schedule.offHours[0].days",
+    ),
+    Invalid(
+        "infs-off-hours-bad-time",
+        INFS,
+        (("spec.schedule", {"offHours": [{"days": ["Mon"], "start": "8:00", "end": "18:00"}]}),),
+        "spec.schedule.offHours[0].start",
+    ),
+    Invalid(
+        "infs-off-hours-bad-time-zone",
+        INFS,
+        (("spec.schedule", {"offHours": [OFF_HOURS], "timeZone": "Europe/Berlin CET"}),),
+        "spec.schedule.timeZone",
+    ),
+    Invalid(
+        "infs-idle-without-signal",
+        INFS,
+        (("spec.idle", {"after": "30m"}),),
+        "spec.idle.requestsQuery",
+    ),
+    Invalid(
+        "infs-idle-after-too-short",
+        INFS,
+        (("spec.idle", {"after": "10s", "gpuUtilizationBelow": 5}),),
+        "spec.idle.after",
+    ),
+    Invalid(
+        "infs-idle-gpu-over-100",
+        INFS,
+        (("spec.idle", {"after": "30m", "gpuUtilizationBelow": 101}),),
+        "spec.idle.gpuUtilizationBelow",
+    ),
+    Invalid(
+        "tj-start-window-bad-day",
+        TJ,
+        (("spec.schedule", {"startWindow": {**OFF_HOURS, "days": ["Someday"]}}),),
+        "spec.schedule.startWindow.days[0]",
     ),
     Invalid(
         "budget-covers-nobody",

@@ -45,6 +45,21 @@ TRAINING_GPU_SECONDS = Counter(
     "GPU time of ended attempts, from when their containers started running.",
     TEAM_LABELS,
 )
+# Metered usage, added as each resource's status.usage grows (the running attempt or live pods
+# included), so increase() over a window is what the window used. Every label is bounded: team
+# and cost_center by the admin's lists (any other value shares `other`), gpu_type by the price
+# table's keys (`other` without a table), kind and capacity_type by design.
+USAGE_LABELS = ("team", "cost_center", "kind", "gpu_type", "capacity_type")
+GPU_HOURS = Counter(
+    f"{PREFIX}_gpu_hours",
+    "GPU-hours of TrainingJobs and InferenceServices, from when their containers started.",
+    USAGE_LABELS,
+)
+COST = Counter(
+    f"{PREFIX}_cost",
+    "What those GPU-hours cost at the admin's price table, in its currency.",
+    USAGE_LABELS,
+)
 RECONCILE_SECONDS = Histogram(
     f"{PREFIX}_reconcile_duration_seconds",
     "Time to reconcile one resource.",
@@ -118,6 +133,17 @@ TRAINING_COUNTS = {
     "retryable_restarts": TRAINING_RETRYABLE_RESTARTS,
     "resumes": TRAINING_RESUMES,
 }
+
+
+def record_usage(
+    labels: tuple[str, str, str, str], added: Iterable[tuple[str, float, float | None]]
+) -> None:
+    """Add what a status write metered: `labels` are team, cost_center, kind and gpu_type;
+    `added` has (capacity type, GPU-hours, cost or None) items."""
+    for capacity, hours, cost in added:
+        GPU_HOURS.labels(*labels, capacity).inc(hours)
+        if cost is not None:
+            COST.labels(*labels, capacity).inc(cost)
 
 
 def team_label(team: str | None, teams: Collection[str]) -> str:

@@ -16,6 +16,7 @@ from stratus import health, kube, metrics
 from stratus.budgets import controller as budget_controller
 from stratus.budgets import gate as budget_gate
 from stratus.budgets import handlers as budget_handlers
+from stratus.schedules import gate as schedule_gate
 from stratus.serving import controller as serving_controller
 from stratus.serving import handlers as serving_handlers
 from stratus.training import controller as training_controller
@@ -89,6 +90,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         pods=nothing,
     )
     training_handlers.WIRING.start(controller, controller.reconcile)
+    controller.gates.append(schedule_gate.start_window)
     budgets = budget_controller.BudgetController(kube=writer, budgets=nothing, workloads=nothing)
     budget_handlers.WIRING.start(budgets, budgets.reconcile)
     controller.gates.append(budget_gate.gate(budgets.all_budgets))

@@ -21,6 +21,7 @@ from stratus.api.trainingjob import KIND, TrainingJobSpec
 from stratus.clock import now as clock_now
 from stratus.conditions import Event
 from stratus.config import OperatorConfig
+from stratus.cost import usage
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
 from stratus.training import planner
@@ -102,12 +103,14 @@ class TrainingController:
             if retry is None:
                 reconciling.record(self.kube, obj, events)
             return retry
-        plan = planner.plan(observed, self.config.spot, self.config.master_port)
+        plan = planner.plan(observed, self.config.spot, self.config.master_port, self.config.prices)
         if plan.read_events is not None:
             read = await self._events(observed.owner.namespace, plan.read_events)
             if read is not None:
                 observed = dataclasses.replace(observed, job_events=read)
-                plan = planner.plan(observed, self.config.spot, self.config.master_port)
+                plan = planner.plan(
+                    observed, self.config.spot, self.config.master_port, self.config.prices
+                )
         if plan.progress_only and plan.status != status:
             held = self.status_writer.hold(key, PROGRESS_INTERVAL)
             if held is not None:
@@ -148,6 +151,16 @@ class TrainingController:
             metrics.TRAINING_COUNTS[name].labels(team).inc()
         if plan.gpu_seconds:
             metrics.TRAINING_GPU_SECONDS.labels(team).inc(plan.gpu_seconds)
+        if spec:
+            prices = self.config.prices
+            labels = (
+                team,
+                metrics.team_label(spec.cost_center, self.config.cost_centers),
+                KIND,
+                prices.key(spec.resources.gpu_type),
+            )
+            old = (observed.status.get("usage"), plan.status.get("usage"))
+            metrics.record_usage(labels, usage.increments(*old, prices))
 
     async def _events(self, namespace: str, job: JobView) -> tuple[EventView, ...] | None:
         """The Job's Events, or None when they cannot be read (the plan then keeps what the

@@ -15,6 +15,8 @@ from typing import Any
 from stratus.api.trainingjob import TrainingJobSpec
 from stratus.conditions import Event, parse_time, set_condition, timestamp
 from stratus.config import CapacityConvention
+from stratus.cost import usage
+from stratus.cost.prices import ON_DEMAND, SPOT, PriceTable
 from stratus.podspec import Manifest, Owner
 from stratus.training import builders
 from stratus.training.views import (
@@ -223,6 +225,29 @@ class _Planner:
         seconds = _gpu_seconds(self.spec, job, self.pods(job.attempt), self.obs.now)
         self.plan.gpu_seconds += seconds
         self.status["gpuSeconds"] += seconds
+        usage.settle(self.status, usage.GpuSeconds.of(self.capacity_type(job), seconds))
+
+    def capacity_type(self, job: JobView) -> str:
+        # A Job from before the label: spot when the spec asks for spot.
+        return job.capacity or (SPOT if self.spec.spot.enabled else ON_DEMAND)
+
+    def meter(self, prices: PriceTable) -> None:
+        """status.usage: ended attempts, and the running one up to now."""
+        running = usage.GpuSeconds()
+        active = self.job(self.status["attempt"])
+        if active and not active.finished and active.name not in self.plan.delete_jobs:
+            seconds = _gpu_seconds(self.spec, active, self.pods(active.attempt), self.obs.now)
+            running = usage.GpuSeconds.of(self.capacity_type(active), seconds)
+        wait = usage.meter(
+            self.obs.status.get("usage"),
+            self.status,
+            running,
+            prices,
+            self.spec.resources.gpu_type,
+            self.obs.now,
+        )
+        if wait is not None:
+            self.plan.later(wait)
 
     def back_off(self) -> int:
         """Hold the next attempt back after a failed one: the wait doubles with each failure,
@@ -550,7 +575,12 @@ def rejected(obs: Observed, why: str) -> Status:
     return status
 
 
-def plan(obs: Observed, capacity: CapacityConvention, master_port: int = 29500) -> Plan:
+def plan(
+    obs: Observed,
+    capacity: CapacityConvention,
+    master_port: int = 29500,
+    prices: PriceTable | None = None,
+) -> Plan:
     """The next status and actions for one TrainingJob."""
     if obs.spec is None:
         status = copy.deepcopy(obs.status)
@@ -566,4 +596,7 @@ def plan(obs: Observed, capacity: CapacityConvention, master_port: int = 29500) 
         status["observedGeneration"] = obs.generation
         status["message"] = f"invalid spec: {obs.spec_error}"
         return Plan(status=status)
-    return _Planner(obs, capacity, master_port).run()
+    planner = _Planner(obs, capacity, master_port)
+    result = planner.run()
+    planner.meter(prices or PriceTable())
+    return result
