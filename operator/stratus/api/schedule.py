@@ -34,9 +34,7 @@ def _zone(name: str) -> str:
     return name
 
 
-TimeZone = Annotated[
-    str, Field(pattern=TIME_ZONE_PATTERN, max_length=64), AfterValidator(_zone)
-]
+TimeZone = Annotated[str, Field(pattern=TIME_ZONE_PATTERN, max_length=64), AfterValidator(_zone)]
 
 
 class Window(ApiModel):

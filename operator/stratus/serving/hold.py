@@ -177,9 +177,7 @@ def _transitions(
         return
     if record["held"]:
         record["heldSince"] = timestamp(now)
-        record["heldFrom"] = (
-            before.get("heldFrom") if before.get("held") else _size(p)
-        )
+        record["heldFrom"] = before.get("heldFrom") if before.get("held") else _size(p)
         if record["reason"] == IDLE_SCALED_TO_ZERO:
             p.event(
                 IDLE_SCALED_TO_ZERO,
