@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from stratus.config import from_env
+from stratus.cost.prices import Price
 from stratus.devcluster import packaging
 
 Obj = dict[str, Any]
@@ -188,3 +190,49 @@ def test_the_packaged_chart_lints_and_carries_its_crds(tmp_path: Path) -> None:
     text = packaging.helm("template", "stratus", str(archive), "--namespace", "stratus-system")
     docs = [d for d in yaml.safe_load_all(text) if d]
     assert len(of_kind(docs, "CustomResourceDefinition")) == len(generated_crds())
+
+
+def operator_env(docs: list[Obj]) -> dict[str, str]:
+    (container,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_the_price_table_reaches_the_operator_as_json_and_parses(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "cost:\n"
+        "  currency: EUR\n"
+        "  prices:\n"
+        "    default: {spot: 1.1, onDemand: 3.2}\n"
+        "    NVIDIA-H100-80GB-HBM3: {spot: 3.9, onDemand: 9.8}\n"
+        "costCenters: [cc-1]\n"
+    )
+    env = operator_env(render("-f", str(values)))
+    assert env["STRATUS_CURRENCY"] == "EUR"
+    assert env["STRATUS_COST_CENTERS"] == "cc-1"
+    config = from_env({k: v for k, v in env.items() if v is not None})
+    assert config.prices.currency == "EUR"
+    assert config.prices.price("NVIDIA-H100-80GB-HBM3") == Price(3.9, 9.8)
+    assert config.prices.price("NVIDIA-A10G") == Price(1.1, 3.2)
+
+
+def test_without_prices_the_operator_gets_none_and_shows_gpu_hours_only() -> None:
+    env = operator_env(render())
+    assert "STRATUS_PRICES" not in env
+    assert env["STRATUS_CURRENCY"] == "USD"
+    assert from_env({k: v for k, v in env.items() if v is not None}).prices.prices == {}
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ('{"a100": {"spot": 1, "onDemand": 2}}', "missing property 'default'"),
+        ('{"default": {"spot": -1, "onDemand": 2}}', "minimum"),
+        ('{"default": {"spot": 1}}', "missing property 'onDemand'"),
+    ],
+)
+def test_a_bad_price_table_is_refused_at_install(values: str, says: str) -> None:
+    with pytest.raises(RuntimeError, match=says):
+        render("--set-json", f"cost.prices={values}")
+    with pytest.raises(RuntimeError, match="pattern"):
+        render("--set", "cost.currency=usd")
