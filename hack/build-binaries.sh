@@ -89,4 +89,29 @@ build seaweedfs "$SEAWEEDFS_VERSION" \
   "-X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=${SEAWEEDFS_VERSION##*-}" \
   github.com/seaweedfs/seaweedfs/weed
 
+# Kueue reads its metrics serving certificate from a fixed /etc/kueue/metrics/certs unless it
+# manages certificates itself (which needs its webhook configurations and conversion webhooks
+# in the cluster). Its main package (one main.go) is built from a copy with that one line
+# changed to read the directory from KUEUE_METRICS_CERT_DIR, that path still the default: a
+# build overlay places the copy in this repository's tools module (Go replaces no file of the
+# module cache), and the build stops if the line is not there.
+kueue_overlay() {
+  local out=$1 src line='metricsCertPath := "/etc/kueue/metrics/certs"'
+  src=$(cd "$here/tools/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)/cmd/kueue/main.go
+  grep -qF "$line" "$src" || { log "kueue: $line not found in $src"; exit 1; }
+  sed "s|$line|metricsCertPath := func() string { if d := os.Getenv(\"KUEUE_METRICS_CERT_DIR\"); d != \"\" { return d }; return \"/etc/kueue/metrics/certs\" }()|" \
+    "$src" >"$out/main.go"
+  printf '{"Replace": {"%s": "%s"}}\n' "$here/tools/kueue/kueue/main.go" "$out/main.go" \
+    >"$out/overlay.json"
+}
+if grep -qxF kueue <<<"$todo"; then
+  overlay=$(mktemp -d)
+  kueue_overlay "$overlay"
+  GOFLAGS="$GOFLAGS -overlay=$overlay/overlay.json" build kueue "$KUEUE_VERSION" \
+    "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" ./kueue
+  rm -rf "$overlay"
+else
+  build kueue "$KUEUE_VERSION" "" ./kueue
+fi
+
 log "all binaries ready, cached under $cache/bin or reused (total $(( $(date +%s) - start ))s)"

@@ -121,6 +121,22 @@ def test_the_peer_comes_only_from_the_cache(tmp_path: Path, empty_cache: Path) -
     assert choices["training-operator.v1"].action == "build"
 
 
+def test_kueue_comes_only_from_the_cache_and_a_plain_cluster_does_not_need_it(
+    tmp_path: Path, empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "mine"
+    fake_binary(mine, "kueue", PINNED["KUEUE_VERSION"])
+    choices = by_name(binaries.plan(["all"], env={"STRATUS_BIN_DIR": str(mine)}))
+    assert choices["kueue"].action == "build"
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    monkeypatch.delenv("STRATUS_BIN_DIR", raising=False)
+    with pytest.raises(binaries.MissingBinariesError) as missing:
+        binaries.locate()
+    assert f"kueue-{PINNED['KUEUE_VERSION']}" not in str(missing.value)
+    cached = fake_binary(empty_cache / "bin" / f"kueue-{PINNED['KUEUE_VERSION']}", "kueue", "")
+    assert binaries.locate("kueue")["kueue"] == cached
+
+
 def test_locate_takes_the_users_binary_and_says_how_to_get_the_missing_ones(
     tmp_path: Path, empty_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,8 +177,8 @@ def test_the_plan_says_what_is_reused_cached_and_built_and_how_long(
     assert f"cached in {empty_cache / 'bin'}: kwok\n" in text
     assert f"weed {PINNED['SEAWEEDFS_VERSION']}" in text
     assert "kube-apiserver" not in text.split("build from Go modules:")[1].split("\n")[0]
-    # Five Kubernetes binaries, helm, metrics-server, weed, kube-score and the peer.
-    seconds = 5 * 86 + 86 + 128 + 607 + 60 + 97
+    # Five Kubernetes binaries, helm, metrics-server, weed, kube-score, kueue and the peer.
+    seconds = 5 * 86 + 86 + 128 + 607 + 60 + 252 + 97
     assert binaries.build_seconds(choices) == seconds
     assert f"about {round(seconds / 60)} min" in text
 

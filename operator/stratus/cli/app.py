@@ -30,7 +30,13 @@ def _dev_cluster(args: argparse.Namespace) -> LocalCluster:
             print(f"no real node: {reason}", file=sys.stderr)
         else:
             node = realnode.RealNode()
-    return cluster.LocalCluster(args.state_dir, pools, attach_to=attach, real_node=node)
+    return cluster.LocalCluster(
+        args.state_dir,
+        pools,
+        attach_to=attach,
+        real_node=node,
+        with_kueue=getattr(args, "kueue", False),
+    )
 
 
 def cmd_dev_up(args: argparse.Namespace) -> int:
@@ -243,6 +249,12 @@ def build_parser(prog: str = "stratus") -> argparse.ArgumentParser:
         dest="real_node",
         action="store_false",
         help="simulated nodes only (by default, on Linux as root, a real kubelet joins too)",
+    )
+    up.add_argument(
+        "--kueue",
+        action="store_true",
+        help="run Kueue too (make binaries builds it), with flavors spot and on-demand, "
+        "ClusterQueue gpu and LocalQueue default/gpu for TrainingJobs' spec.queueName",
     )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_dev_up)

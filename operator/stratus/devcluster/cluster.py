@@ -22,7 +22,15 @@ from typing import Any
 
 import yaml
 
-from stratus.devcluster import binaries, metricsserver, nodepools, objectstore, pki, realnode
+from stratus.devcluster import (
+    binaries,
+    kueue,
+    metricsserver,
+    nodepools,
+    objectstore,
+    pki,
+    realnode,
+)
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -39,7 +47,14 @@ COMPONENTS = (
 )
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "metrics-server")
 # Ports that are not a component's own.
-EXTRA_PORTS = ("etcd-peer", "kubelet-healthz", "kube-proxy-metrics", *objectstore.INTERNAL_PORTS)
+EXTRA_PORTS = (
+    "etcd-peer",
+    "kubelet-healthz",
+    "kube-proxy-metrics",
+    *objectstore.INTERNAL_PORTS,
+    kueue.NAME,
+    *kueue.INTERNAL_PORTS,
+)
 
 
 class ClusterError(RuntimeError):
@@ -110,6 +125,10 @@ class Layout:
     @property
     def object_store(self) -> objectstore.Layout:
         return objectstore.Layout(self.root / "objectstore")
+
+    @property
+    def kueue(self) -> kueue.Layout:
+        return kueue.Layout(self.root / "kueue")
 
     def cert(self, stem: str) -> Path:
         return self.pki_dir / f"{stem}.crt"
@@ -246,6 +265,8 @@ def component_args(  # noqa: PLR0911 (a command line per component)
     if name == objectstore.NAME:
         node_ip = node[1].node_ip if node else None
         return objectstore.args(bins["weed"], layout.object_store, ports, node_ip)
+    if name == kueue.NAME:
+        return kueue_args(layout, kwok_kubeconfig)
     if node is not None and name in NODE_COMPONENTS:
         return _node_args(layout, name, bins, ports, *node)
     raise ValueError(f"unknown component {name}")
@@ -303,6 +324,19 @@ def _flag(args: list[str], flag: str) -> str:
     return next(a.partition("=")[2] for a in args if a.startswith(f"{flag}="))
 
 
+def kueue_args(layout: Layout, fallback_kubeconfig: Path) -> list[str]:
+    """Kueue's command line, with its own identity; an attached cluster's kubeconfig (or that of
+    a cluster started before Kueue had one) otherwise."""
+    kubeconfig = layout.component_kubeconfig(pki.KUEUE)
+    if not kubeconfig.exists():
+        kubeconfig = fallback_kubeconfig
+    return kueue.args(binaries.locate(kueue.NAME)[kueue.NAME], kubeconfig, layout.kueue)
+
+
+def kueue_ports(ports: dict[str, int]) -> kueue.Ports:
+    return kueue.Ports(ports[kueue.NAME], ports["kueue-metrics"], ports["kueue-webhook"])
+
+
 def _health_url(name: str, ports: dict[str, int], args: list[str]) -> str:  # noqa: PLR0911
     if name == "metrics-server":
         # It listens on the node's bridge alone: probed where its own arguments say.
@@ -311,6 +345,8 @@ def _health_url(name: str, ports: dict[str, int], args: list[str]) -> str:  # no
         return f"http://127.0.0.1:{ports['etcd']}/health"
     if name == objectstore.NAME:
         return objectstore.health_url(args, ports)
+    if name == kueue.NAME:
+        return kueue.health_url(kueue_ports(ports))
     if name == "kwok":
         return f"http://127.0.0.1:{ports['kwok']}/healthz"
     if name == "kubelet":
@@ -400,10 +436,12 @@ class LocalCluster:
         extra_apiserver_args: tuple[str, ...] = (),
         attach_to: Path | None = None,
         real_node: realnode.RealNode | None = None,
+        with_kueue: bool = False,
     ) -> None:
         """With `attach_to` (a kubeconfig), only kwok and the node pools are added to that
         existing cluster (kind, say). Without pools, no kwok runs: nothing to simulate. With
-        `real_node`, a kubelet on this machine joins too (Linux and root only)."""
+        `real_node`, a kubelet on this machine joins too (Linux and root only). With
+        `with_kueue`, Kueue runs too, last, with queues for the pools (stratus.devcluster.kueue)."""
         self.layout = Layout(state_dir.resolve())
         self.pools = pools
         self.extra_apiserver_args = extra_apiserver_args
@@ -417,6 +455,7 @@ class LocalCluster:
             *(("kwok",) if pools else ()),
             *(NODE_COMPONENTS if real_node else ()),
         )
+        self.with_kueue = with_kueue
         # Children started by this object; polled directly, since a just-forked child does not
         # show its own command line yet.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -439,7 +478,9 @@ class LocalCluster:
             for p in state.processes
         }
 
-    def up(self, timeout: float = 120.0, log: Callable[[str], None] = print) -> ClusterState:
+    def up(  # noqa: PLR0915 (every step of a start, in order)
+        self, timeout: float = 120.0, log: Callable[[str], None] = print
+    ) -> ClusterState:
         """Start the cluster and return once it is ready; reuse it when it already runs."""
         started = time.monotonic()
         existing = self.state()
@@ -496,6 +537,8 @@ class LocalCluster:
             self._add_nodes(deadline, log)
             if store is not None:
                 self._provision_object_store(store, deadline, log)
+            if self.with_kueue:
+                self._start_kueue(state, ports, deadline, log, started, queues=True)
         except Exception as exc:
             hint = self._log_tails()
             self.down(log=lambda _msg: None)
@@ -503,6 +546,72 @@ class LocalCluster:
         elapsed = time.monotonic() - started
         log(f"cluster ready in {elapsed:.1f}s; export KUBECONFIG={self.kubeconfig}")
         return state
+
+    def start_kueue(self, timeout: float = 120.0, log: Callable[[str], None] = print) -> None:
+        """Start Kueue beside a running cluster (one started without it); `down` stops it with
+        the rest, or `stop_kueue` alone."""
+        state = self.state()
+        if state is None:
+            raise ClusterError("no cluster running")
+        ports = {p.name: p.port for p in state.processes}
+        ports.update({name: free_port() for name in (kueue.NAME, *kueue.INTERNAL_PORTS)})
+        deadline = time.monotonic() + timeout
+        try:
+            self._start_kueue(state, ports, deadline, log, time.monotonic())
+        except Exception as exc:
+            hint = self._log_tails()
+            self.stop_kueue()
+            raise ClusterError(f"{exc}\n{hint}") from exc
+
+    def stop_kueue(self) -> None:
+        state = self.state()
+        if state is None:
+            return
+        mine = [p for p in state.processes if p.name == kueue.NAME]
+        self._stop(mine)
+        state.processes = [p for p in state.processes if p.name != kueue.NAME]
+        state.save(self.layout.state_file)
+        shutil.rmtree(self.layout.kueue.root, ignore_errors=True)
+
+    def _kueue_api(self) -> Any:
+        from stratus.devcluster import kubeapi  # noqa: PLC0415 - needs the API server up first
+
+        return kubeapi.connect(self.kubeconfig)
+
+    def _start_kueue(
+        self,
+        state: ClusterState,
+        ports: dict[str, int],
+        deadline: float,
+        log: Callable[[str], None],
+        started: float,
+        queues: bool = False,
+    ) -> None:
+        """Kueue's CRDs (it does not start without them), then Kueue itself; with `queues`, the
+        queues `stratus dev up --kueue` makes."""
+        api = self._kueue_api()
+        names = api.create_crds(kueue.crd_files())
+        _wait(
+            f"{len(names)} Kueue CRDs to be Established",
+            lambda: api.crds_established(names),
+            deadline,
+            self._first_dead,
+        )
+        ca_dir = self.layout.pki_dir if self.attach_to is None else None
+        kueue.prepare(self.layout.kueue, kueue_ports(ports), ca_dir)
+        args = kueue_args(self.layout, self.kubeconfig)
+        state.processes.append(self._spawn(kueue.NAME, args, ports[kueue.NAME]))
+        state.save(self.layout.state_file)
+        ctx = _ssl_context(self.layout) if self.attach_to is None else ssl.create_default_context()
+        self._wait_healthy(kueue.NAME, ports, args, ctx, deadline)
+        version = binaries.versions()["KUEUE_VERSION"]
+        log(f"kueue {version} ready ({time.monotonic() - started:.1f}s)")
+        if queues:
+            api.create_custom(kueue.default_queues(self.pools))
+            log(
+                f"Kueue queues: ClusterQueue {kueue.CLUSTER_QUEUE} (flavors {kueue.SPOT_FLAVOR}, "
+                f"{kueue.ON_DEMAND_FLAVOR}), LocalQueue default/{kueue.LOCAL_QUEUE}"
+            )
 
     def _prepare_real_node(
         self, ports: dict[str, int]
@@ -712,6 +821,7 @@ class LocalCluster:
         self._stop([p for p in state.processes if p.name not in NODE_COMPONENTS])
         self.layout.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
+        shutil.rmtree(self.layout.kueue.root, ignore_errors=True)
         for proc in state.processes:
             if proc.name == objectstore.NAME:
                 objectstore.remove(self.layout.object_store, proc.args)

@@ -64,6 +64,40 @@ class NodeApi:
                 if any(e.status != 409 for e in exc.api_exceptions):
                     raise
 
+    def create_custom(self, manifests: list[dict[str, Any]]) -> None:
+        """Create custom objects (cluster-scoped, or namespaced with metadata.namespace); one
+        that exists already is left as it is."""
+        custom = client.CustomObjectsApi(self.core.api_client)
+        for manifest in manifests:
+            group, _, version = manifest["apiVersion"].partition("/")
+            kind = manifest["kind"].lower()
+            plural = kind + ("es" if kind.endswith("s") else "s")
+            namespace = manifest["metadata"].get("namespace")
+            try:
+                if namespace:
+                    custom.create_namespaced_custom_object(
+                        group, version, namespace, plural, manifest
+                    )
+                else:
+                    custom.create_cluster_custom_object(group, version, plural, manifest)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+    def create_crds(self, files: list[Path]) -> list[str]:
+        """Create the CRDs in `files`; their names."""
+        docs = [doc for f in files for doc in yaml.safe_load_all(f.read_text()) if doc]
+        self.apply_all(docs)
+        return [doc["metadata"]["name"] for doc in docs]
+
+    def crds_established(self, names: list[str]) -> bool:
+        ext = client.ApiextensionsV1Api(self.core.api_client)
+        for name in names:
+            conditions = ext.read_custom_resource_definition(name).status.conditions or []
+            if not any(c.type == "Established" and c.status == "True" for c in conditions):
+                return False
+        return True
+
     def patch_node_status(self, node: str, patch: dict[str, Any]) -> None:
         self.core.patch_node_status(node, patch)
 

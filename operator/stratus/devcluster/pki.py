@@ -36,16 +36,19 @@ KWOK = Identity("kwok", "stratus-kwok", ("system:masters",))
 KUBE_PROXY = Identity("kube-proxy", "system:kube-proxy")
 # How the API server authenticates to kubelets (logs, exec, port-forward).
 KUBELET_CLIENT = Identity("apiserver-kubelet-client", "stratus-apiserver", ("system:masters",))
-CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, KUBE_PROXY, KUBELET_CLIENT)
 # How the API server's aggregator authenticates to metrics-server; the API server accepts this
 # name alone in its request headers.
 FRONT_PROXY = Identity("front-proxy-client", "front-proxy-client")
 # metrics-server reads every node's kubelet and delegates its own authentication and
 # authorization to the API server: a development component, trusted like kwok.
 METRICS_SERVER = Identity("metrics-server", "system:metrics-server", ("system:masters",))
+# Kueue (`stratus dev up --kueue`) manages Jobs, Workloads and queues cluster-wide: a development
+# component, trusted like kwok.
+KUEUE = Identity("kueue", "stratus-kueue", ("system:masters",))
 # Only a cluster with a real node runs metrics-server: kwok's nodes have no kubelet to read.
 NODE_IDENTITIES = (FRONT_PROXY, METRICS_SERVER)
 METRICS_SERVER_SERVICE = "metrics-server.kube-system.svc"
+CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, KUBE_PROXY, KUBELET_CLIENT, KUEUE)
 
 
 def node_identity(node: str) -> Identity:
@@ -119,6 +122,15 @@ class Authority:
             )
             .sign(key, hashes.SHA256())
         )
+        return cls(key, cert)
+
+    @classmethod
+    def load(cls, directory: Path, stem: str = "ca") -> Authority:
+        """The authority `write` left in `directory` (the cluster's CA, to sign more pairs)."""
+        key = serialization.load_pem_private_key((directory / f"{stem}.key").read_bytes(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{directory / stem}.key is not an EC key")
+        cert = x509.load_pem_x509_certificate((directory / f"{stem}.crt").read_bytes())
         return cls(key, cert)
 
     def write(self, directory: Path, stem: str = "ca") -> None:

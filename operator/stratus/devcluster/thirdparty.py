@@ -1,10 +1,12 @@
-"""CRDs of the projects Stratus integrates with (Gateway API, KEDA), read from their pinned Go
-modules through the module proxy and cached in Go's module cache, outside the repository."""
+"""CRDs of the projects Stratus integrates with (Gateway API, KEDA; Kueue's through
+stratus.devcluster.kueue), read from their pinned Go modules through the module proxy and cached
+in Go's module cache, outside the repository."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from stratus.devcluster import binaries
@@ -30,7 +32,11 @@ CRDS = {
 
 def crd_files(name: str) -> list[Path]:
     module, key, files = CRDS[name]
-    version = binaries.versions()[key]
+    return module_files(module, binaries.versions()[key], files)
+
+
+def module_files(module: str, version: str, files: Iterable[str]) -> list[Path]:
+    """Where `files` of a Go module at `version` are, once the module is in Go's cache."""
     done = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True,
