@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from stratus.api import inferenceservice, trainingjob
+from stratus.api.schedule import StartWindow
+from stratus.schedules import windows
 from stratus.serving.labels import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
@@ -165,14 +167,88 @@ def get_table(
     kind: Kind, objs: Sequence[Obj], now: dt.datetime, namespaces: bool, prefixed: bool
 ) -> str:
     """`stratus get`: one row per resource; the namespace column with -A, and names prefixed
-    with their kind when both kinds are listed (as `kubectl get all` does)."""
+    with their kind when both kinds are listed (as `kubectl get all` does). A NEXT column,
+    when any of them has a schedule, says what it changes next."""
+    scheduled = any((obj.get("spec") or {}).get("schedule") or _idle(obj) for obj in objs)
     headers = (["NAMESPACE"] if namespaces else []) + ["NAME", *HEADERS[kind]]
+    headers += ["NEXT"] if scheduled else []
     rows = []
     for obj in objs:
         name = _meta(obj).get("name", "")
         row = [f"{kind.singular}/{name}" if prefixed else name, *_row(kind, obj, now)]
+        row += [next_change(kind, obj, now) or "-"] if scheduled else []
         rows.append(([_meta(obj).get("namespace", "")] if namespaces else []) + row)
     return table(headers, rows)
+
+
+def _idle(obj: Obj) -> bool:
+    return bool((obj.get("spec") or {}).get("idle"))
+
+
+def next_change(kind: Kind, obj: Obj, now: dt.datetime) -> str | None:
+    """What a schedule changes next, in a few words: an InferenceService's replicas at its
+    status.schedule.nextChange ("0 replicas in 3h"), or when a TrainingJob waiting for its
+    start window may start ("starts in 5h"); None when nothing is scheduled."""
+    if kind is INFERENCESERVICE:
+        record = _status(obj).get("schedule") or {}
+        at = parse_time(record.get("nextChange"))
+        if at is None or record.get("nextReplicas") is None:
+            return None
+        return f"{record['nextReplicas']} replicas in {duration((at - now).total_seconds())}"
+    raw = ((obj.get("spec") or {}).get("schedule") or {}).get("startWindow")
+    if not raw or _phase(obj) != "Waiting":
+        return None
+    try:
+        window = StartWindow.model_validate(raw)
+    except ValueError:
+        return None
+    state = windows.state(windows.occurrences([window], window.time_zone, now), now)
+    if state.inside or state.next_change is None:
+        return None
+    return f"starts in {duration((state.next_change - now).total_seconds())}"
+
+
+def schedule_lines(kind: Kind, obj: Obj, now: dt.datetime) -> list[str]:
+    """describe: the schedule as asked, where it stands, and what it changes next."""
+    spec: Obj = obj.get("spec") or {}
+    raw = spec.get("schedule") or {}
+    lines: list[str] = []
+    if kind is TRAININGJOB:
+        window = raw.get("startWindow")
+        if window:
+            zone = window.get("timeZone", "UTC")
+            days = ",".join(window.get("days") or [])
+            lines.append(f"Start window: {days} {window.get('start')}-{window.get('end')} {zone}")
+    else:
+        for window in raw.get("offHours") or []:
+            days = ",".join(window.get("days") or [])
+            lines.append(
+                f"Off-hours:   {days} {window.get('start')}-{window.get('end')} "
+                f"{raw.get('timeZone', 'UTC')} (at {raw.get('replicas', 0)} replicas, back "
+                f"{raw.get('warmUp', '10m')} early)"
+            )
+        idle = spec.get("idle") or {}
+        if idle:
+            signals = [
+                f"GPU below {idle['gpuUtilizationBelow']}%"
+                if "gpuUtilizationBelow" in idle
+                else "",
+                "no requests" if idle.get("requestsQuery") else "",
+            ]
+            lines.append(
+                f"Idle:        to zero after {idle.get('after')} of "
+                + " and ".join(s for s in signals if s)
+            )
+        record = _status(obj).get("schedule") or {}
+        if record:
+            lines.append(
+                f"Schedule:    {record.get('reason') or '-'}: {record.get('message') or ''}"
+            )
+            lines.append(f"GPU-hours reclaimed: {float(record.get('gpuHoursReclaimed') or 0):g}")
+    nxt = next_change(kind, obj, now)
+    if nxt:
+        lines.append(f"Next change: {nxt}")
+    return lines
 
 
 def as_list(objs: Sequence[Obj]) -> Obj:
@@ -401,6 +477,7 @@ def describe_trainingjob(
     ]
     if status.get("nextAttemptAt"):
         lines.append(f"Next attempt at: {status['nextAttemptAt']}")
+    lines += schedule_lines(TRAININGJOB, obj, now)
     text = "\n".join(lines) + "\n"
     text += "Attempts:\n" + _indent(render_timeline(attempts, now))
     text += "Conditions:\n" + _indent(conditions(obj, now))
@@ -547,6 +624,7 @@ def describe_inferenceservice(
         f"Model:       {(spec.get('model') or {}).get('uri', '-')}",
         f"Replicas:    {replicas.get('min', 1)}-{replicas.get('max', 1)}",
         f"URL:         {_or_dash(status.get('url'))}",
+        *schedule_lines(INFERENCESERVICE, obj, now),
     ]
     text = "\n".join(lines) + "\n"
     text += "Rollout:\n" + _indent("\n".join(rollout_lines(obj)))

@@ -8,13 +8,14 @@ import argparse
 import datetime as dt
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from stratus.cli import render
 from stratus.cli.render import INFERENCESERVICE, KINDS, TRAININGJOB, Kind, Obj
 from stratus.cli.rollout import connect
-from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
+from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL, WAKE_ANNOTATION
 from stratus.training.labels import ATTEMPT_LABEL, TRAININGJOB_LABEL
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
@@ -133,9 +134,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_suspend(args: argparse.Namespace) -> int:
     """Set spec.suspend, which the operator acts on: the active attempt ends without counting,
     and resuming starts the next one from the latest checkpoint."""
-    _, name = render.target(args.name, TRAININGJOB)
-    cluster = connect(args)
     suspend = args.command == "suspend"
+    # resume also wakes an InferenceService (infs/NAME); suspend is a TrainingJob's only.
+    kind, name = render.target(args.name, TRAININGJOB if suspend else None)
+    cluster = connect(args)
+    if kind is INFERENCESERVICE:
+        return _wake(args, cluster, name)
     obj = cluster.patch(TRAININGJOB, name, {"spec": {"suspend": suspend}})
     if args.output != "text":
         sys.stdout.write(render.dump(obj, args.output))
@@ -146,6 +150,21 @@ def cmd_suspend(args: argparse.Namespace) -> int:
         else "resumed: the next attempt starts from the latest checkpoint"
     )
     print(f"trainingjob {cluster.namespace}/{name} {done}")
+    return 0
+
+
+def _wake(args: argparse.Namespace, cluster: Any, name: str) -> int:
+    """`resume infs/NAME`: wake an InferenceService idle reclamation scaled to zero (the wake
+    annotation, acted on once per new value). Off-hours end on their own schedule."""
+    obj = cluster.patch(
+        INFERENCESERVICE,
+        name,
+        {"metadata": {"annotations": {WAKE_ANNOTATION: str(time.time_ns())}}},
+    )
+    if args.output != "text":
+        sys.stdout.write(render.dump(obj, args.output))
+        return 0
+    print(f"inferenceservice {cluster.namespace}/{name}: wake-up requested")
     return 0
 
 
@@ -278,10 +297,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     for name, text in (
         ("suspend", "stop a TrainingJob's active attempt, uncounted (spec.suspend: true)"),
-        ("resume", "start a suspended TrainingJob's next attempt from its latest checkpoint"),
+        (
+            "resume",
+            "start a suspended TrainingJob's next attempt from its latest checkpoint, or wake "
+            "an InferenceService that idle reclamation scaled to zero (infs/NAME)",
+        ),
     ):
         command = sub.add_parser(name, parents=[common, output], help=text)
-        command.add_argument("name", help="TrainingJob name")
+        command.add_argument("name", help="TrainingJob name, or infs/NAME to resume")
         command.set_defaults(func=cmd_suspend)
 
     logs = sub.add_parser(
