@@ -94,7 +94,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     budgets = budget_controller.BudgetController(kube=writer, budgets=nothing, workloads=nothing)
     budget_handlers.WIRING.start(budgets, budgets.reconcile)
     controller.gates.append(budget_gate.gate(budgets.all_budgets))
-    controller.advisors.append(budget_gate.fit_advisor(budgets.all_budgets))
+    price = budget_gate.priced(cfg.prices)
+    controller.advisors.append(budget_gate.fit_advisor(budgets.all_budgets, price))
     serving = serving_controller.ServingController(
         kube=writer,
         config=cfg,

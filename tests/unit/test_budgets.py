@@ -17,6 +17,7 @@ from stratus.budgets import gate, planner
 from stratus.budgets.ledger import Amounts, WorkloadUsage, workload_usage
 from stratus.budgets.window import period_at, window_at
 from stratus.config import SPOT_PRESETS
+from stratus.cost.prices import Price, PriceTable
 from stratus.training import planner as training_planner
 from tests.cases import BUDGET, INLINE, with_change
 from tests.unit.test_training_planner import job, observe, pod, spec
@@ -410,3 +411,22 @@ def test_the_metrics_show_each_budgets_ratio_and_threshold() -> None:
     assert soft.value == 0.8
     (limit,) = families[metrics.BUDGET_LIMIT].samples
     assert (limit.labels, limit.value) == ({"budget": "team-a", "unit": "gpu_hours"}, 10.0)
+
+
+def test_a_money_budget_estimates_at_the_price_table() -> None:
+    table = PriceTable("EUR", {"default": Price(spot=1.0, on_demand=3.0)})
+    money = budget("money", 0.0, limit={"amount": 5})
+    money["status"]["currency"] = "EUR"
+    hour = {"activeDeadlineSeconds": 3600}
+    advisor = gate.fit_advisor(lambda: [money], gate.priced(table))
+    # On demand: 2 GPU-hours at 3 EUR do not fit in 5 EUR; all on spot at 1 EUR they do.
+    on_demand = advisor(observe(spec(resources={"gpu": 2}, **hour)))
+    assert on_demand is not None
+    assert not on_demand.ok
+    assert "the estimate of 6 EUR" in on_demand.message
+    spot_job = spec(resources={"gpu": 2}, spot={"enabled": True}, **hour)
+    fits = advisor(observe(spot_job))
+    assert fits is not None
+    assert fits.ok
+    # Without prices a money limit cannot be estimated against: no advice at all.
+    assert gate.fit_advisor(lambda: [money])(observe(spec(**hour))) is None

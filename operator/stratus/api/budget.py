@@ -56,7 +56,8 @@ class BudgetWindow(ApiModel):
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="(self.type == 'RollingDays') == has(self.days)",
+            # has(self.type): the API server also checks the rule against the default ({}).
+            cel="(has(self.type) && self.type == 'RollingDays') == has(self.days)",
             message="days is required with type RollingDays, and only with it",
             field_path=".days",
             check=lambda w: (w.type == "RollingDays") == (w.days is not None),

@@ -20,6 +20,7 @@ from stratus.budgets.ledger import Amounts, covers
 from stratus.budgets.planner import figures, parse_spec, unit
 from stratus.budgets.window import window_at
 from stratus.conditions import parse_time, timestamp
+from stratus.cost.prices import ON_DEMAND, SPOT, PriceTable
 from stratus.training.planner import Advice, Hold, Observed
 
 EXHAUSTED = "BudgetExhausted"
@@ -109,6 +110,20 @@ def estimate(spec: TrainingJobSpec) -> float | None:
     return spec.workers * spec.resources.gpu * spec.active_deadline_seconds / 3600
 
 
+def priced(table: PriceTable) -> Price:
+    """The price of a GPU-hour of a TrainingJob at the admin's table: spot for a spot job that
+    never falls back to on-demand, else on-demand (the upper bound); None without a table."""
+
+    def per_hour(spec: TrainingJobSpec) -> float | None:
+        price = table.price(spec.resources.gpu_type)
+        if price is None:
+            return None
+        all_spot = spec.spot.enabled and spec.spot.fallback_to_on_demand_after is None
+        return price.of(SPOT if all_spot else ON_DEMAND)
+
+    return per_hour
+
+
 def _own(obs: Observed) -> Amounts:
     usage = obs.status.get("usage") or {}
     hours = usage.get("gpuHours") or {}
@@ -129,21 +144,20 @@ def fit_advisor(
             return None
         hours = estimate(obs.spec)
         states = [s for s in _covering(budgets(), obs) if s.left is not None]
-        if hours is None or not states:
-            if any(c.get("type") == FITS for c in obs.status.get("conditions") or []):
-                return Advice(FITS, True, "NoEstimate", "no covering Budget or no deadline")
-            return None
         own = _own(obs)
         per_hour = price(obs.spec) if price else None
-        for state in states:
+        checked = 0
+        for state in states if hours is not None else []:
             assert state.left is not None
+            assert hours is not None
             if state.spec.limit.gpu_hours is not None:
                 need, what = max(0.0, hours - own.gpu_hours), "GPU-hours"
             elif per_hour is not None:
                 need = max(0.0, hours * per_hour - own.amount)
                 what = state.currency or "in money"
             else:
-                continue
+                continue  # a money limit without prices: nothing to estimate with
+            checked += 1
             if need > state.left:
                 return Advice(
                     FITS,
@@ -153,6 +167,14 @@ def fit_advisor(
                     f"{obs.spec.resources.gpu} GPU(s) x activeDeadlineSeconds) exceeds the "
                     f"{state.left:.4g} left in budget {state.name}",
                 )
-        return Advice(FITS, True, "Fits", "the estimate fits what the covering Budgets have left")
+        if checked:
+            return Advice(
+                FITS, True, "Fits", "the estimate fits what the covering Budgets have left"
+            )
+        if any(c.get("type") == FITS for c in obs.status.get("conditions") or []):
+            return Advice(
+                FITS, True, "NoEstimate", "no covering Budget, deadline or price to check"
+            )
+        return None
 
     return check
