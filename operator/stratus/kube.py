@@ -164,6 +164,22 @@ def api_unanswered(api: client.ApiClient, timeout: float = 2.0) -> str | None:
     return None
 
 
+def merge_patch(old: Obj, new: Obj) -> Obj:
+    """The JSON merge patch (RFC 7386) from `old` to `new`: what changed, nested objects
+    patched key by key, and None for every key `new` dropped, at any depth (a nested object
+    sent whole would keep the keys it no longer has)."""
+    patch: Obj = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            if nested := merge_patch(before, value):
+                patch[key] = nested
+        elif key not in old or before != value:
+            patch[key] = value
+    patch.update({key: None for key in old if key not in new})
+    return patch
+
+
 class Kube:
     """Writes for the controllers. One instance per operator process."""
 
@@ -237,9 +253,7 @@ class Kube:
         """Merge-patch status from `old` to `new`, only if the object is still at
         `resource_version`; raises ConflictError otherwise."""
         resource = self._resource(api_version, kind)
-        patch = {k: v for k, v in new.items() if old.get(k) != v}
-        patch.update({k: None for k in old if k not in new})
-        body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
+        body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
         try:
             await self._run(
                 resource.status.patch,
