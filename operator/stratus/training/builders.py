@@ -31,6 +31,9 @@ class AttemptPlan:
     on_spot: bool
     # Seconds left of the TrainingJob's activeDeadlineSeconds, if it has one.
     deadline_seconds: int | None = None
+    # Queued on spot: Kueue's ResourceFlavors choose spot or on-demand (the Job tolerates spot
+    # nodes and requires neither), so an exhausted spot quota falls back to on-demand.
+    flexible: bool = False
 
 
 def job_name(owner_name: str, attempt: int) -> str:
@@ -92,7 +95,8 @@ def _placement(
     """Node affinity and tolerations: GPU product, spot or on-demand capacity."""
     terms, tolerations = podspec.gpu_placement(spec.resources)
     if attempt.on_spot:
-        terms.append({"key": capacity.label, "operator": "In", "values": [capacity.spot_value]})
+        if not attempt.flexible:
+            terms.append({"key": capacity.label, "operator": "In", "values": [capacity.spot_value]})
         if capacity.taint_key:
             toleration = {
                 "key": capacity.taint_key,
@@ -131,11 +135,10 @@ def build_job(
     capacity: CapacityConvention,
     master_port: int = 29500,
 ) -> Manifest:
-    labels = {
-        **common_labels(owner, spec),
-        ATTEMPT_LABEL: str(attempt.number),
-        CAPACITY_LABEL: SPOT if attempt.on_spot else ON_DEMAND,
-    }
+    labels = {**common_labels(owner, spec), ATTEMPT_LABEL: str(attempt.number)}
+    if not attempt.flexible:
+        # A flexible attempt's capacity is the flavor Kueue admits it on (views.with_capacity).
+        labels[CAPACITY_LABEL] = SPOT if attempt.on_spot else ON_DEMAND
     job_labels = dict(labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
@@ -181,6 +184,10 @@ def build_job(
     }
     if attempt.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = max(1, attempt.deadline_seconds)
+    if spec.queue_name:
+        # Kueue admits it by unsuspending it (with its flavor's node labels): created suspended,
+        # as Kueue's own Job webhook would make it, so no webhook needs to be registered.
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -25,7 +25,7 @@ from stratus.cost import usage
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
 from stratus.training import planner
-from stratus.training.views import EventView, JobView, PodView, event_view
+from stratus.training.views import EventView, JobView, PodView, event_view, with_capacity
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class TrainingController:
     pods: Lookup
     # Every key the TrainingJob cache holds.
     keys: Callable[[], Iterable[Key]] = lambda: ()
+    # Kueue's Workloads by (namespace, Job name).
+    workloads: Lookup = lambda _key: ()
     clock: Callable[[], dt.datetime] = clock_now
     # What may hold a new attempt back (a budget, a start window): each says why, or None.
     gates: list[Callable[[planner.Observed], planner.Hold | None]] = field(default_factory=list)
@@ -182,8 +184,12 @@ class TrainingController:
         dead = self.tombstones.get(key, {})
         for name in [n for n, p in dead.items() if p.attempt < attempt - 1]:
             del dead[name]
-        live = {p.name: p for p in self.pods(key)}
-        jobs = tuple(self.jobs(key))
+        spot = self.config.spot
+        pods = {
+            p.name: with_capacity(p, spot.label, spot.spot_value)
+            for p in (*self.pods(key), *dead.values())
+        }
+        jobs = tuple(self._with_capacity(self.jobs(key), pods.values()))
         seen = {j.name for j in jobs}
         now = time.monotonic()
         expected = {
@@ -200,14 +206,25 @@ class TrainingController:
             status=status,
             jobs=jobs,
             pending_jobs=frozenset(expected),
-            pods=tuple({**live, **dead}.values()),
+            pods=tuple(pods.values()),
             now=self.clock(),
+            workloads=tuple(w for j in jobs for w in self.workloads((meta["namespace"], j.name))),
         )
         if observed.spec is None or not (self.gates or self.advisors):
             return observed
         holds = tuple(hold for gate in self.gates if (hold := gate(observed)) is not None)
         advice = tuple(a for advisor in self.advisors if (a := advisor(observed)) is not None)
         return dataclasses.replace(observed, holds=holds, advice=advice)
+
+    def _with_capacity(self, jobs: Iterable[JobView], pods: Iterable[PodView]) -> Iterable[JobView]:
+        """Each Job with its capacity type: its label's, its flavor's while Kueue admits it, else
+        its pods' (Kueue takes the flavor off the Job when it evicts it; pods keep theirs)."""
+        by_attempt = {p.attempt: p.capacity for p in pods if p.capacity}
+        for job in jobs:
+            view = with_capacity(job, self.config.spot.label, self.config.spot.spot_value)
+            if view.capacity is None and job.attempt in by_attempt:
+                view = dataclasses.replace(view, capacity=by_attempt[job.attempt])
+            yield view
 
     async def _create(
         self, key: Key, obj: dict[str, Any], observed: planner.Observed, manifest: Manifest

@@ -24,6 +24,7 @@ from stratus.training.views import (
     EventView,
     JobView,
     PodView,
+    WorkloadView,
     failed_create,
     resumable,
 )
@@ -41,6 +42,9 @@ FAILED = "Failed"
 BACKING_OFF = "BackingOff"
 CREATE_FAILED = "CreateFailed"
 PODS_NOT_CREATED = "PodsNotCreated"
+# Kueue holds the attempt's Job suspended (phase Queued), then admits it.
+QUEUED = "Queued"
+ADMITTED = "Admitted"
 
 # An attempt's Job with fewer pods than workers this long (seconds) after its creation may be
 # refused them: its Events are read then, and again every PODS_RECHECK seconds while it lasts,
@@ -67,6 +71,8 @@ class Observed:
     job_events: tuple[EventView, ...] | None = None
     # What holds the next attempt back, or only sends it to spot capacity (the gates').
     holds: tuple[Hold, ...] = ()
+    # Kueue's Workloads of these Jobs (a TrainingJob with spec.queueName).
+    workloads: tuple[WorkloadView, ...] = ()
     # Conditions the advisors report without holding anything back (a budget's estimate).
     advice: tuple[Advice, ...] = ()
 
@@ -352,10 +358,29 @@ class _Planner:
             self.account(job)
             self.finish("Succeeded", "Succeeded", f"attempt {attempt} completed")
             return False
+        if self.spec.queue_name and self.evicted(attempt, job):
+            return self.kueue_evicted(attempt, job)
         if job.failed:
             return self.attempt_failed(attempt, job)
         self.observe_running(attempt, job)
         return False
+
+    def evicted(self, attempt: int, job: JobView) -> bool:
+        """Whether Kueue took the attempt's quota back: its Workload says Evicted, or its Job
+        was suspended again after its pods ran (a Workload not seen yet)."""
+        workload = self.workload(job)
+        if workload is not None:
+            return workload.evicted
+        return job.suspended and any(p.started_at for p in self.pods(attempt))
+
+    def kueue_evicted(self, attempt: int, job: JobView) -> bool:
+        """A Kueue eviction (preempted by a workload of higher priority, say) ends the attempt
+        as a preemption, not a failure: the next attempt resumes, queued again."""
+        self.account(job)
+        workload = self.workload(job)
+        why = f"{workload.reason}: {workload.message}" if workload else "its Job was suspended"
+        self.plan.delete_jobs.append(job.name)
+        return self.preempted(attempt, f" by Kueue ({why})", self.pods(attempt))
 
     def start(self, attempt: int) -> None:
         name = builders.job_name(self.obs.owner.name, attempt)
@@ -397,7 +422,9 @@ class _Planner:
         if self.spec.active_deadline_seconds is not None:
             started = parse_time(self.status["startTime"]) or self.obs.now
             left = int((started - self.obs.now).total_seconds()) + self.spec.active_deadline_seconds
-        plan = builders.AttemptPlan(attempt, resume, on_spot, left)
+        # Queued on spot, Kueue's flavors choose spot or on-demand, unless a gate allows spot only.
+        flexible = bool(self.spec.queue_name) and on_spot and spot_only is None
+        plan = builders.AttemptPlan(attempt, resume, on_spot, left, flexible)
         job = builders.build_job(self.obs.owner, self.spec, plan, self.capacity, self.master_port)
         if not created:
             if self.spec.workers > 1:
@@ -409,17 +436,44 @@ class _Planner:
         self.status["activeJob"] = job["metadata"]["name"]
         if not recorded:
             self.plan.counts.append("attempts")
-            where = "spot" if on_spot else "on-demand"
-            self.event(ATTEMPT_STARTED, f"attempt {attempt} started on {where} capacity")
+            where = "spot or on-demand" if flexible else "spot" if on_spot else "on-demand"
+            chosen = ", whichever Kueue's flavors admit it on" if flexible else ""
+            self.event(ATTEMPT_STARTED, f"attempt {attempt} started on {where} capacity{chosen}")
             if resume and attempt > 1:
                 self.plan.counts.append("resumes")
                 self.event(RESUMED, f"attempt {attempt} resumes from {resume}")
+        if self.spec.queue_name:
+            self.queued(attempt, None)
+            return
         self.phase(
             "Pending" if attempt == 1 else "Restarting",
             "AttemptPending",
             f"attempt {attempt} is starting",
         )
         self.condition("Scheduled", False, "Pending", "waiting for the scheduler")
+
+    def workload(self, job: JobView) -> WorkloadView | None:
+        return next((w for w in self.obs.workloads if w.job == job.name), None)
+
+    def queued(self, attempt: int, workload: WorkloadView | None) -> None:
+        """Kueue holds the attempt's Job suspended: why, in Kueue's words; one Event when the
+        attempt starts to wait."""
+        where = f"LocalQueue {self.spec.queue_name}"
+        if workload is None:
+            why = "waiting for Kueue to make its Workload"
+        elif workload.admitted:
+            why = f"admitted to ClusterQueue {workload.cluster_queue}, starting"
+        else:
+            why = workload.message or workload.reason or "waiting for quota"
+        message = f"attempt {attempt} is queued in {where}: {why}"
+        previous = _condition_of(self.obs.status, "Ready")
+        self.status["phase"] = QUEUED
+        self.condition("Ready", False, QUEUED, message)
+        self.condition("Scheduled", False, QUEUED, message)
+        self.status["message"] = message
+        waiting = f"attempt {attempt} is queued"
+        if previous.get("reason") != QUEUED or not previous.get("message", "").startswith(waiting):
+            self.plan.events.append(Event("Normal", QUEUED, message))
 
     def held(self, attempt: int) -> bool:
         """Whether a gate holds the attempt back; says why, once as an Event."""
@@ -444,25 +498,7 @@ class _Planner:
         disrupted = [p for p in pods if p.disrupted]
         if job.disrupted or disrupted:
             where = f" (pod {disrupted[0].name} on node {disrupted[0].node})" if disrupted else ""
-            self.status["preemptions"] += 1
-            limit = self.spec.spot.max_preemptions
-            if self.status["preemptions"] > limit:
-                self.finish(
-                    "Failed",
-                    "PreemptionLimitExceeded",
-                    f"attempt {attempt} was preempted{where}: more than "
-                    f"maxPreemptions ({limit}) preemptions",
-                )
-                return False
-            self.plan.counts.append("preemptions")
-            self.event(
-                PREEMPTED,
-                f"attempt {attempt} was preempted{where}; the next attempt "
-                f"resumes from the latest checkpoint{_lost_save(pods)}",
-                warning=True,
-            )
-            self.status["attempt"] = attempt + 1
-            return True
+            return self.preempted(attempt, where, pods)
         failed = next((p for p in pods if p.exit_code), None)
         code = failed.exit_code if failed else job.exit_code
         detail = f"exit code {code}" if code is not None else f"{job.failed_reason}"
@@ -502,7 +538,39 @@ class _Planner:
         self.status["attempt"] = attempt + 1
         return True
 
+    def preempted(self, attempt: int, where: str, pods: list[PodView]) -> bool:
+        """Count the attempt as preempted; True when the next attempt may start."""
+        self.status["preemptions"] += 1
+        limit = self.spec.spot.max_preemptions
+        if self.status["preemptions"] > limit:
+            self.finish(
+                "Failed",
+                "PreemptionLimitExceeded",
+                f"attempt {attempt} was preempted{where}: more than "
+                f"maxPreemptions ({limit}) preemptions",
+            )
+            return False
+        self.plan.counts.append("preemptions")
+        self.event(
+            PREEMPTED,
+            f"attempt {attempt} was preempted{where}; the next attempt "
+            f"resumes from the latest checkpoint{_lost_save(pods)}",
+            warning=True,
+        )
+        self.status["attempt"] = attempt + 1
+        return True
+
     def observe_running(self, attempt: int, job: JobView) -> None:
+        if job.suspended and self.spec.queue_name:
+            self.queued(attempt, self.workload(job))
+            return
+        if self.spec.queue_name and _reason(self.obs.status, "Ready") == QUEUED:
+            workload = self.workload(job)
+            queue = f" to ClusterQueue {workload.cluster_queue}" if workload else ""
+            where = f" on {job.capacity} capacity" if job.capacity else ""
+            self.plan.events.append(
+                Event("Normal", ADMITTED, f"attempt {attempt} admitted by Kueue{queue}{where}")
+            )
         pods = self.pods(attempt)
         refused_before = _reason(self.obs.status, "Ready") == PODS_NOT_CREATED
         if self.pods_missing(job, pods):

@@ -4,14 +4,16 @@ so kopf's bodies are read in place, uncopied."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from stratus.conditions import one_line, parse_time
+from stratus.cost.prices import ON_DEMAND, SPOT
 from stratus.training.labels import ATTEMPT_LABEL, CAPACITY_LABEL
 
 Obj = Mapping[str, Any]
@@ -49,6 +51,9 @@ class JobView:
     suspended: bool = False
     # spot or on-demand, as the Job's capacity-type label says; None on a Job without it.
     capacity: str | None = None
+    # The pod template's nodeSelector: where Kueue puts its flavor's node labels on admission
+    # (with_capacity reads the capacity type from it when the label is absent).
+    node_selector: tuple[tuple[str, str], ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -80,6 +85,10 @@ class PodView:
     # last one did: what GPU time is counted from.
     started_at: str | None = None
     finished_at: str | None = None
+    # spot or on-demand: its capacity-type label, else what with_capacity reads from its
+    # nodeSelector (a queued attempt's pods carry the flavor Kueue chose).
+    capacity: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -128,6 +137,71 @@ def job_view(job: Obj) -> JobView:
         created_at=job["metadata"].get("creationTimestamp"),
         suspended=bool((job.get("spec") or {}).get("suspend")),
         capacity=job["metadata"].get("labels", {}).get(CAPACITY_LABEL),
+        node_selector=_selector(((job.get("spec") or {}).get("template") or {}).get("spec")),
+    )
+
+
+def _selector(pod_spec: Obj | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(((pod_spec or {}).get("nodeSelector") or {}).items()))
+
+
+V = TypeVar("V", "JobView", "PodView")
+
+
+def with_capacity(view: V, label: str, spot_value: str) -> V:
+    """The view with its capacity type read from its nodeSelector when no label named it (the
+    attempt of a queued TrainingJob, whose flavor Kueue chose): spot when the spot label has its
+    spot value, on-demand when it has another; unknown (None) without it."""
+    if view.capacity is not None:
+        return view
+    selected = dict(view.node_selector).get(label)
+    if selected is None:
+        return view
+    return dataclasses.replace(view, capacity=SPOT if selected == spot_value else ON_DEMAND)
+
+
+# The Workloads Kueue makes for queued Jobs (one per Job, owned by it).
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
+
+
+@dataclass(frozen=True)
+class WorkloadView:
+    """What Kueue says of an attempt's Job: whether it holds quota, and whether it was evicted
+    (preempted by a workload of higher priority, say) after it did."""
+
+    name: str
+    job: str
+    admitted: bool
+    evicted: bool
+    # Kueue's reason and message: the eviction's, else why it waits (QuotaReserved False).
+    reason: str
+    message: str
+    cluster_queue: str | None = None
+
+
+def workload_job(workload: Obj) -> str | None:
+    """The name of the Job that owns a Workload, or None when no Job does."""
+    for ref in workload.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Job" and ref.get("apiVersion") == "batch/v1":
+            return str(ref.get("name"))
+    return None
+
+
+def workload_view(workload: Obj) -> WorkloadView:
+    evicted = _condition(workload, "Evicted")
+    conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
+    waiting = conditions.get("QuotaReserved") or {}
+    why = evicted or waiting
+    admission = (workload.get("status") or {}).get("admission") or {}
+    return WorkloadView(
+        name=workload["metadata"]["name"],
+        job=workload_job(workload) or "",
+        admitted=_condition(workload, "Admitted") is not None,
+        evicted=evicted is not None,
+        reason=str(why.get("reason") or ""),
+        message=one_line(str(why.get("message") or "")),
+        cluster_queue=admission.get("clusterQueue"),
     )
 
 
@@ -168,6 +242,8 @@ def pod_view(pod: Obj, deleted: bool = False) -> PodView:
         termination_message=message,
         started_at=started_at,
         finished_at=finished_at,
+        capacity=pod["metadata"].get("labels", {}).get(CAPACITY_LABEL),
+        node_selector=_selector(pod.get("spec")),
     )
 
 
