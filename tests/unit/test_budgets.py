@@ -12,7 +12,7 @@ import pytest
 
 from stratus import metrics
 from stratus.api import resources
-from stratus.api.budget import BudgetWindow
+from stratus.api.budget import BudgetStatus, BudgetWindow
 from stratus.budgets import gate, planner
 from stratus.budgets.ledger import Amounts, WorkloadUsage, workload_usage
 from stratus.budgets.window import period_at, window_at
@@ -230,6 +230,8 @@ def test_a_rolling_window_forgets_days_that_fell_out_of_it() -> None:
     # Day 1 fell out; day 2's 2 h and today's 0.5 h remain.
     assert day3.status["used"]["gpuHours"] == pytest.approx(2.5)
     assert [r["start"] for r in day3.status["history"]] == ["2026-03-02T00:00:00Z"]
+    # What the planner writes is what the CRD's status schema describes.
+    BudgetStatus.model_validate(day3.status)
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -260,6 +262,7 @@ def test_the_soft_threshold_and_the_limit_each_warn_once_per_window() -> None:
     assert condition(april.status, "LimitReached")["status"] == "False"
     again = run([usage("a", 21.0, created=created)], utc(2026, 4, 2), april.status)
     assert [e.reason for e in again.events] == ["BudgetSoftLimit", "BudgetExhausted"]
+    BudgetStatus.model_validate(again.status)
 
 
 def test_a_money_limit_counts_cost_and_needs_prices() -> None:

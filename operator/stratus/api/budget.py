@@ -193,6 +193,14 @@ class LedgerEntry(ApiModel):
     last: Amounts = Field(description="Cumulative usage when last seen.")
 
 
+class DayUsage(ApiModel):
+    """Usage of one earlier day of a RollingDays window."""
+
+    start: str = Field(description="The day's start (RFC 3339).")
+    gpu_hours: float = Field(description="GPU-hours used that day.")
+    amount: float = Field(description="Money used that day.")
+
+
 class BudgetStatus(ApiModel):
     """What the operator counted. Written by the operator only."""
 
@@ -208,6 +216,15 @@ class BudgetStatus(ApiModel):
         default_factory=list,
         description=f"The {TOP_CONSUMERS} workloads that used the most in the window.",
     )
+    period_start: str | None = Field(
+        default=None,
+        description="Start of the period the ledger counts: the window's, or today's for a "
+        "RollingDays window.",
+    )
+    history: list[DayUsage] = Field(
+        default_factory=list,
+        description="Usage of the window's earlier days (RollingDays only; at most days - 1).",
+    )
     ledger: list[LedgerEntry] = Field(
         default_factory=list,
         description="Cumulative usage of covered workloads that carry usage into or used GPUs "
@@ -215,7 +232,7 @@ class BudgetStatus(ApiModel):
     )
     retired: Amounts | None = Field(
         default=None,
-        description="Usage in the window of workloads deleted (or no longer covered) since.",
+        description="Usage in the period of workloads deleted (or no longer covered) since.",
     )
     observed_generation: int | None = Field(
         default=None, description="The spec generation this status reflects."
