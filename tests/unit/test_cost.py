@@ -11,11 +11,15 @@ from typing import Any
 
 import pytest
 
+from stratus.api.inferenceservice import InferenceServiceStatus
 from stratus.api.trainingjob import TrainingJobStatus
 from stratus.config import SPOT_PRESETS, ConfigError, from_env
 from stratus.cost import prices, usage
+from stratus.cost.pods import MeteredPod, metered_pod
 from stratus.cost.usage import GpuSeconds
+from stratus.serving import planner as serving_planner
 from stratus.training import planner
+from tests.unit import test_serving_planner
 from tests.unit.test_training_accounting import ran
 from tests.unit.test_training_planner import NOW, job, observe, spec
 
@@ -104,7 +108,7 @@ def test_running_time_is_refreshed_at_most_every_interval_and_asks_to_come_back(
     usage.settle(status, GpuSeconds(spot=3600))
     assert usage.meter(None, status, GpuSeconds(on_demand=60), TABLE, None, NOW) == 30
     first = status["usage"]
-    assert first["meteredAt"] == "2026-01-01T12:00:00Z"
+    assert first["meteredAt"] == "2026-01-01T12:00:00.000Z"
     assert first["gpuHours"] == {"spot": 1.0, "onDemand": round(60 / 3600, 6)}
     # Ten seconds on: the block stays as it was (no write), and the next look is in 20s.
     again = {"usage": dict(first)}
@@ -115,7 +119,7 @@ def test_running_time_is_refreshed_at_most_every_interval_and_asks_to_come_back(
     later = NOW + dt.timedelta(seconds=31)
     assert usage.meter(first, again, GpuSeconds(on_demand=91), TABLE, None, later) == 30
     assert again["usage"]["gpuHours"]["onDemand"] == round(91 / 3600, 6)
-    assert again["usage"]["meteredAt"] == "2026-01-01T12:00:31Z"
+    assert again["usage"]["meteredAt"] == "2026-01-01T12:00:31.000Z"
 
 
 def test_settled_time_is_written_at_once_and_an_idle_block_is_left_alone() -> None:
@@ -126,7 +130,7 @@ def test_settled_time_is_written_at_once_and_an_idle_block_is_left_alone() -> No
     later = NOW + dt.timedelta(seconds=5)
     assert usage.meter(first, status, GpuSeconds(), TABLE, None, later) is None
     assert status["usage"]["endedGpuSeconds"] == {"spot": 65.0, "onDemand": 0.0}
-    assert status["usage"]["meteredAt"] == "2026-01-01T12:00:05Z"
+    assert status["usage"]["meteredAt"] == "2026-01-01T12:00:05.000Z"
     # Nothing runs and nothing changed: no new meteredAt, so no write.
     settled = status["usage"]
     idle = {"usage": dict(settled)}
@@ -195,3 +199,105 @@ def test_a_preempted_spot_attempt_and_its_on_demand_successor_are_metered_apart(
     assert last.status["usage"]["endedGpuSeconds"] == {"spot": 60.0, "onDemand": 240.0}
     assert last.status["usage"]["gpuHours"]["onDemand"] == round(240 / 3600, 6)
     assert last.status["gpuSeconds"] == 300
+
+
+# -- an InferenceService's pods ----------------------------------------------------------------
+
+
+def pod_obj(
+    uid: str,
+    started: str | None,
+    finished: str | None = None,
+    gpus: int = 1,
+    spot: bool = False,
+    containers: int = 1,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [{"name": f"c{i}", "resources": {"limits": {"nvidia.com/gpu": gpus}}}
+                       for i in range(containers)]
+    }  # fmt: skip
+    if spot:
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "karpenter.sh/capacity-type", "operator": "In",
+                                 "values": ["spot"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        }  # fmt: skip
+    state: dict[str, Any] = {}
+    if started and finished:
+        state = {"terminated": {"startedAt": started, "finishedAt": finished}}
+    elif started:
+        state = {"running": {"startedAt": started}}
+    return {
+        "metadata": {"name": f"web-{uid}", "uid": uid},
+        "spec": spec,
+        "status": {"containerStatuses": [{"state": state} for _ in range(containers)]},
+    }
+
+
+def metered(obj: dict[str, Any]) -> MeteredPod:
+    found = metered_pod(obj, "karpenter.sh/capacity-type", "spot")
+    assert found is not None
+    return found
+
+
+def test_a_pod_is_metered_from_its_containers_start_with_its_gpus_and_placement() -> None:
+    pod = metered(pod_obj("a", "2026-01-01T11:00:00Z", gpus=2, containers=2))
+    assert (pod.gpus, pod.capacity, pod.finished) == (4, "on-demand", None)
+    assert pod.seconds(None, NOW) == 3600 * 4
+    assert pod.seconds(NOW - dt.timedelta(minutes=1), NOW) == 60 * 4
+    spot = metered(pod_obj("b", "2026-01-01T11:00:00Z", "2026-01-01T11:30:00Z", spot=True))
+    assert (spot.capacity, spot.seconds(None, NOW)) == ("spot", 1800)
+    # No GPU, or never ran: nothing to meter.
+    assert metered_pod(pod_obj("c", "2026-01-01T11:00:00Z", gpus=0), "k", "v") is None
+    assert metered_pod(pod_obj("d", None), "k", "v") is None
+
+
+def test_pods_are_settled_interval_by_interval_so_a_deleted_one_keeps_its_time() -> None:
+    a = metered(pod_obj("a", "2026-01-01T11:59:00Z"))
+    b = metered(pod_obj("b", "2026-01-01T11:59:30Z", spot=True))
+    status: dict[str, Any] = {}
+    assert usage.meter_pods(None, status, (a, b), (), TABLE, None, NOW) == 30
+    first = status["usage"]
+    assert first["endedGpuSeconds"] == {"spot": 30.0, "onDemand": 60.0}
+    # 10s later nothing is written (the block stays), unless a pod went away.
+    later = NOW + dt.timedelta(seconds=10)
+    quiet: dict[str, Any] = {"usage": dict(first)}
+    assert usage.meter_pods(first, quiet, (a, b), (), TABLE, None, later) == 20
+    assert quiet["usage"] == first
+    # b was deleted, stopping at 12:00:10: settled at once, up to its stop.
+    b_gone = metered(pod_obj("b", "2026-01-01T11:59:30Z", "2026-01-01T12:00:10Z", spot=True))
+    after: dict[str, Any] = {"usage": dict(first)}
+    later = NOW + dt.timedelta(seconds=12)
+    usage.meter_pods(first, after, (a,), (b_gone,), TABLE, None, later)
+    assert after["usage"]["endedGpuSeconds"] == {"spot": 40.0, "onDemand": 72.0}
+    assert after["usage"]["gpuHours"] == {"spot": round(40 / 3600, 6), "onDemand": 0.02}
+    # The next refresh adds only what a ran since: the intervals never overlap.
+    second = after["usage"]
+    last: dict[str, Any] = {"usage": dict(second)}
+    usage.meter_pods(second, last, (a,), (), TABLE, None, NOW + dt.timedelta(seconds=60))
+    assert last["usage"]["endedGpuSeconds"] == {"spot": 40.0, "onDemand": 120.0}
+    assert last["usage"]["cost"] == round((40 * 1.0 + 120 * 3.0) / 3600, 4)
+
+
+def test_an_inferenceservice_status_meters_every_revisions_pods() -> None:
+    s = test_serving_planner.spec(replicas={"min": 2, "max": 2})
+    pods = (
+        metered(pod_obj("a", "2026-01-01T11:00:00Z")),
+        metered(pod_obj("b", "2026-01-01T11:30:00Z", spot=True)),
+    )
+    obs = test_serving_planner.observe(s, {}, {}, gpu_pods=pods, prices=TABLE)
+    plan = serving_planner.plan(obs)
+    assert plan.status["usage"]["gpuHours"] == {"spot": 0.5, "onDemand": 1.0}
+    assert plan.status["usage"]["currency"] == "EUR"
+    assert plan.requeue_after is not None
+    assert plan.requeue_after <= usage.REFRESH_SECONDS
+    InferenceServiceStatus.model_validate(plan.status)

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stratus.conditions import parse_time, timestamp
+from stratus.conditions import parse_time, precise_timestamp
+from stratus.cost.pods import MeteredPod
 from stratus.cost.prices import ON_DEMAND, SPOT, PriceTable
 
 REFRESH_SECONDS = 30.0
@@ -120,7 +121,47 @@ def meter(
         if wait is not None and elapsed is not None and 0 <= elapsed < refresh:
             wait = refresh - elapsed
         return wait
-    status["usage"] = {**usage, "meteredAt": timestamp(now)}
+    status["usage"] = {**usage, "meteredAt": precise_timestamp(now)}
+    return wait
+
+
+def meter_pods(
+    previous: Mapping[str, Any] | None,
+    status: dict[str, Any],
+    live: tuple[MeteredPod, ...],
+    gone: tuple[MeteredPod, ...],
+    table: PriceTable,
+    gpu_type: str | None,
+    now: dt.datetime,
+    refresh: float = REFRESH_SECONDS,
+) -> float | None:
+    """Set status.usage of pods that come and go (an InferenceService's): each write settles
+    every pod's GPU time from the last meteredAt up to now, so the intervals written never
+    overlap and a pod deleted later has only its time since then to add. `gone` are pods seen
+    deleted since (their last state): they are settled in this write. The seconds until the
+    next refresh while a pod runs; None otherwise."""
+    previous = previous or {}
+    since = parse_time(previous.get("meteredAt"))
+    running = any(p.finished is None for p in live)
+    wait = refresh if running else None
+    elapsed = (now - since).total_seconds() if since else None
+    if not gone and elapsed is not None and 0 <= elapsed < refresh:
+        status["usage"] = dict(previous)
+        return refresh - elapsed if running else None
+    added = GpuSeconds()
+    for pod in (*live, *gone):
+        added = added + GpuSeconds.of(pod.capacity, pod.seconds(since, now))
+    if added.total <= 0 and not gone:
+        if previous:
+            status["usage"] = dict(previous)
+        return wait
+    settle(status, added)
+    settled = ended(status)
+    status["usage"] = {
+        **figures(settled, table, gpu_type),
+        ENDED: settled.dump(),
+        "meteredAt": precise_timestamp(now),
+    }
     return wait
 
 

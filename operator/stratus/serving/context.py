@@ -12,6 +12,8 @@ from typing import Any
 
 from stratus.api.inferenceservice import InferenceServiceSpec, Step
 from stratus.conditions import Event, set_condition
+from stratus.cost.pods import MeteredPod
+from stratus.cost.prices import PriceTable
 from stratus.podspec import Manifest, Owner
 from stratus.schedules.idle import Reading
 from stratus.serving.revision import revision_of
@@ -54,6 +56,11 @@ class Observed:
     validators: tuple[ValidatorView, ...] = ()
     # Idle reclamation's readings, when they were taken for this pass; None when not.
     idle: tuple[Reading, ...] | None = None
+    # Metering: its GPU pods as observed, those seen deleted since the last status write (their
+    # last state), and the admin's prices.
+    gpu_pods: tuple[MeteredPod, ...] = ()
+    gone_pods: tuple[MeteredPod, ...] = ()
+    prices: PriceTable = field(default_factory=PriceTable)
 
 
 @dataclass

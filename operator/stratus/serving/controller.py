@@ -20,6 +20,8 @@ from stratus.api.inferenceservice import KIND, InferenceServiceSpec
 from stratus.clock import now as clock_now
 from stratus.conditions import Event, set_condition
 from stratus.config import OperatorConfig
+from stratus.cost import usage
+from stratus.cost.pods import MeteredPod
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
 from stratus.schedules import idle as idle_signals
@@ -66,6 +68,8 @@ class ServingController:
     children: Lookup = lambda _key: ()
     # Its validator pods (ValidatorView), from the caches.
     validators: Lookup = lambda _key: ()
+    # Its pods with GPUs that have run (MeteredPod), from the caches.
+    pods: Lookup = lambda _key: ()
     status_writer: reconciling.StatusWriter = field(init=False)
     # Children applied but not yet seen so in the cache (controller-runtime's expectations):
     # key -> (kind, name) -> (when, the manifest applied).
@@ -73,8 +77,14 @@ class ServingController:
     # When idle reclamation's signals were last read (monotonic seconds), by key.
     idle_read: dict[Key, float] = field(default_factory=dict)
 
+    # Last states of its GPU pods seen deleted, by uid, until a status write settles their time.
+    gone: dict[Key, dict[str, MeteredPod]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.status_writer = reconciling.StatusWriter(self.kube, KIND)
+
+    def pod_gone(self, key: Key, pod: MeteredPod) -> None:
+        self.gone.setdefault(key, {})[pod.uid] = pod
 
     def phases(self) -> dict[str, int]:
         """InferenceServices by phase, for the metrics endpoint."""
@@ -91,6 +101,7 @@ class ServingController:
             self.status_writer.forget(key)
             self.expected.pop(key, None)
             self.idle_read.pop(key, None)
+            self.gone.pop(key, None)
             metrics.forget_inferenceservice(*key)
             return None
         meta = obj["metadata"]
@@ -159,6 +170,7 @@ class ServingController:
             children=children,
             validators=tuple(v for v in self.validators(key) if isinstance(v, ValidatorView)),
             idle=await self._read_idle(key, spec, owner, status, deployments, idle_address),
+            **self._observe_pods(key),
         )
         plan = planner.plan(observed)
         if plan.analyze:
@@ -178,6 +190,7 @@ class ServingController:
         retry = await self.status_writer.write(key, meta, status, plan.status)
         if retry is not None:
             return retry
+        self._metered(key, spec, observed, plan)
         reconciling.record(self.kube, obj, plan.events)
         for outcome in plan.outcomes:
             metrics.ROLLOUTS.labels(outcome).inc()
@@ -186,6 +199,35 @@ class ServingController:
         )
         _validation_metrics(owner, status, plan.status)
         return _sooner(plan.requeue_after, self._expectations_lapse(key))
+
+    def _observe_pods(self, key: Key) -> dict[str, Any]:
+        gone = self.gone.get(key, {})
+        live = tuple(p for p in self.pods(key) if isinstance(p, MeteredPod) and p.uid not in gone)
+        return {"gpu_pods": live, "gone_pods": tuple(gone.values()), "prices": self.config.prices}
+
+    def _metered(
+        self,
+        key: Key,
+        spec: InferenceServiceSpec,
+        observed: planner.Observed,
+        plan: planner.Plan,
+    ) -> None:
+        """After the status write: the deleted pods it settled are done with, and the
+        counters get what it added."""
+        gone = self.gone.get(key, {})
+        for pod in observed.gone_pods:
+            gone.pop(pod.uid, None)
+        if not gone:
+            self.gone.pop(key, None)
+        prices = self.config.prices
+        labels = (
+            metrics.team_label(spec.team, self.config.teams),
+            metrics.team_label(spec.cost_center, self.config.cost_centers),
+            KIND,
+            prices.key(spec.resources.gpu_type),
+        )
+        added = usage.increments(observed.status.get("usage"), plan.status.get("usage"), prices)
+        metrics.record_usage(labels, added)
 
     def _observe_children(
         self, key: Key

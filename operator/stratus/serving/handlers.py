@@ -11,6 +11,8 @@ import kopf
 
 from stratus.api.common import GROUP, VERSION
 from stratus.api.inferenceservice import PLURAL
+from stratus.config import SPOT_PRESETS
+from stratus.cost.pods import MeteredPod, metered_pod
 from stratus.serving.controller import Key, ServingController
 from stratus.serving.labels import INFERENCESERVICE_LABEL, VALIDATOR_LABEL
 from stratus.serving.validator import ValidatorView, validator_view
@@ -41,6 +43,8 @@ def _bind(controller: ServingController, indexes: Mapping[str, Any]) -> None:
     controller.children = lambda k: [c for index in children for c in index.get(k, ())]
     validators = indexes["inferenceservice_validators"]
     controller.validators = lambda k: validators.get(k, ())
+    pods = indexes["inferenceservice_gpu_pods"]
+    controller.pods = lambda k: pods.get(k, ())
     controller.keys = lambda: list(objs.keys())
 
 
@@ -99,6 +103,19 @@ def inferenceservice_staging_failures(
     return {(namespace or "", labels[INFERENCESERVICE_LABEL]): failure} if failure else {}
 
 
+def _metered(body: kopf.Body) -> MeteredPod | None:
+    spot = WIRING.controller.config.spot if WIRING.controller else SPOT_PRESETS["karpenter"]
+    return metered_pod(body, spot.label, spot.spot_value)
+
+
+@kopf.index("", "v1", "pods", labels=OWNED)
+def inferenceservice_gpu_pods(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, MeteredPod]:
+    pod = _metered(body)
+    return {(namespace or "", labels[INFERENCESERVICE_LABEL]): pod} if pod else {}
+
+
 @kopf.index("", "v1", "pods", labels=VALIDATORS)
 def inferenceservice_validators(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
@@ -125,7 +142,12 @@ async def deployment_changed(namespace: str | None, labels: kopf.Labels, **kwarg
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def serving_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
-    WIRING.queue((namespace or "", labels[INFERENCESERVICE_LABEL]), kwargs)
+    key = (namespace or "", labels[INFERENCESERVICE_LABEL])
+    # Its last state, kept until a status write settles its GPU time: the cache forgets it.
+    gone = _metered(kwargs["body"]) if kwargs.get("type") == "DELETED" else None
+    if gone is not None and WIRING.controller is not None:
+        WIRING.controller.pod_gone(key, gone)
+    WIRING.queue(key, kwargs)
 
 
 # A child edited or deleted (by a person, or by anything else) reconciles its owner, which puts

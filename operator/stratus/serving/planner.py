@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from stratus.conditions import Event
+from stratus.cost import usage
 from stratus.serving import builders, children, hold
 from stratus.serving.context import Observed, Pass, Plan
 from stratus.serving.steps import Steps
@@ -33,7 +34,24 @@ def plan(obs: Observed) -> Plan:
     children.want_all(p)
     _summarize(p)
     _pods_not_created(p)
+    _meter(p)
     return p.plan
+
+
+def _meter(p: Pass) -> None:
+    """status.usage: GPU time of every revision's pods, the canary's included."""
+    obs = p.obs
+    wait = usage.meter_pods(
+        obs.status.get("usage"),
+        p.status,
+        obs.gpu_pods,
+        obs.gone_pods,
+        obs.prices,
+        p.spec.resources.gpu_type,
+        obs.now,
+    )
+    if wait is not None:
+        p.plan.later(wait)
 
 
 def _summarize(p: Pass) -> None:
