@@ -49,6 +49,7 @@ class Exporter:
 
     def __init__(self) -> None:
         self.revisions: dict[str, Behaviour] = {}
+        self.gauges: dict[str, float] = {}
         exporter = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -68,6 +69,14 @@ class Exporter:
     def set(self, revision: str, error_rate: float = 0.0, latency: float = 0.08) -> None:
         self.revisions[revision] = Behaviour(error_rate, latency, time.monotonic())
 
+    def gauge(self, name: str, labels: dict[str, str], value: float | None) -> None:
+        """A gauge series the test sets, such as the DCGM exporter's; None removes it."""
+        series = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+        if value is None:
+            self.gauges.pop(series, None)
+        else:
+            self.gauges[series] = value
+
     def exposition(self) -> str:
         lines = [f"# TYPE {REQUESTS} counter", f"# TYPE {LATENCY} histogram"]
         for revision, how in sorted(self.revisions.items()):
@@ -81,6 +90,7 @@ class Exporter:
             lines.append(f'{LATENCY}_bucket{{revision="{revision}",le="+Inf"}} {total}')
             lines.append(f'{LATENCY}_sum{{revision="{revision}"}} {total * how.latency}')
             lines.append(f'{LATENCY}_count{{revision="{revision}"}} {total}')
+        lines += [f"{series} {value}" for series, value in sorted(dict(self.gauges).items())]
         return "\n".join(lines) + "\n"
 
     @property
