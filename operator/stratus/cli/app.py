@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stratus import extras
-from stratus.cli import migrate, resources, rollout
+from stratus.cli import cost, migrate, resources, rollout
 
 if TYPE_CHECKING:
     from stratus.devcluster.cluster import LocalCluster
@@ -210,6 +210,7 @@ def build_parser(prog: str = "stratus") -> argparse.ArgumentParser:
     )
     resources.add_commands(sub, common)
     rollout.add_commands(sub, common)
+    cost.add_commands(sub, common)
     _dashboard_command(sub)
     migrate.add_commands(sub)
 
