@@ -346,7 +346,7 @@ def _health_url(name: str, ports: dict[str, int], args: list[str]) -> str:  # no
     if name == objectstore.NAME:
         return objectstore.health_url(args, ports)
     if name == kueue.NAME:
-        return kueue.health_url(kueue_ports(ports))
+        return kueue.health_url(ports[kueue.NAME])
     if name == "kwok":
         return f"http://127.0.0.1:{ports['kwok']}/healthz"
     if name == "kubelet":

@@ -120,9 +120,9 @@ def args(binary: Path, kubeconfig: Path, layout: Layout) -> list[str]:
     ]
 
 
-def health_url(ports: Ports) -> str:
+def health_url(health_port: int) -> str:
     """Ready once its caches are synced and its webhook server listens."""
-    return f"http://127.0.0.1:{ports.health}/readyz"
+    return f"http://127.0.0.1:{health_port}/readyz"
 
 
 def prepare(layout: Layout, ports: Ports, ca_dir: Path | None) -> None:
