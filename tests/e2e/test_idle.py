@@ -84,12 +84,12 @@ def test_idle_gpus_scale_the_service_to_zero_and_report_what_is_reclaimed(
 
     for gpu, pod in enumerate(pods):
         exporter.gauge(DCGM_GPU_UTIL, dcgm_labels(serving.ns, pod, gpu), 3.0)
-    # The readings take the busiest GPU over the last minute.
+    # The readings take the busiest GPU over the last minute: idle a minute or so after.
     idle = serving.wait(
         "quiet",
         "seen idle",
         lambda s: (s.get("schedule") or {}).get("idleSince"),
-        timeout=120,
+        timeout=180,
     )
     assert idle["schedule"]["reason"] == "Idle"
     assert serving.replicas("quiet") == {stable: 2}
