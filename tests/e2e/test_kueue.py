@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -27,7 +28,9 @@ SPOT = nodepools.CAPACITY_TYPE_LABEL
 
 @pytest.fixture(scope="module")
 def kueue_running(cluster: Cluster) -> Iterator[None]:
-    """Kueue beside the session's cluster, with the spot and on-demand flavors."""
+    """Kueue beside the session's cluster, with the spot and on-demand flavors. Stopped only once
+    its finalizers are off every Workload, ClusterQueue and flavor, so that no namespace of the
+    session is left terminating."""
     if cluster.state_dir is None:
         raise AssertionError("these tests start Kueue beside the session's local control plane")
     local = LocalCluster(cluster.state_dir)
@@ -36,16 +39,16 @@ def kueue_running(cluster: Cluster) -> Iterator[None]:
     try:
         kubeapi.connect(cluster.kubeconfig).create_custom(kueue.flavors())
         yield
-    finally:
         for flavor in (kueue.SPOT_FLAVOR, kueue.ON_DEMAND_FLAVOR):
-            try:
-                api.delete_cluster_custom_object(
-                    kueue.GROUP, kueue.VERSION, "resourceflavors", flavor
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            api.delete_cluster_custom_object(kueue.GROUP, kueue.VERSION, "resourceflavors", flavor)
+        for plural in ("workloads", "clusterqueues", "resourceflavors"):
+            wait_for(f"every {plural} gone", partial(_none_left, api, plural), timeout=120)
+    finally:
         local.stop_kueue()
+
+
+def _none_left(api: client.CustomObjectsApi, plural: str) -> bool:
+    return not api.list_cluster_custom_object(kueue.GROUP, kueue.VERSION, plural)["items"]
 
 
 class Queues:
@@ -310,3 +313,19 @@ def test_spot_quota_exhausted_the_attempt_runs_on_the_on_demand_flavor(queues: Q
         lambda: next((e for e in queues.events("spills") if e.reason == "Admitted"), None),
     )
     assert admitted.message.endswith("on on-demand capacity")
+
+
+def test_the_queues_of_stratus_dev_up_kueue_admit_a_trainingjob(queues: Queues) -> None:
+    """The ClusterQueue and LocalQueue `stratus dev up --kueue` makes (here in the test's
+    namespace), over the default pools."""
+    *flavors, cluster_queue, local_queue = kueue.default_queues(nodepools.DEFAULT_POOLS)
+    assert [f["metadata"]["name"] for f in flavors] == [kueue.SPOT_FLAVOR, kueue.ON_DEMAND_FLAVOR]
+    queues.cluster_queue = cluster_queue["metadata"]["name"]
+    local_queue["metadata"]["namespace"] = queues.ns
+    kubeapi.connect(queues.cluster.kubeconfig).create_custom([cluster_queue, local_queue])
+    obj = TrainingJobBuilder("dev").spot().runs_for("10m").build()
+    obj["spec"]["queueName"] = local_queue["metadata"]["name"]
+    queues.custom.create_namespaced_custom_object(GROUP, VERSION, queues.ns, "trainingjobs", obj)
+    queues.wait("dev", "Running", lambda s: s.get("phase") == "Running")
+    pod = queues.running_pod("dev", 1)
+    assert queues.node_capacity(pod.spec.node_name) == "spot"
