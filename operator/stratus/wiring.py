@@ -24,12 +24,18 @@ class Wiring(Generic[C]):
         self._runner = KeyedRunner(work)
         self._bound = False
 
-    def queue(self, key: Hashable, handler_kwargs: Mapping[str, Any], urgent: bool = False) -> None:
-        if self.controller is None or self._runner is None:
+    def bind(self, handler_kwargs: Mapping[str, Any]) -> None:
+        """Bind the indexes from any handler's arguments (kopf gives every handler all of
+        them): a controller that others read from is then bound before its own first event."""
+        if self.controller is None:
             raise RuntimeError("handlers ran before the operator's start-up hook")
         if not self._bound:
             self._bind(self.controller, handler_kwargs)
             self._bound = True
+
+    def queue(self, key: Hashable, handler_kwargs: Mapping[str, Any], urgent: bool = False) -> None:
+        self.bind(handler_kwargs)
+        assert self._runner is not None
         self._runner.trigger(key, urgent)
 
 

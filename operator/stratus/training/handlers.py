@@ -14,6 +14,7 @@ import kopf
 
 from stratus.api.common import GROUP, VERSION
 from stratus.api.trainingjob import PLURAL
+from stratus.budgets import handlers as budget_handlers
 from stratus.training.controller import Key, TrainingController
 from stratus.training.labels import TRAININGJOB_LABEL
 from stratus.training.views import (
@@ -97,6 +98,9 @@ def trainingjob_pods(
 async def trainingjob_changed(
     namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
 ) -> None:
+    # The budget gate reads the Budgets' index: bound now, even where no Budget has changed
+    # since start-up (kopf fills every index before any handler runs).
+    budget_handlers.WIRING.bind(kwargs)
     WIRING.queue((namespace or "", name), kwargs, urgent=unstarted(body))
 
 
