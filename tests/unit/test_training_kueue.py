@@ -390,3 +390,30 @@ def test_the_next_attempt_waits_for_the_evicted_ones_pods_to_stop() -> None:
     assert plan.create == []
     assert plan.delete_jobs == ["tj-1"]
     assert plan.status["phase"] == "Restarting"
+
+
+def test_the_deadline_counts_from_admission_not_from_the_wait_in_the_queue() -> None:
+    s = spec(activeDeadlineSeconds=600)
+    first = run(s)
+    assert "startTime" not in first.status
+    assert first.create[0]["spec"]["activeDeadlineSeconds"] == 600
+    # Queued far longer than the deadline: still not past it.
+    later = dataclasses.replace(
+        planner.Observed(
+            owner=OWNER,
+            generation=1,
+            spec=s,
+            spec_error=None,
+            status=first.status,
+            jobs=(job(1, suspended=True),),
+            pods=(),
+            now=NOW + dt.timedelta(hours=2),
+        ),
+        workloads=(workload(1),),
+    )
+    queued = planner.plan(later, KARPENTER)
+    assert queued.status["phase"] == "Queued"
+    assert "startTime" not in queued.status
+    admitted = run(s, queued.status, (job(1, ready=1),), (pod(1),), (workload(1, admitted=True),))
+    assert admitted.status["phase"] == "Running"
+    assert admitted.status["startTime"] == "2026-01-01T12:00:00Z"

@@ -397,8 +397,10 @@ class _Planner:
         if not created and not recorded and self.held(attempt):
             return
         self.status.pop("nextAttemptAt", None)
-        # The deadline counts from the first attempt that started, not from a wait before it.
-        self.status.setdefault("startTime", timestamp(self.obs.now))
+        # The deadline counts from the first attempt that started, not from a wait before it (a
+        # queued one starts when Kueue admits it).
+        if not self.spec.queue_name:
+            self.status.setdefault("startTime", timestamp(self.obs.now))
         older_alive = [p for p in self.obs.pods if p.attempt < attempt and not p.terminal]
         if older_alive and not created:
             # A new attempt starts only once the last one's pods have stopped (and saved).
@@ -418,13 +420,9 @@ class _Planner:
         resume = (self.status.get("lastCheckpoint") or {}).get("path")
         if resume and not resumable(resume, self.spec.checkpoint_uri):
             resume = None  # recorded before the checkpoint location was edited
-        left = None
-        if self.spec.active_deadline_seconds is not None:
-            started = parse_time(self.status["startTime"]) or self.obs.now
-            left = int((started - self.obs.now).total_seconds()) + self.spec.active_deadline_seconds
         # Queued on spot, Kueue's flavors choose spot or on-demand, unless a gate allows spot only.
         flexible = bool(self.spec.queue_name) and on_spot and spot_only is None
-        plan = builders.AttemptPlan(attempt, resume, on_spot, left, flexible)
+        plan = builders.AttemptPlan(attempt, resume, on_spot, self.deadline_left(), flexible)
         job = builders.build_job(self.obs.owner, self.spec, plan, self.capacity, self.master_port)
         if not created:
             if self.spec.workers > 1:
@@ -451,6 +449,14 @@ class _Planner:
             f"attempt {attempt} is starting",
         )
         self.condition("Scheduled", False, "Pending", "waiting for the scheduler")
+
+    def deadline_left(self) -> int | None:
+        """Seconds of activeDeadlineSeconds left for a new attempt: all of them before the first
+        attempt started."""
+        if self.spec.active_deadline_seconds is None:
+            return None
+        started = parse_time(self.status.get("startTime")) or self.obs.now
+        return int((started - self.obs.now).total_seconds()) + self.spec.active_deadline_seconds
 
     def workload(self, job: JobView) -> WorkloadView | None:
         return next((w for w in self.obs.workloads if w.job == job.name), None)
@@ -564,6 +570,7 @@ class _Planner:
         if job.suspended and self.spec.queue_name:
             self.queued(attempt, self.workload(job))
             return
+        self.status.setdefault("startTime", timestamp(self.obs.now))
         if self.spec.queue_name and _reason(self.obs.status, "Ready") == QUEUED:
             workload = self.workload(job)
             queue = f" to ClusterQueue {workload.cluster_queue}" if workload else ""
