@@ -3,6 +3,7 @@ that STRATUS_E2E_KUBECONFIG names (kind, a cloud cluster), in which case nothing
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -263,6 +264,13 @@ def operator_clock(clock_file: Path, operator: OperatorProcess) -> Iterator[Oper
         clock.set(0)
 
 
+# The session operator's price table (per GPU-hour): metering prices GPU time by it.
+PRICES = {
+    "default": {"spot": 1.0, "onDemand": 3.0},
+    "NVIDIA-H100-80GB-HBM3": {"spot": 4.0, "onDemand": 10.0},
+}
+
+
 @pytest.fixture(scope="session")
 def operator(
     cluster: Cluster,
@@ -280,6 +288,10 @@ def operator(
             "STRATUS_PROMETHEUS_ADDRESSES": allowed,
             # nlp gets its own metric series; any other team shares `other`.
             "STRATUS_TEAMS": "nlp",
+            "STRATUS_PRICES": json.dumps(PRICES),
+            "STRATUS_CURRENCY": "USD",
+            # Only the metering test's cost center gets its own series.
+            "STRATUS_COST_CENTERS": "metering",
             "STRATUS_CLOCK_OFFSET_FILE": str(clock_file),
         },
     )

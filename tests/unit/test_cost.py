@@ -301,3 +301,21 @@ def test_an_inferenceservice_status_meters_every_revisions_pods() -> None:
     assert plan.requeue_after is not None
     assert plan.requeue_after <= usage.REFRESH_SECONDS
     InferenceServiceStatus.model_validate(plan.status)
+
+
+def test_a_pod_the_last_write_did_not_count_is_counted_from_its_start() -> None:
+    """Start times are whole seconds: c says it started at 12:00:00, but it was not running yet
+    when the last write (at 12:00:00.500, knowing only a) was made."""
+    a = metered(pod_obj("a", "2026-01-01T11:59:00Z"))
+    c = metered(pod_obj("c", "2026-01-01T12:00:00Z"))
+    previous = {**usage.figures(GpuSeconds(on_demand=60.5), TABLE, None)}
+    previous |= {"endedGpuSeconds": {"spot": 0.0, "onDemand": 60.5}}
+    previous["meteredAt"] = "2026-01-01T12:00:00.500Z"
+    status: dict[str, Any] = {"usage": dict(previous)}
+    later = NOW + dt.timedelta(seconds=40)
+    usage.meter_pods(previous, status, (a, c), (), TABLE, None, later, frozenset({"a"}))
+    assert status["usage"]["endedGpuSeconds"]["onDemand"] == 100 + 40
+    # Not knowing what the last write counted (a restart), every pod counts from meteredAt.
+    status = {"usage": dict(previous)}
+    usage.meter_pods(previous, status, (a, c), (), TABLE, None, later)
+    assert status["usage"]["endedGpuSeconds"]["onDemand"] == 100 + 39.5

@@ -133,13 +133,17 @@ def meter_pods(
     table: PriceTable,
     gpu_type: str | None,
     now: dt.datetime,
+    known: frozenset[str] | None = None,
     refresh: float = REFRESH_SECONDS,
 ) -> float | None:
     """Set status.usage of pods that come and go (an InferenceService's): each write settles
     every pod's GPU time from the last meteredAt up to now, so the intervals written never
     overlap and a pod deleted later has only its time since then to add. `gone` are pods seen
-    deleted since (their last state): they are settled in this write. The seconds until the
-    next refresh while a pod runs; None otherwise."""
+    deleted since (their last state): they are settled in this write. `known` are the uids of
+    the pods the last write counted: any other is counted from its start, since its start
+    time (whole seconds) may fall before the last meteredAt although it was not running yet
+    when that was written; None (unknown, after a restart) counts every pod from meteredAt.
+    The seconds until the next refresh while a pod runs; None otherwise."""
     previous = previous or {}
     since = parse_time(previous.get("meteredAt"))
     running = any(p.finished is None for p in live)
@@ -150,7 +154,8 @@ def meter_pods(
         return refresh - elapsed if running else None
     added = GpuSeconds()
     for pod in (*live, *gone):
-        added = added + GpuSeconds.of(pod.capacity, pod.seconds(since, now))
+        start = since if known is None or pod.uid in known else None
+        added = added + GpuSeconds.of(pod.capacity, pod.seconds(start, now))
     if added.total <= 0 and not gone:
         if previous:
             status["usage"] = dict(previous)

@@ -60,6 +60,8 @@ class Observed:
     # last state), and the admin's prices.
     gpu_pods: tuple[MeteredPod, ...] = ()
     gone_pods: tuple[MeteredPod, ...] = ()
+    # The pods the last status write counted (uids); None when not known (after a restart).
+    known_pods: frozenset[str] | None = None
     prices: PriceTable = field(default_factory=PriceTable)
 
 

@@ -79,6 +79,8 @@ class ServingController:
 
     # Last states of its GPU pods seen deleted, by uid, until a status write settles their time.
     gone: dict[Key, dict[str, MeteredPod]] = field(default_factory=dict)
+    # The GPU pods (uids) the last status write counted, by key.
+    counted: dict[Key, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.status_writer = reconciling.StatusWriter(self.kube, KIND)
@@ -102,6 +104,7 @@ class ServingController:
             self.expected.pop(key, None)
             self.idle_read.pop(key, None)
             self.gone.pop(key, None)
+            self.counted.pop(key, None)
             metrics.forget_inferenceservice(*key)
             return None
         meta = obj["metadata"]
@@ -203,7 +206,12 @@ class ServingController:
     def _observe_pods(self, key: Key) -> dict[str, Any]:
         gone = self.gone.get(key, {})
         live = tuple(p for p in self.pods(key) if isinstance(p, MeteredPod) and p.uid not in gone)
-        return {"gpu_pods": live, "gone_pods": tuple(gone.values()), "prices": self.config.prices}
+        return {
+            "gpu_pods": live,
+            "gone_pods": tuple(gone.values()),
+            "known_pods": self.counted.get(key),
+            "prices": self.config.prices,
+        }
 
     def _metered(
         self,
@@ -219,6 +227,9 @@ class ServingController:
             gone.pop(pod.uid, None)
         if not gone:
             self.gone.pop(key, None)
+        old, new = observed.status.get("usage") or {}, plan.status.get("usage") or {}
+        if new.get("meteredAt") != old.get("meteredAt"):
+            self.counted[key] = frozenset(p.uid for p in observed.gpu_pods)
         prices = self.config.prices
         labels = (
             metrics.team_label(spec.team, self.config.teams),
@@ -226,8 +237,7 @@ class ServingController:
             KIND,
             prices.key(spec.resources.gpu_type),
         )
-        added = usage.increments(observed.status.get("usage"), plan.status.get("usage"), prices)
-        metrics.record_usage(labels, added)
+        metrics.record_usage(labels, usage.increments(old, new, prices))
 
     def _observe_children(
         self, key: Key

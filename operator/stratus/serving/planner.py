@@ -49,6 +49,7 @@ def _meter(p: Pass) -> None:
         obs.prices,
         p.spec.resources.gpu_type,
         obs.now,
+        obs.known_pods,
     )
     if wait is not None:
         p.plan.later(wait)
