@@ -125,7 +125,8 @@ class BudgetSpec(ApiModel):
         default_factory=list,
         max_length=64,
         description="Teams covered (a workload's spec.team). A workload whose team or "
-        "namespace is listed is covered.",
+        "namespace is listed is covered. spec.team is written by the workload's author, who "
+        "can change or drop it: to enforce a limit, list the team's namespaces.",
         json_schema_extra=SET_LIST,
     )
     namespaces: list[NamespaceName] = Field(
