@@ -12,6 +12,7 @@ import pytest
 
 from stratus import metrics
 from stratus.api import resources
+from stratus.api.budget import MAX_LEDGER_ENTRIES as MAX
 from stratus.api.budget import BudgetStatus, BudgetWindow
 from stratus.budgets import gate, planner
 from stratus.budgets.ledger import Amounts, WorkloadUsage, workload_usage
@@ -208,6 +209,47 @@ def test_the_ledger_keeps_only_workloads_whose_figure_can_still_move_or_moved() 
         now,
     )
     assert [e["name"] for e in plan.status["ledger"]] == ["done-this-month", "running"]
+
+
+def test_workloads_that_used_nothing_in_the_period_have_no_entry_and_lose_nothing() -> None:
+    now = utc(2026, 3, 5)
+    held = [usage(f"held{i}", 0.0, created=utc(2026, 3, 2)) for i in range(3000)]
+    old_idle = usage("old-idle", 0.0)
+    first = run([*held, old_idle, usage("done", 5.0, finished=True)], now)
+    assert first.status["ledger"] == []
+    # Each is counted from zero once it starts: it had used nothing when last seen.
+    started = [usage("held0", 0.5, created=utc(2026, 3, 2)), usage("old-idle", 0.25)]
+    second = run([*started, usage("done", 5.0, finished=True)], now, first.status)
+    assert second.status["used"]["gpuHours"] == pytest.approx(0.75)
+    # One that was running when last seen and finished since is counted too.
+    job_ = dataclasses.replace(old_idle, usage=Amounts(0.0, 0.0))
+    quick = dataclasses.replace(job_, uid="uid-quick", name="quick")
+    third = run([quick], now, first.status)
+    done = dataclasses.replace(quick, usage=Amounts(1.0, 0.0), finished=True, finished_at=now)
+    assert run([done], now, third.status).status["used"]["gpuHours"] == pytest.approx(1.0)
+    # A changed spec may newly cover a workload: its usage before now is not placed here.
+    assert run([usage("old-idle", 7.0)], now, {**first.status, "observedGeneration": 0}).status[
+        "used"
+    ]["gpuHours"] == pytest.approx(0.0)
+
+
+def test_a_full_ledger_folds_its_smallest_consumers_into_retired_and_counts_nothing_twice() -> None:
+    now = utc(2026, 3, 5)
+    created = utc(2026, 3, 2)
+    many = [usage(f"w{i:04}", 1.0 + i / 10000, created=created) for i in range(MAX + 5)]
+    full = run(many, now, limit={"gpuHours": 100000})
+    assert len(full.status["ledger"]) == MAX
+    assert "w0000" not in {e["name"] for e in full.status["ledger"]}
+    assert full.status["used"]["gpuHours"] == pytest.approx(sum(w.usage.gpu_hours for w in many))
+    ledger_full = condition(full.status, "LedgerFull")
+    assert (ledger_full["status"], ledger_full["reason"]) == ("True", "Full")
+    assert ledger_full["message"].startswith("5 more workloads")
+    again = run(many, now, full.status, limit={"gpuHours": 100000})
+    assert again.status["used"] == full.status["used"]
+    fewer = run(many[:MAX], now, again.status, limit={"gpuHours": 100000})
+    assert condition(fewer.status, "LedgerFull")["status"] == "False"
+    assert fewer.status["used"] == full.status["used"]
+    BudgetStatus.model_validate(fewer.status)
 
 
 def test_top_consumers_are_bounded() -> None:

@@ -31,6 +31,9 @@ MAX_NAME_LENGTH = 63
 TIME_ZONE_PATTERN = r"^[A-Za-z][-A-Za-z0-9_+]*(/[A-Za-z0-9][-A-Za-z0-9_+]*)*$"
 # The largest consumers a Budget's status lists.
 TOP_CONSUMERS = 5
+# Ledger entries a Budget's status keeps, far below etcd's object size limit (~1.5 MiB) however
+# many workloads a tenant creates: an entry takes ~300 bytes.
+MAX_LEDGER_ENTRIES = 1000
 
 TeamName = Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)]
 NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
@@ -228,8 +231,10 @@ class BudgetStatus(ApiModel):
     )
     ledger: list[LedgerEntry] = Field(
         default_factory=list,
-        description="Cumulative usage of covered workloads that carry usage into or used GPUs "
-        "in the window and still exist; bounded by those workloads.",
+        description="Cumulative usage of covered workloads that still exist and used GPUs in "
+        "the period or carry usage that can still move into it (none for a workload that has "
+        f"used nothing). At most {MAX_LEDGER_ENTRIES} entries: past that the smallest "
+        "consumers fold into retired and condition LedgerFull is True.",
     )
     retired: Amounts | None = Field(
         default=None,
@@ -240,6 +245,7 @@ class BudgetStatus(ApiModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, SoftLimitReached and LimitReached.",
+        description="Ready, SoftLimitReached, LimitReached, and LedgerFull once the ledger "
+        "has been full.",
         json_schema_extra=CONDITIONS_LIST,
     )

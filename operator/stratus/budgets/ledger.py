@@ -5,9 +5,14 @@ the sum of last - base, plus `retired`: what workloads deleted (or no longer cov
 period had used in it. Nothing is lost: a workload's growth between two passes always lands in
 one period (at a rollover, the later one), and a deleted one's share stays in `retired`.
 
-Bound: one entry per covered workload that exists and has not finished, or finished with usage
-in the period (a finished one with none needs no entry: its figure no longer moves), and for a
-RollingDays window one history row per earlier day of the window (at most 365)."""
+Bound: an entry only for a covered workload that used GPUs in the period, or whose figure is
+above zero and can still move (not finished, or finished within the period); a workload with
+nothing to carry has none, and its base is known again when it next shows usage: 0 while the
+ledger was kept continuously (it had used nothing when last seen, or was created since), its
+figure otherwise (a new Budget, a changed spec, a full ledger: what it used before cannot be
+placed). At most MAX_LEDGER_ENTRIES entries: past that the smallest consumers fold into
+`retired` and condition LedgerFull says so. For a RollingDays window, one history row per
+earlier day of the window (at most 365)."""
 
 from __future__ import annotations
 
@@ -16,13 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratus.api.budget import TOP_CONSUMERS, BudgetLimit, BudgetSpec
+from stratus.api.budget import MAX_LEDGER_ENTRIES, TOP_CONSUMERS, BudgetLimit, BudgetSpec
 from stratus.budgets.window import Window
 from stratus.conditions import parse_time, timestamp
 
 Status = dict[str, Any]
 # Figures are rounded in status so that a pass that changes nothing writes nothing.
 DIGITS = 6
+# The condition a full ledger sets: while True, workloads without an entry start from their
+# figure when next seen (never counted twice, but their growth before that is not counted).
+LEDGER_FULL = "LedgerFull"
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class WorkloadUsage:
     finished: bool
     usage: Amounts
     currency: str | None = None
+    finished_at: dt.datetime | None = None
 
 
 def workload_usage(kind: str, obj: Mapping[str, Any]) -> WorkloadUsage:
@@ -86,6 +95,7 @@ def workload_usage(kind: str, obj: Mapping[str, Any]) -> WorkloadUsage:
             float(usage.get("cost") or 0.0),
         ),
         currency=usage.get("currency"),
+        finished_at=parse_time(status.get("completionTime")),
     )
 
 
@@ -104,6 +114,8 @@ class Ledger:
     # Earlier periods of a RollingDays window: {start, gpuHours, amount}.
     history: list[Status] = field(default_factory=list)
     currency: str | None = None
+    # Entries folded into `retired` because the ledger was full.
+    folded: int = 0
 
     @property
     def period_used(self) -> Amounts:
@@ -158,18 +170,67 @@ def _entry(w: WorkloadUsage, base: Amounts) -> Status:
     return entry
 
 
+def _used(entry: Status) -> Amounts:
+    return Amounts.load(entry["last"]) - Amounts.load(entry["base"])
+
+
+def _finished_before(w: WorkloadUsage, start: dt.datetime) -> bool:
+    # Finished without a completion time: taken as long finished (its figure cannot move).
+    return w.finished and (w.finished_at is None or w.finished_at < start)
+
+
+def is_full(status: Status) -> bool:
+    return any(
+        c.get("type") == LEDGER_FULL and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def _first_base(
+    w: WorkloadUsage, period: Window, last_period: dt.datetime | None, full: bool
+) -> Amounts:
+    """The base of a workload without an entry; `last_period` is the last pass's period when
+    that pass saw every covered workload and kept an entry for each with usage to carry."""
+    if not full and w.created is not None and w.created >= period.start:
+        return Amounts()
+    if last_period is not None and not _finished_before(w, last_period):
+        # Seen by the last pass with nothing used: all it used since is this period's.
+        return Amounts()
+    # Created before the period and first seen now (a new Budget, a workload newly covered, one
+    # folded out of a full ledger): what it used before now cannot be placed in this period.
+    return w.usage
+
+
+def _fold(ledger: Ledger, limit: BudgetLimit) -> None:
+    """Keep the largest consumers within the bound; the rest's usage so far moves to retired."""
+    if len(ledger.entries) <= MAX_LEDGER_ENTRIES:
+        return
+    ranked = sorted(ledger.entries, key=lambda e: (-_used(e).of(limit), e["uid"]))
+    for entry in ranked[MAX_LEDGER_ENTRIES:]:
+        ledger.retired = ledger.retired + _used(entry)
+    ledger.entries = ranked[:MAX_LEDGER_ENTRIES]
+    ledger.folded = len(ranked) - MAX_LEDGER_ENTRIES
+
+
 def account(
     status: Status,
     spec: BudgetSpec,
     period: Window,
     window: Window,
     workloads: list[WorkloadUsage],
+    generation: int,
 ) -> Ledger:
     """The ledger for `period` from the last one in `status` and the workloads seen now."""
     previous = {str(e.get("uid")): e for e in status.get("ledger") or [] if e.get("uid")}
     retired = Amounts.load(status.get("retired"))
     history = list(status.get("history") or [])
-    rolled = parse_time(status.get("periodStart")) != period.start
+    last_period = parse_time(status.get("periodStart"))
+    full = is_full(status)
+    # The last pass saw every covered workload and gave an entry to each with usage to carry:
+    # one without an entry had used nothing then (or finished before that period, or did not
+    # exist yet). A changed spec may cover workloads the last pass did not look at.
+    continuous = not full and status.get("observedGeneration") == generation
+    rolled = last_period != period.start
     if rolled:
         if spec.window.type == "RollingDays" and status.get("periodStart"):
             closed = Ledger(period.start, list(previous.values()), retired).period_used
@@ -190,21 +251,21 @@ def account(
         seen.add(w.uid)
         ledger.currency = ledger.currency or w.currency
         known = previous.get(w.uid)
-        if known is not None:
-            base = Amounts.load(known.get("base"))
-        elif w.created is not None and w.created >= period.start:
-            base = Amounts()
-        else:
-            # Created before the period and first seen now (a new Budget, a workload newly
-            # covered): what it used before now cannot be placed in this period.
-            base = w.usage
-        if w.finished and not (w.usage - base).gpu_hours and not (w.usage - base).amount:
+        base = (
+            Amounts.load(known.get("base"))
+            if known is not None
+            else _first_base(w, period, last_period if continuous else None, full)
+        )
+        used = w.usage - base
+        moved = used.gpu_hours or used.amount
+        if not moved and (
+            not (w.usage.gpu_hours or w.usage.amount) or _finished_before(w, period.start)
+        ):
             continue
         ledger.entries.append(_entry(w, base))
     for uid, entry in previous.items():
         if uid not in seen:
-            ledger.retired = ledger.retired + (
-                Amounts.load(entry.get("last")) - Amounts.load(entry.get("base"))
-            )
+            ledger.retired = ledger.retired + _used(entry)
+    _fold(ledger, spec.limit)
     ledger.entries.sort(key=lambda e: (e["namespace"], e["kind"], e["name"], e["uid"]))
     return ledger

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stratus.api.budget import BudgetSpec
+from stratus.api.budget import MAX_LEDGER_ENTRIES, BudgetSpec
 from stratus.budgets import ledger as ledger_module
 from stratus.budgets.ledger import Amounts, WorkloadUsage
 from stratus.budgets.window import period_at, window_at
@@ -26,6 +26,7 @@ Status = dict[str, Any]
 SOFT = "SoftLimitReached"
 LIMIT = "LimitReached"
 READY = "Ready"
+FULL = ledger_module.LEDGER_FULL
 # Event reasons.
 SOFT_EVENT = "BudgetSoftLimit"
 LIMIT_EVENT = "BudgetExhausted"
@@ -69,7 +70,7 @@ def plan(
         return Plan(out)
     window = window_at(spec.window, now)
     period = period_at(spec.window, now)
-    ledger = ledger_module.account(status, spec, period, window, workloads)
+    ledger = ledger_module.account(status, spec, period, window, workloads, generation)
     used = ledger.window_used()
     limit = limit_of(spec)
     in_unit = used.of(spec.limit)
@@ -115,6 +116,15 @@ def plan(
         )
     else:
         set_condition(out, READY, True, "Counting", what, now, generation)
+    if ledger.folded or any(c.get("type") == FULL for c in out.get("conditions") or []):
+        full = (
+            f"{ledger.folded} more workloads with usage than the ledger holds "
+            f"({MAX_LEDGER_ENTRIES}): the smallest consumers' usage so far is in retired, "
+            "and a workload without an entry counts only what it uses after it is next seen"
+        )
+        state = "Full" if ledger.folded else "Room"
+        message = full if ledger.folded else f"{len(ledger.entries)} entries"
+        set_condition(out, FULL, bool(ledger.folded), state, message, now, generation)
     return Plan(out, events, requeue_after=window.seconds_left(now) or None)
 
 
