@@ -105,7 +105,7 @@ def test_without_a_table_usage_shows_gpu_hours_only() -> None:
 
 def test_running_time_is_refreshed_at_most_every_interval_and_asks_to_come_back() -> None:
     status: dict[str, Any] = {}
-    usage.settle(status, GpuSeconds(spot=3600))
+    usage.settle(status, GpuSeconds(spot=3600), TABLE, None)
     assert usage.meter(None, status, GpuSeconds(on_demand=60), TABLE, None, NOW) == 30
     first = status["usage"]
     assert first["meteredAt"] == "2026-01-01T12:00:00.000Z"
@@ -126,7 +126,7 @@ def test_settled_time_is_written_at_once_and_an_idle_block_is_left_alone() -> No
     status: dict[str, Any] = {}
     usage.meter(None, status, GpuSeconds(spot=60), TABLE, None, NOW)
     first = status["usage"]
-    usage.settle(status, GpuSeconds(spot=65))
+    usage.settle(status, GpuSeconds(spot=65), TABLE, None)
     later = NOW + dt.timedelta(seconds=5)
     assert usage.meter(first, status, GpuSeconds(), TABLE, None, later) is None
     assert status["usage"]["endedGpuSeconds"] == {"spot": 65.0, "onDemand": 0.0}
@@ -151,6 +151,63 @@ def test_increments_are_what_a_write_added_per_capacity_type() -> None:
     assert usage.increments(new, old, TABLE) == []
     assert usage.increments(None, usage.figures(GpuSeconds(spot=3600), prices.PriceTable(), None),
                             prices.PriceTable()) == [("spot", 1.0, None)]  # fmt: skip
+
+
+CHEAPER = prices.parse(json.dumps({"default": {"spot": 0.5, "onDemand": 1.5}}), "EUR")
+
+
+def test_settled_time_keeps_the_price_it_was_settled_at_and_only_the_running_part_moves() -> None:
+    status: dict[str, Any] = {}
+    usage.settle(status, GpuSeconds(spot=3600), TABLE, None)
+    assert status["usage"]["endedCost"] == {
+        "cost": 1.0, "onDemandCost": 3.0, "gpuSeconds": {"spot": 3600.0, "onDemand": 0.0}
+    }  # fmt: skip
+    # The admin lowers the prices: the settled hour keeps its price, the running one is
+    # priced at the new table.
+    usage.meter(None, status, GpuSeconds(on_demand=3600), CHEAPER, None, NOW)
+    block = status["usage"]
+    assert (block["cost"], block["onDemandCost"]) == (1.0 + 1.5, 3.0 + 1.5)
+    assert block["savings"] == 4.5 - 2.5
+    # That running hour ends: it is settled at the new table, and the next raise prices
+    # neither hour again.
+    usage.settle(status, GpuSeconds(on_demand=3600), CHEAPER, None)
+    usage.meter(block, status, GpuSeconds(), TABLE, None, NOW)
+    assert (status["usage"]["cost"], status["usage"]["onDemandCost"]) == (2.5, 4.5)
+
+
+def test_a_status_from_before_ended_cost_is_priced_once_at_the_table_of_then() -> None:
+    """Migration: written by an older build, the block has endedGpuSeconds but no endedCost."""
+    old = {**usage.figures(GpuSeconds(spot=3600), TABLE, None)}
+    old |= {"endedGpuSeconds": {"spot": 3600.0, "onDemand": 0.0},
+            "meteredAt": "2026-01-01T12:00:00.000Z"}  # fmt: skip
+    status: dict[str, Any] = {"usage": dict(old)}
+    assert usage.meter(old, status, GpuSeconds(), TABLE, None, NOW) is None
+    assert status["usage"]["endedCost"]["cost"] == 1.0  # written, though nothing else changed
+    priced = status["usage"]
+    later: dict[str, Any] = {"usage": dict(priced)}
+    usage.meter(priced, later, GpuSeconds(), CHEAPER, None, NOW + dt.timedelta(hours=1))
+    assert later["usage"]["cost"] == 1.0
+    assert later["usage"] == priced
+
+
+def test_time_settled_without_a_table_is_priced_at_the_first_table_after() -> None:
+    status: dict[str, Any] = {}
+    usage.settle(status, GpuSeconds(spot=3600), TABLE, None)
+    usage.settle(status, GpuSeconds(spot=3600), prices.PriceTable(), None)
+    usage.meter(None, status, GpuSeconds(), CHEAPER, None, NOW)
+    assert status["usage"]["cost"] == 1.0 + 0.5
+    assert status["usage"]["endedCost"]["gpuSeconds"]["spot"] == 7200
+
+
+def test_pods_keep_the_price_of_each_interval_they_were_settled_in() -> None:
+    a = metered(pod_obj("a", "2026-01-01T11:00:00Z"))
+    status: dict[str, Any] = {}
+    usage.meter_pods(None, status, (a,), (), TABLE, None, NOW)
+    first = status["usage"]
+    assert first["cost"] == 3.0
+    later: dict[str, Any] = {"usage": dict(first)}
+    usage.meter_pods(first, later, (a,), (), CHEAPER, None, NOW + dt.timedelta(hours=1))
+    assert (later["usage"]["cost"], later["usage"]["onDemandCost"]) == (3.0 + 1.5, 3.0 + 1.5)
 
 
 # -- a TrainingJob's GPU time by capacity type -----------------------------------------------
@@ -199,6 +256,25 @@ def test_a_preempted_spot_attempt_and_its_on_demand_successor_are_metered_apart(
     assert last.status["usage"]["endedGpuSeconds"] == {"spot": 60.0, "onDemand": 240.0}
     assert last.status["usage"]["gpuHours"]["onDemand"] == round(240 / 3600, 6)
     assert last.status["gpuSeconds"] == 300
+
+
+def test_editing_gpu_type_to_a_cheaper_entry_does_not_reprice_ended_attempts() -> None:
+    h100 = {"gpu": 2, "gpuType": "NVIDIA-H100-80GB-HBM3"}
+    s = spec(resources=h100, spot={"enabled": True, "fallbackToOnDemandAfter": 1})
+    first = plan_at(observe(s))
+    spot_job = dataclasses.replace(job(1, failed="DisruptionTarget"), capacity="spot")
+    dead = ran(1, "a", "2026-01-01T11:58:00Z", "2026-01-01T11:58:30Z", phase="Failed",
+               deleted=True, disrupted=True)  # fmt: skip
+    second = plan_at(observe(s, first.status, (spot_job,), (dead,)))
+    assert second.status["usage"]["cost"] == round(60 * 2.5 / 3600, 4)
+    # The tenant edits resources.gpuType away (the default entry is cheaper): the ended spot
+    # minute keeps its H100 price; only the running attempt is priced at the default entry.
+    cheaper = spec(resources={"gpu": 2}, spot={"enabled": True, "fallbackToOnDemandAfter": 1})
+    demand = dataclasses.replace(job(2, ready=1), capacity="on-demand")
+    running = ran(2, "b", "2026-01-01T11:59:00Z", None)
+    third = plan_at(observe(cheaper, second.status, (demand,), (running,)), 31)
+    assert third.status["usage"]["cost"] == round((60 * 2.5 + 182 * 3.0) / 3600, 4)
+    assert third.status["usage"]["onDemandCost"] == round((60 * 8.0 + 182 * 3.0) / 3600, 4)
 
 
 # -- an InferenceService's pods ----------------------------------------------------------------
@@ -319,3 +395,4 @@ def test_a_pod_the_last_write_did_not_count_is_counted_from_its_start() -> None:
     status = {"usage": dict(previous)}
     usage.meter_pods(previous, status, (a, c), (), TABLE, None, later)
     assert status["usage"]["endedGpuSeconds"]["onDemand"] == 100 + 39.5
+

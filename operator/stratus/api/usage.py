@@ -21,10 +21,25 @@ class GpuSeconds(ApiModel):
     on_demand: float = Field(default=0.0, ge=0, description="On on-demand capacity.")
 
 
+class EndedCost(ApiModel):
+    """What settled GPU time cost, priced when it was settled."""
+
+    cost: float = Field(default=0.0, ge=0, description="At the price table of then.")
+    on_demand_cost: float = Field(
+        default=0.0, ge=0, description="The same time at the on-demand prices of then."
+    )
+    gpu_seconds: GpuSeconds = Field(
+        default_factory=GpuSeconds,
+        description="The settled GPU-seconds these figures price (any others are priced at the "
+        "next write, at the table of then).",
+    )
+
+
 class Usage(ApiModel):
     """GPU time since the resource was created, the running attempt or live pods included up to
     meteredAt: from when each pod's containers started running to when they stopped, times its
-    GPUs. The cost fields are absent when the admin set no price table (chart value
+    GPUs. Each hour is priced once: ended time when it was settled, the running time at the
+    current table. The cost fields are absent when the admin set no price table (chart value
     cost.prices)."""
 
     gpu_hours: GpuHours = Field(default_factory=GpuHours, description=GpuHours.__doc__)
@@ -59,4 +74,9 @@ class Usage(ApiModel):
         description="The operator's ledger: GPU-seconds of ended attempts (TrainingJob) or of "
         "pods that ended or went away (InferenceService), which gpuHours adds the running ones "
         "to.",
+    )
+    ended_cost: EndedCost | None = Field(
+        default=None,
+        description="The operator's ledger: what endedGpuSeconds cost when they were settled, "
+        "so a later price or gpuType never prices them again; absent without a price table.",
     )

@@ -1,5 +1,7 @@
 """The usage block of a resource's status, pure: GPU-seconds already settled (ended attempts,
-pods gone) kept in the status itself, plus what runs now, priced by the admin's table.
+pods gone) kept in the status itself with what they cost when they were settled, plus what runs
+now, priced by the admin's table as it is now. Money is settled as it accrues: a new price, or a
+workload's gpuType edited to a cheaper entry, prices the time from then on, never the past.
 
 The block is refreshed at most every REFRESH_SECONDS while something runs, so a long run costs
 one status write per interval, not one per pod event; a change of what is settled (an attempt
@@ -14,11 +16,13 @@ from typing import Any
 
 from stratus.conditions import parse_time, precise_timestamp
 from stratus.cost.pods import MeteredPod
-from stratus.cost.prices import ON_DEMAND, SPOT, PriceTable
+from stratus.cost.prices import ON_DEMAND, SPOT, Price, PriceTable
 
 REFRESH_SECONDS = 30.0
 # Under status.usage: GPU-seconds settled so far, by capacity type (not the running ones).
 ENDED = "endedGpuSeconds"
+# Under status.usage: what the settled GPU-seconds cost when they were settled.
+ENDED_COST = "endedCost"
 HOURS_DIGITS = 6
 MONEY_DIGITS = 4
 
@@ -45,6 +49,11 @@ class GpuSeconds:
     def __add__(self, other: GpuSeconds) -> GpuSeconds:
         return GpuSeconds(self.spot + other.spot, self.on_demand + other.on_demand)
 
+    def __sub__(self, other: GpuSeconds) -> GpuSeconds:
+        return GpuSeconds(
+            max(0.0, self.spot - other.spot), max(0.0, self.on_demand - other.on_demand)
+        )
+
     def get(self, capacity: str) -> float:
         return self.spot if capacity == SPOT else self.on_demand
 
@@ -53,22 +62,74 @@ class GpuSeconds:
         return self.spot + self.on_demand
 
 
+@dataclass(frozen=True)
+class Money:
+    """What GPU-seconds cost, and on demand would have cost; `covers` are the settled
+    GPU-seconds these figures price."""
+
+    cost: float = 0.0
+    on_demand: float = 0.0
+    covers: GpuSeconds = GpuSeconds()
+
+    @classmethod
+    def of(cls, seconds: GpuSeconds, price: Price) -> Money:
+        cost = (seconds.spot * price.spot + seconds.on_demand * price.on_demand) / 3600
+        return cls(cost, seconds.total * price.on_demand / 3600, seconds)
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any] | None) -> Money:
+        raw = raw or {}
+        return cls(
+            float(raw.get("cost") or 0),
+            float(raw.get("onDemandCost") or 0),
+            GpuSeconds.load(raw.get("gpuSeconds")),
+        )
+
+    def dump(self) -> dict[str, Any]:
+        return {"cost": self.cost, "onDemandCost": self.on_demand, "gpuSeconds": self.covers.dump()}
+
+    def __add__(self, other: Money) -> Money:
+        return Money(
+            self.cost + other.cost, self.on_demand + other.on_demand, self.covers + other.covers
+        )
+
+
 def ended(status: Mapping[str, Any]) -> GpuSeconds:
     return GpuSeconds.load((status.get("usage") or {}).get(ENDED))
 
 
-def settle(status: dict[str, Any], seconds: GpuSeconds) -> None:
+def ended_cost(block: Mapping[str, Any], table: PriceTable, gpu_type: str | None) -> Money | None:
+    """What the block's settled GPU-seconds cost: as kept, plus any it does not price yet at
+    the current table. Those are seconds settled without a price table, or every settled second
+    of a status written before ended cost was kept (a migration: priced once, at the table of
+    the first write since). Without a table, what is kept (None when nothing is)."""
+    kept = block.get(ENDED_COST)
+    price = table.price(gpu_type)
+    if price is None:
+        return Money.load(kept) if kept else None
+    money = Money.load(kept)
+    return money + Money.of(GpuSeconds.load(block.get(ENDED)) - money.covers, price)
+
+
+def settle(
+    status: dict[str, Any], seconds: GpuSeconds, table: PriceTable, gpu_type: str | None
+) -> None:
     """Add GPU time that will not be seen again (an attempt that ended, a pod gone) to what the
-    status keeps; in the same write that moves past it, so never twice."""
+    status keeps, priced at the current table; in the same write that moves past it, so never
+    twice."""
     if seconds.total <= 0:
         return
     usage = status.setdefault("usage", {})
     usage[ENDED] = (ended(status) + seconds).dump()
+    if (money := ended_cost(usage, table, gpu_type)) is not None:
+        usage[ENDED_COST] = money.dump()
 
 
-def figures(total: GpuSeconds, table: PriceTable, gpu_type: str | None) -> Usage:
+def figures(
+    total: GpuSeconds, table: PriceTable, gpu_type: str | None, settled: Money | None = None
+) -> Usage:
     """The usage block for `total` GPU-seconds, without meteredAt; cost fields only with a
-    price table."""
+    price table. `settled` prices some of them already; the rest are priced at the table."""
     usage: Usage = {
         "gpuHours": {
             "spot": round(total.spot / 3600, HOURS_DIGITS),
@@ -77,9 +138,10 @@ def figures(total: GpuSeconds, table: PriceTable, gpu_type: str | None) -> Usage
     }
     price = table.price(gpu_type)
     if price is not None:
+        settled = settled or Money()
+        money = settled + Money.of(total - settled.covers, price)
+        cost, on_demand = money.cost, money.on_demand
         usage["gpuType"] = table.key(gpu_type)
-        cost = (total.spot * price.spot + total.on_demand * price.on_demand) / 3600
-        on_demand = total.total * price.on_demand / 3600
         usage["cost"] = round(cost, MONEY_DIGITS)
         usage["onDemandCost"] = round(on_demand, MONEY_DIGITS)
         usage["savings"] = round(on_demand - cost, MONEY_DIGITS)
@@ -101,7 +163,10 @@ def meter(
     or while only the running time has grown for less than `refresh` seconds. The seconds
     until the block should be refreshed while something runs; None when nothing does."""
     settled = ended(status)
-    usage: Usage = {**figures(settled + running, table, gpu_type), ENDED: settled.dump()}
+    money = ended_cost(status.get("usage") or {}, table, gpu_type)
+    usage: Usage = {**figures(settled + running, table, gpu_type, money), ENDED: settled.dump()}
+    if money is not None:
+        usage[ENDED_COST] = money.dump()
     if settled.total <= 0 and running.total <= 0 and not previous:
         return None  # nothing ever ran: no block
     previous = previous or {}
@@ -114,6 +179,7 @@ def meter(
         and elapsed is not None
         and 0 <= elapsed < refresh
         and previous.get(ENDED) == usage[ENDED]
+        and previous.get(ENDED_COST) == usage.get(ENDED_COST)
         and previous.get("gpuType") == usage.get("gpuType")
         and previous.get("currency") == usage.get("currency")
     ):
@@ -160,11 +226,13 @@ def meter_pods(
         if previous:
             status["usage"] = dict(previous)
         return wait
-    settle(status, added)
+    settle(status, added, table, gpu_type)
     settled = ended(status)
+    money = ended_cost(status.get("usage") or {}, table, gpu_type)
     status["usage"] = {
-        **figures(settled, table, gpu_type),
+        **figures(settled, table, gpu_type, money),
         ENDED: settled.dump(),
+        **({ENDED_COST: money.dump()} if money is not None else {}),
         "meteredAt": precise_timestamp(now),
     }
     return wait

@@ -183,9 +183,12 @@ def _gpu_seconds(spec: TrainingJobSpec, job: JobView, pods: list[PodView], now: 
 
 
 class _Planner:
-    def __init__(self, obs: Observed, capacity: CapacityConvention, master_port: int) -> None:
+    def __init__(
+        self, obs: Observed, capacity: CapacityConvention, master_port: int, prices: PriceTable
+    ) -> None:
         assert obs.spec is not None
         self.obs = obs
+        self.prices = prices
         self.spec: TrainingJobSpec = obs.spec
         self.capacity = capacity
         self.master_port = master_port
@@ -231,13 +234,18 @@ class _Planner:
         seconds = _gpu_seconds(self.spec, job, self.pods(job.attempt), self.obs.now)
         self.plan.gpu_seconds += seconds
         self.status["gpuSeconds"] += seconds
-        usage.settle(self.status, usage.GpuSeconds.of(self.capacity_type(job), seconds))
+        usage.settle(
+            self.status,
+            usage.GpuSeconds.of(self.capacity_type(job), seconds),
+            self.prices,
+            self.spec.resources.gpu_type,
+        )
 
     def capacity_type(self, job: JobView) -> str:
         # A Job from before the label: spot when the spec asks for spot.
         return job.capacity or (SPOT if self.spec.spot.enabled else ON_DEMAND)
 
-    def meter(self, prices: PriceTable) -> None:
+    def meter(self) -> None:
         """status.usage: ended attempts, and the running one up to now."""
         running = usage.GpuSeconds()
         active = self.job(self.status["attempt"])
@@ -248,7 +256,7 @@ class _Planner:
             self.obs.status.get("usage"),
             self.status,
             running,
-            prices,
+            self.prices,
             self.spec.resources.gpu_type,
             self.obs.now,
         )
@@ -671,7 +679,7 @@ def plan(
         status["observedGeneration"] = obs.generation
         status["message"] = f"invalid spec: {obs.spec_error}"
         return Plan(status=status)
-    planner = _Planner(obs, capacity, master_port)
+    planner = _Planner(obs, capacity, master_port, prices or PriceTable())
     result = planner.run()
-    planner.meter(prices or PriceTable())
+    planner.meter()
     return result
