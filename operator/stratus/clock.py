@@ -23,7 +23,11 @@ def offset_seconds(path: str | None) -> float:
         return 0.0
 
 
+def real_now() -> dt.datetime:
+    """The real UTC time, never moved: what metering compares with pods' start and end times."""
+    return dt.datetime.now(dt.UTC)
+
+
 def now() -> dt.datetime:
     """The current UTC time, moved by the offset file when one is set."""
-    real = dt.datetime.now(dt.UTC)
-    return real + dt.timedelta(seconds=offset_seconds(os.environ.get(OFFSET_FILE)))
+    return real_now() + dt.timedelta(seconds=offset_seconds(os.environ.get(OFFSET_FILE)))

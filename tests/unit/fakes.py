@@ -261,6 +261,7 @@ class ServingWorld(World):
             failures=lambda _key: (),
             children=lambda _key: [child_view(o) for o in self.cache.of(*WATCHED)],
             clock=lambda: NOW,
+            real_clock=lambda: NOW,
         )
 
     def ready(self) -> None:
@@ -284,4 +285,5 @@ class TrainingWorld(World):
             jobs=lambda _key: [job_view(o) for o in self.cache.of("Job")],
             pods=lambda _key: [pod_view(o) for o in self.cache.of("Pod")],
             clock=lambda: NOW,
+            real_clock=lambda: NOW,
         )

@@ -396,3 +396,51 @@ def test_a_pod_the_last_write_did_not_count_is_counted_from_its_start() -> None:
     usage.meter_pods(previous, status, (a, c), (), TABLE, None, later)
     assert status["usage"]["endedGpuSeconds"]["onDemand"] == 100 + 39.5
 
+
+# -- metering on real time, not the operator's moved clock -------------------------------------
+
+MONTH = dt.timedelta(days=30)
+
+
+def test_a_trainingjob_is_metered_on_real_time_while_the_clock_is_moved_a_month_on() -> None:
+    s = spec(resources={"gpu": 2})
+    first = plan_at(observe(s))
+    running = ran(1, "a", "2026-01-01T11:59:00Z", None)
+    obs = observe(s, first.status, (job(1, ready=1),), (running,))
+    moved = dataclasses.replace(obs, now=NOW + MONTH, real_time=NOW)
+    block = planner.plan(moved, SPOT_PRESETS["karpenter"], prices=TABLE).status["usage"]
+    assert block["gpuHours"]["onDemand"] == round(120 / 3600, 6)
+    assert block["meteredAt"] == "2026-01-01T12:00:00.000Z"
+    # Its deadline (on the operator's clock) ends it: settled up to the real time too.
+    limited = dataclasses.replace(moved, spec=spec(resources={"gpu": 2}, activeDeadlineSeconds=60))
+    ended = planner.plan(limited, SPOT_PRESETS["karpenter"], prices=TABLE)
+    assert ended.status["phase"] == "Failed"
+    assert ended.status["usage"]["endedGpuSeconds"]["onDemand"] == 120
+
+
+def test_a_meteredat_left_in_the_future_by_a_moved_clock_does_not_freeze_metering() -> None:
+    a = metered(pod_obj("a", "2026-01-01T11:59:00Z"))
+    ahead = {**usage.figures(GpuSeconds(on_demand=60), TABLE, None)}
+    ahead |= {"endedGpuSeconds": {"spot": 0.0, "onDemand": 60.0},
+              "meteredAt": "2026-01-31T12:00:00.000Z"}  # fmt: skip
+    status: dict[str, Any] = {"usage": dict(ahead)}
+    assert usage.meter_pods(ahead, status, (a,), (), TABLE, None, NOW) == 30
+    assert status["usage"]["meteredAt"] == "2026-01-01T12:00:00.000Z"
+    again: dict[str, Any] = {"usage": dict(status["usage"])}
+    later = NOW + dt.timedelta(seconds=31)
+    usage.meter_pods(status["usage"], again, (a,), (), TABLE, None, later)
+    assert again["usage"]["endedGpuSeconds"]["onDemand"] == 60 + 31
+    # A TrainingJob's block is rewritten at the real time as well.
+    training: dict[str, Any] = {"usage": dict(ahead)}
+    usage.meter(ahead, training, GpuSeconds(on_demand=90), TABLE, None, NOW)
+    assert training["usage"]["meteredAt"] == "2026-01-01T12:00:00.000Z"
+
+
+def test_an_inferenceservice_is_metered_on_real_time_while_the_clock_is_moved() -> None:
+    s = test_serving_planner.spec(replicas={"min": 1, "max": 1})
+    pods = (metered(pod_obj("a", "2026-01-01T11:00:00Z")),)
+    obs = test_serving_planner.observe(s, {}, {}, now=NOW + MONTH, gpu_pods=pods, prices=TABLE,
+                                       real_time=NOW)  # fmt: skip
+    block = serving_planner.plan(obs).status["usage"]
+    assert block["gpuHours"]["onDemand"] == 1.0
+    assert block["meteredAt"] == "2026-01-01T12:00:00.000Z"

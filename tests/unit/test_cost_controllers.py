@@ -52,7 +52,7 @@ def test_serving_usage_is_written_counted_and_a_deleted_pod_is_settled_once() ->
     gone = pod("b", 30, NOW - dt.timedelta(minutes=1))
     live.remove(live[1])
     world.controller.pod_gone(world.key, gone)
-    world.controller.clock = lambda: NOW + dt.timedelta(seconds=5)
+    world.controller.real_clock = lambda: NOW + dt.timedelta(seconds=5)
     world.cache.sync()
     world.reconcile()
     usage = world.obj["status"]["usage"]
@@ -97,3 +97,13 @@ def test_without_a_price_table_the_counters_get_hours_only() -> None:
                    gpu_type="other") >= 1.0  # fmt: skip
     assert counted("stratus_cost_total", "on-demand", team="other", cost_center="other",
                    gpu_type="other") == before  # fmt: skip
+
+
+def test_the_controller_meters_on_real_time_while_its_clock_is_moved_a_month_on() -> None:
+    world = ServingWorld({"image": "serve:1", "model": {"uri": "https://m/x"}}, CONFIG)
+    world.controller.pods = lambda _key: [pod("a", 60)]
+    world.controller.clock = lambda: NOW + dt.timedelta(days=30)
+    world.reconcile()
+    usage = world.obj["status"]["usage"]
+    assert usage["gpuHours"]["onDemand"] == 1.0
+    assert usage["meteredAt"] == "2026-01-01T12:00:00.000Z"

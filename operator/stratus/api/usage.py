@@ -67,7 +67,9 @@ class Usage(ApiModel):
         "table names it, else default.",
     )
     metered_at: str | None = Field(
-        default=None, description="When these figures were computed (RFC 3339, operator clock)."
+        default=None,
+        description="When these figures were computed (RFC 3339, real time: the pods' start "
+        "and end times are real).",
     )
     ended_gpu_seconds: GpuSeconds = Field(
         default_factory=GpuSeconds,

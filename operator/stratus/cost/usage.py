@@ -212,17 +212,23 @@ def meter_pods(
     The seconds until the next refresh while a pod runs; None otherwise."""
     previous = previous or {}
     since = parse_time(previous.get("meteredAt"))
+    # A meteredAt ahead of `now` (written by a build that metered on the operator's moved
+    # clock) is taken as now: nothing is added up to it, and this write brings it back, so
+    # metering does not wait for the real time to catch up with it.
+    ahead = since is not None and since > now
+    if ahead:
+        since = now
     running = any(p.finished is None for p in live)
     wait = refresh if running else None
     elapsed = (now - since).total_seconds() if since else None
-    if not gone and elapsed is not None and 0 <= elapsed < refresh:
+    if not gone and not ahead and elapsed is not None and 0 <= elapsed < refresh:
         status["usage"] = dict(previous)
         return refresh - elapsed if running else None
     added = GpuSeconds()
     for pod in (*live, *gone):
         start = since if known is None or pod.uid in known else None
         added = added + GpuSeconds.of(pod.capacity, pod.seconds(start, now))
-    if added.total <= 0 and not gone:
+    if added.total <= 0 and not gone and not ahead:
         if previous:
             status["usage"] = dict(previous)
         return wait

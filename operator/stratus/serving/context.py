@@ -63,6 +63,13 @@ class Observed:
     # The pods the last status write counted (uids); None when not known (after a restart).
     known_pods: frozenset[str] | None = None
     prices: PriceTable = field(default_factory=PriceTable)
+    # The real time, for metering: pods' start and end times are real, while `now` is the
+    # operator's clock, which tests move. None: `now` (a test that does not move the clock).
+    real_time: dt.datetime | None = None
+
+    @property
+    def metered_at(self) -> dt.datetime:
+        return self.real_time or self.now
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from stratus import metrics, policy, reconciling
 from stratus.api.inferenceservice import KIND, InferenceServiceSpec
 from stratus.clock import now as clock_now
+from stratus.clock import real_now
 from stratus.conditions import Event, set_condition
 from stratus.config import OperatorConfig
 from stratus.cost import usage
@@ -64,6 +65,8 @@ class ServingController:
     failures: Lookup
     keys: Callable[[], Iterable[Key]] = lambda: ()
     clock: Callable[[], dt.datetime] = clock_now
+    # Metering's time: real, whatever the clock says.
+    real_clock: Callable[[], dt.datetime] = real_now
     # Its Services, PodDisruptionBudget and HPA (ChildView), from the caches.
     children: Lookup = lambda _key: ()
     # Its validator pods (ValidatorView), from the caches.
@@ -161,6 +164,7 @@ class ServingController:
             deployments=deployments,
             staging_failures=tuple(f for f in self.failures(key) if isinstance(f, StagingFailure)),
             now=self.clock(),
+            real_time=self.real_clock(),
             staging_image=self.config.staging_image,
             retire_after=dt.timedelta(seconds=self.config.retire_after_seconds),
             routes=await self._routes(spec, owner),

@@ -48,7 +48,7 @@ def _meter(p: Pass) -> None:
         obs.gone_pods,
         obs.prices,
         p.spec.resources.gpu_type,
-        obs.now,
+        obs.metered_at,
         obs.known_pods,
     )
     if wait is not None:

@@ -19,6 +19,7 @@ from stratus import metrics, policy, reconciling
 from stratus.api.common import API_VERSION
 from stratus.api.trainingjob import KIND, TrainingJobSpec
 from stratus.clock import now as clock_now
+from stratus.clock import real_now
 from stratus.conditions import Event
 from stratus.config import OperatorConfig
 from stratus.cost import usage
@@ -51,6 +52,8 @@ class TrainingController:
     # Kueue's Workloads by (namespace, Job name).
     workloads: Lookup = lambda _key: ()
     clock: Callable[[], dt.datetime] = clock_now
+    # Metering's time: real, whatever the clock says.
+    real_clock: Callable[[], dt.datetime] = real_now
     # What may hold a new attempt back (a budget, a start window): each says why, or None.
     gates: list[Callable[[planner.Observed], planner.Hold | None]] = field(default_factory=list)
     # What reports a condition without holding anything back (a budget's estimate): or None.
@@ -208,6 +211,7 @@ class TrainingController:
             pending_jobs=frozenset(expected),
             pods=tuple(pods.values()),
             now=self.clock(),
+            real_time=self.real_clock(),
             workloads=tuple(w for j in jobs for w in self.workloads((meta["namespace"], j.name))),
         )
         if observed.spec is None or not (self.gates or self.advisors):

@@ -64,6 +64,7 @@ class Observed:
     status: Status
     jobs: tuple[JobView, ...]
     pods: tuple[PodView, ...]
+    # The operator's clock (stratus.clock: tests move it), for every window decision.
     now: dt.datetime
     # Jobs this operator created that its cache has not shown yet: not to be created again.
     pending_jobs: frozenset[str] = frozenset()
@@ -75,6 +76,13 @@ class Observed:
     workloads: tuple[WorkloadView, ...] = ()
     # Conditions the advisors report without holding anything back (a budget's estimate).
     advice: tuple[Advice, ...] = ()
+    # The real time, for metering: pods' start and end times are real, so the moved clock would
+    # add or take away GPU time. None: `now` (a test that does not move the clock).
+    real_time: dt.datetime | None = None
+
+    @property
+    def metered_at(self) -> dt.datetime:
+        return self.real_time or self.now
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,7 @@ class _Planner:
     def account(self, job: JobView) -> None:
         """Count the GPU time of an attempt that ended, or that is ended now; in the status
         write that moves past the attempt, so never twice."""
-        seconds = _gpu_seconds(self.spec, job, self.pods(job.attempt), self.obs.now)
+        seconds = _gpu_seconds(self.spec, job, self.pods(job.attempt), self.obs.metered_at)
         self.plan.gpu_seconds += seconds
         self.status["gpuSeconds"] += seconds
         usage.settle(
@@ -249,8 +257,9 @@ class _Planner:
         """status.usage: ended attempts, and the running one up to now."""
         running = usage.GpuSeconds()
         active = self.job(self.status["attempt"])
+        now = self.obs.metered_at
         if active and not active.finished and active.name not in self.plan.delete_jobs:
-            seconds = _gpu_seconds(self.spec, active, self.pods(active.attempt), self.obs.now)
+            seconds = _gpu_seconds(self.spec, active, self.pods(active.attempt), now)
             running = usage.GpuSeconds.of(self.capacity_type(active), seconds)
         wait = usage.meter(
             self.obs.status.get("usage"),
@@ -258,7 +267,7 @@ class _Planner:
             running,
             self.prices,
             self.spec.resources.gpu_type,
-            self.obs.now,
+            now,
         )
         if wait is not None:
             self.plan.later(wait)
