@@ -60,3 +60,17 @@ def test_spot_only_sends_an_on_demand_job_to_spot_capacity() -> None:
         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}
     ]
     assert "BudgetSpotOnly" in [e.reason for e in plan.events]
+
+
+def test_a_vanished_job_is_not_made_again_while_a_hold_stands() -> None:
+    status = run_held(()).status
+    assert status["activeJob"] == "tj-1"
+    plan = run_held((HOLD,), status=status)
+    assert plan.create == []
+    assert plan.status["phase"] == "Waiting"
+    assert plan.status["activeJob"] == "tj-1"
+    back = run_held((), status=plan.status)
+    (created,) = back.create
+    assert created["metadata"]["name"] == "tj-1"
+    assert back.counts == []
+    assert [e.reason for e in back.events] == []

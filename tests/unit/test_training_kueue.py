@@ -417,3 +417,56 @@ def test_the_deadline_counts_from_admission_not_from_the_wait_in_the_queue() -> 
     admitted = run(s, queued.status, (job(1, ready=1),), (pod(1),), (workload(1, admitted=True),))
     assert admitted.status["phase"] == "Running"
     assert admitted.status["startTime"] == "2026-01-01T12:00:00Z"
+
+
+def held_run(
+    s: TrainingJobSpec,
+    status: dict[str, Any],
+    jobs: tuple[JobView, ...],
+    pods: tuple[PodView, ...] = (),
+    workloads: tuple[WorkloadView, ...] = (),
+) -> planner.Plan:
+    hold = planner.Hold("BudgetExhausted", "budget team-a is spent")
+    observed = planner.Observed(
+        owner=OWNER,
+        generation=1,
+        spec=s,
+        spec_error=None,
+        status=status,
+        jobs=jobs,
+        pods=pods,
+        now=NOW,
+        workloads=workloads,
+        holds=(hold,),
+    )
+    return planner.plan(observed, KARPENTER)
+
+
+def test_a_hold_withdraws_a_job_kueue_never_admitted_and_its_return_counts_nothing() -> None:
+    status = run(spec()).status
+    plan = held_run(spec(), status, (job(1, suspended=True),), (), (workload(1),))
+    assert plan.delete_jobs == ["tj-1"]
+    assert plan.status["phase"] == "Waiting"
+    assert ready(plan.status)["reason"] == "BudgetExhausted"
+    assert plan.status["activeJob"] == "tj-1"
+    assert [e.reason for e in plan.events] == ["BudgetExhausted"]
+    # Gone, it is not made again while the hold stands.
+    gone = held_run(spec(), plan.status, ())
+    assert (gone.create, gone.events, gone.status["phase"]) == ([], [], "Waiting")
+    # The hold lifted: the same attempt, queued again, not counted again.
+    back = run(spec(), gone.status)
+    (created,) = back.create
+    assert created["metadata"]["name"] == "tj-1"
+    assert created["spec"]["suspend"] is True
+    assert back.status["attempt"] == 1
+    assert back.counts == []
+    assert [e.reason for e in back.events] == ["Queued"]
+    assert back.status["phase"] == "Queued"
+
+
+def test_a_hold_does_not_stop_an_admitted_attempt() -> None:
+    status = run(spec()).status
+    admitted = (workload(1, admitted=True, reason=""),)
+    plan = held_run(spec(), status, (job(1, ready=1),), (pod(1),), admitted)
+    assert plan.delete_jobs == []
+    assert plan.status["phase"] == "Running"

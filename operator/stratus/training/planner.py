@@ -411,7 +411,7 @@ class _Planner:
             return
         if not created and self.backing_off(attempt):
             return
-        if not created and not recorded and self.held(attempt):
+        if not created and self.held(attempt):
             return
         self.status.pop("nextAttemptAt", None)
         # The deadline counts from the first attempt that started, not from a wait before it (a
@@ -585,6 +585,11 @@ class _Planner:
 
     def observe_running(self, attempt: int, job: JobView) -> None:
         if job.suspended and self.spec.queue_name:
+            # Queued for hours perhaps: a hold that came since withdraws it before it runs. The
+            # attempt stays recorded (activeJob), so making it again counts nothing twice.
+            if not any(p.started_at for p in self.pods(attempt)) and self.held(attempt):
+                self.plan.delete_jobs.append(job.name)
+                return
             self.queued(attempt, self.workload(job))
             return
         self.status.setdefault("startTime", timestamp(self.obs.now))
