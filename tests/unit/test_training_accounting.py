@@ -220,3 +220,33 @@ def test_suspending_or_failing_during_the_backoff_forgets_it() -> None:
     past_deadline = at(300, observe(s, backing_off, (failed,), (crashed,)))
     assert past_deadline.status["phase"] == "Failed"
     assert "nextAttemptAt" not in past_deadline.status
+
+
+DEADLINE = "DeadlineExceeded"
+
+
+def test_an_attempt_its_own_deadline_failed_is_counted_once() -> None:
+    """The Job carried the deadline's remaining seconds and failed by itself at 11:59:00; the
+    TrainingJob's deadline passes before the planner steps: its GPU time still counts, once."""
+    s = spec(resources={"gpu": 2}, activeDeadlineSeconds=600)
+    status = {**run(spec()).status, "startTime": "2026-01-01T11:50:00Z"}
+    ended = job(1, failed="Job was active longer than specified deadline", reason=DEADLINE)
+    stopped = ran(1, "a", "2026-01-01T11:55:00Z", "2026-01-01T11:59:00Z", phase="Failed")
+    plan = run(s, status, (ended,), (stopped,))
+    assert plan.status["phase"] == "Failed"
+    assert conditions(plan.status)["Failed"]["reason"] == "DeadlineExceeded"
+    assert (plan.status["gpuSeconds"], plan.gpu_seconds) == (240 * 2, 240 * 2)
+    assert plan.status["usage"]["gpuHours"]["onDemand"] == round(480 / 3600, 6)
+    assert plan.delete_jobs == []
+    again = run(s, plan.status, (ended,), (stopped,))
+    assert (again.status["gpuSeconds"], again.gpu_seconds) == (480, 0)
+
+
+@pytest.mark.parametrize("failed", ["", "Container train for pod ns/p failed with exit code 1"])
+def test_the_last_attempt_is_counted_once_when_the_trainingjob_finishes(failed: str) -> None:
+    s = spec(resources={"gpu": 2}, retry={"maxRestarts": 0})
+    ended = job(1, complete=not failed, failed=failed)
+    stopped = ran(1, "a", "2026-01-01T11:58:00Z", "2026-01-01T11:59:00Z", phase="Failed")
+    plan = run(s, run(s).status, (ended,), (stopped,))
+    assert plan.status["phase"] == ("Failed" if failed else "Succeeded")
+    assert (plan.status["gpuSeconds"], plan.gpu_seconds) == (120, 120)

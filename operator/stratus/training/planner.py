@@ -202,6 +202,8 @@ class _Planner:
         self.master_port = master_port
         self.plan = Plan(status=copy.deepcopy(obs.status))
         self.status = self.plan.status
+        # The Jobs whose GPU time this plan counted.
+        self.accounted: set[str] = set()
         for key in ("attempt", "preemptions", "restarts", "retryableRestarts", "gpuSeconds"):
             self.status.setdefault(key, 0)
 
@@ -232,13 +234,16 @@ class _Planner:
         )
         self.status.pop("nextAttemptAt", None)
         active = self.job(self.status["attempt"])
-        if active and not active.finished:
+        # Also one that ended by itself uncounted (its Job's own deadline, the same as ours).
+        if active and active.name not in self.accounted:
             self.account(active)
+        if active and not active.finished:
             self.plan.delete_jobs.append(active.name)
 
     def account(self, job: JobView) -> None:
         """Count the GPU time of an attempt that ended, or that is ended now; in the status
         write that moves past the attempt, so never twice."""
+        self.accounted.add(job.name)
         seconds = _gpu_seconds(self.spec, job, self.pods(job.attempt), self.obs.metered_at)
         self.plan.gpu_seconds += seconds
         self.status["gpuSeconds"] += seconds
