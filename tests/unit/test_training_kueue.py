@@ -470,3 +470,19 @@ def test_a_hold_does_not_stop_an_admitted_attempt() -> None:
     plan = held_run(spec(), status, (job(1, ready=1),), (pod(1),), admitted)
     assert plan.delete_jobs == []
     assert plan.status["phase"] == "Running"
+
+
+def test_a_flexible_attempt_of_unknown_capacity_is_billed_on_demand() -> None:
+    """Kueue admitted it on a flavor whose node labels do not name the capacity type: the
+    upper bound of its cost, on-demand, not spot because the spec allows spot."""
+    s = spec(spot={"enabled": True})
+    status = run(s).status
+    running = run(s, status, (job(1, ready=1),), (pod(1),), (workload(1, admitted=True),))
+    assert running.status["usage"]["gpuHours"] == {"spot": 0.0, "onDemand": round(1 / 3, 6)}
+    done = dataclasses.replace(job(1), complete=True, finished_at="2026-01-01T11:59:00Z")
+    plan = run(s, running.status, (done,), (stopped(1),))
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["usage"]["gpuHours"] == {"spot": 0.0, "onDemand": 0.3}
+    on_spot = dataclasses.replace(done, capacity="spot")
+    plan = run(s, running.status, (on_spot,), (stopped(1),))
+    assert plan.status["usage"]["gpuHours"] == {"spot": 0.3, "onDemand": 0.0}

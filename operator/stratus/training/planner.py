@@ -16,7 +16,7 @@ from stratus.api.trainingjob import TrainingJobSpec
 from stratus.conditions import Event, parse_time, set_condition, timestamp
 from stratus.config import CapacityConvention
 from stratus.cost import usage
-from stratus.cost.prices import ON_DEMAND, SPOT, PriceTable
+from stratus.cost.prices import ON_DEMAND, PriceTable
 from stratus.podspec import Manifest, Owner
 from stratus.training import builders
 from stratus.training.views import (
@@ -255,8 +255,9 @@ class _Planner:
         )
 
     def capacity_type(self, job: JobView) -> str:
-        # A Job from before the label: spot when the spec asks for spot.
-        return job.capacity or (SPOT if self.spec.spot.enabled else ON_DEMAND)
+        # Unknown (a flavor whose node labels do not name it): on-demand, the upper bound of
+        # the cost; spot only where the Job, its flavor or its pods say spot.
+        return job.capacity or ON_DEMAND
 
     def meter(self) -> None:
         """status.usage: ended attempts, and the running one up to now."""
