@@ -486,3 +486,55 @@ def test_a_flexible_attempt_of_unknown_capacity_is_billed_on_demand() -> None:
     on_spot = dataclasses.replace(done, capacity="spot")
     plan = run(s, running.status, (on_spot,), (stopped(1),))
     assert plan.status["usage"]["gpuHours"] == {"spot": 0.3, "onDemand": 0.0}
+
+
+def test_kueue_requeuing_an_attempt_before_it_ran_is_no_preemption() -> None:
+    """Evicted before any worker started (waitForPodsReady timed out, or preempted while its
+    pods were pending): queue contention, not spot capacity taken back. The same attempt is
+    queued again, counted once."""
+    s = spec(spot={"enabled": True, "maxPreemptions": 0})
+    status = run(s).status
+    timed_out = workload(
+        1,
+        evicted=True,
+        reason="PodsReadyTimeout",
+        message="Exceeded the PodsReady timeout ns/job-tj-1-abcde",
+    )
+    plan = run(s, status, (job(1),), (pod(1, started=None),), (timed_out,))
+    assert (plan.status["preemptions"], plan.status["attempt"]) == (0, 1)
+    assert plan.status["phase"] == "Queued"
+    assert plan.status["activeJob"] == "tj-1"
+    assert plan.delete_jobs == ["tj-1"]
+    assert (plan.counts, plan.gpu_seconds, plan.create) == ([], 0, [])
+    (event,) = plan.events
+    assert (event.type, event.reason) == ("Normal", "Requeued")
+    assert event.message == (
+        "attempt 1 is queued again in LocalQueue team-a: Kueue requeued it before it ran "
+        "(PodsReadyTimeout: Exceeded the PodsReady timeout ns/job-tj-1-abcde)"
+    )
+    # Still seen while it goes: nothing new.
+    still = run(s, plan.status, (job(1),), (pod(1, started=None),), (timed_out,))
+    assert (still.events, still.status["preemptions"], still.delete_jobs) == ([], 0, ["tj-1"])
+    # Gone: the same attempt, queued again (flexible on spot), counted once.
+    back = run(s, still.status)
+    (created,) = back.create
+    assert created["metadata"]["name"] == "tj-1"
+    assert created["spec"]["suspend"] is True
+    assert "stratus.dev/capacity-type" not in created["metadata"]["labels"]
+    assert (back.counts, back.events, back.status["attempt"]) == ([], [], 1)
+    assert back.status["phase"] == "Queued"
+
+
+def test_a_workload_of_an_earlier_job_of_the_same_name_is_not_the_new_ones() -> None:
+    raw = raw_workload([{"type": "Evicted", "reason": "PodsReadyTimeout", "message": "m"}])
+    raw["metadata"]["ownerReferences"][0]["uid"] = "old"
+    lingering = workload_view(raw)
+    assert lingering.job_uid == "old"
+    status = run(spec()).status
+    remade = dataclasses.replace(job(1, suspended=True), uid="new")
+    plan = run(spec(), status, (remade,), (), (lingering,))
+    assert plan.delete_jobs == []
+    assert plan.status["phase"] == "Queued"
+    assert plan.status["message"] == (
+        "attempt 1 is queued in LocalQueue team-a: waiting for Kueue to make its Workload"
+    )

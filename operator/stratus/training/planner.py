@@ -45,6 +45,8 @@ PODS_NOT_CREATED = "PodsNotCreated"
 # Kueue holds the attempt's Job suspended (phase Queued), then admits it.
 QUEUED = "Queued"
 ADMITTED = "Admitted"
+# Kueue took an attempt's quota back before any of its workers ran: it is queued again.
+REQUEUED = "Requeued"
 
 # An attempt's Job with fewer pods than workers this long (seconds) after its creation may be
 # refused them: its Events are read then, and again every PODS_RECHECK seconds while it lasts,
@@ -399,11 +401,30 @@ class _Planner:
     def kueue_evicted(self, attempt: int, job: JobView) -> bool:
         """A Kueue eviction (preempted by a workload of higher priority, say) ends the attempt
         as a preemption, not a failure: the next attempt resumes, queued again."""
-        self.account(job)
         workload = self.workload(job)
         why = f"{workload.reason}: {workload.message}" if workload else "its Job was suspended"
         self.plan.delete_jobs.append(job.name)
+        if not any(p.started_at for p in self.pods(attempt)):
+            self.requeued(attempt, why)
+            return False
+        self.account(job)
         return self.preempted(attempt, f" by Kueue ({why})", self.pods(attempt))
+
+    def requeued(self, attempt: int, why: str) -> None:
+        """Evicted before any worker ran (its pods not ready in time, or preempted while they
+        were pending): queue contention, no preemption. The same attempt is queued again in a
+        new Job; it stays recorded (activeJob), so it is not counted again."""
+        message = (
+            f"attempt {attempt} is queued again in LocalQueue {self.spec.queue_name}: "
+            f"Kueue requeued it before it ran ({why})"
+        )
+        previous = _condition_of(self.obs.status, "Ready")
+        self.status["phase"] = QUEUED
+        self.condition("Ready", False, QUEUED, message)
+        self.condition("Scheduled", False, QUEUED, message)
+        self.status["message"] = message
+        if previous.get("message") != message:
+            self.plan.events.append(Event("Normal", REQUEUED, message))
 
     def start(self, attempt: int) -> None:
         name = builders.job_name(self.obs.owner.name, attempt)
@@ -482,7 +503,14 @@ class _Planner:
         return int((started - self.obs.now).total_seconds()) + self.spec.active_deadline_seconds
 
     def workload(self, job: JobView) -> WorkloadView | None:
-        return next((w for w in self.obs.workloads if w.job == job.name), None)
+        return next(
+            (
+                w
+                for w in self.obs.workloads
+                if w.job == job.name and (not w.job_uid or not job.uid or w.job_uid == job.uid)
+            ),
+            None,
+        )
 
     def queued(self, attempt: int, workload: WorkloadView | None) -> None:
         """Kueue holds the attempt's Job suspended: why, in Kueue's words; one Event when the

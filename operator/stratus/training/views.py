@@ -178,14 +178,21 @@ class WorkloadView:
     reason: str
     message: str
     cluster_queue: str | None = None
+    # The owning Job's uid: a Job made again under the same name is not this Workload's.
+    job_uid: str = ""
+
+
+def _job_reference(workload: Obj) -> Obj | None:
+    for ref in workload.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Job" and ref.get("apiVersion") == "batch/v1":
+            return dict(ref)
+    return None
 
 
 def workload_job(workload: Obj) -> str | None:
     """The name of the Job that owns a Workload, or None when no Job does."""
-    for ref in workload.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == "Job" and ref.get("apiVersion") == "batch/v1":
-            return str(ref.get("name"))
-    return None
+    ref = _job_reference(workload)
+    return str(ref.get("name")) if ref else None
 
 
 def workload_view(workload: Obj) -> WorkloadView:
@@ -202,6 +209,7 @@ def workload_view(workload: Obj) -> WorkloadView:
         reason=str(why.get("reason") or ""),
         message=one_line(str(why.get("message") or "")),
         cluster_queue=admission.get("clusterQueue"),
+        job_uid=str((_job_reference(workload) or {}).get("uid") or ""),
     )
 
 
