@@ -264,6 +264,37 @@ def test_an_idle_service_stays_down_until_woken() -> None:
     assert again.status["schedule"]["idleSince"].startswith("2026-11-30T22:00:00")
 
 
+def test_idle_is_not_judged_in_the_warm_up_before_on_hours() -> None:
+    s = spec(schedule={**NIGHTS, "replicas": 1}, idle={**IDLE, "after": "5m"})
+    status, rev = running(s, EVENING)
+    night = planner.plan(observe(s, status, {rev: 3}, NIGHT, idle=COLD)).status
+    dawn = planner.plan(observe(s, night, {rev: 1}, DAWN, idle=COLD)).status
+    assert dawn["schedule"]["reason"] == "WarmUp"
+    # No traffic in the warm-up by design: after (5m) is shorter than warmUp (10m).
+    late = planner.plan(observe(s, dawn, {rev: 3}, DAWN + dt.timedelta(minutes=8), idle=COLD))
+    assert late.status["schedule"]["held"] is False
+    assert "idleSince" not in late.status["schedule"]
+    on = planner.plan(observe(s, late.status, {rev: 3}, DAWN + dt.timedelta(minutes=10), idle=COLD))
+    assert on.status["schedule"]["idleSince"].startswith("2026-12-01T07:00:00")
+
+
+def test_after_a_wake_the_idle_clock_starts_once_a_replica_is_ready() -> None:
+    s = spec(idle=IDLE)
+    status, rev = running(s, EVENING)
+    status = planner.plan(observe(s, status, {rev: 3}, EVENING, idle=COLD)).status
+    status = planner.plan(
+        observe(s, status, {rev: 3}, EVENING + dt.timedelta(minutes=30), idle=COLD)
+    ).status
+    woken = planner.plan(observe(s, status, {rev: 0}, NIGHT, annotations={WAKE_ANNOTATION: "t"}))
+    loading = NIGHT + dt.timedelta(minutes=20)
+    still = planner.plan(observe(s, woken.status, {rev: 0}, loading, sizes={rev: 3}, idle=COLD))
+    assert "idleSince" not in still.status["schedule"]
+    assert still.status["schedule"]["waking"] is True
+    ready = planner.plan(observe(s, still.status, {rev: 1}, loading, sizes={rev: 3}, idle=COLD))
+    assert "waking" not in ready.status["schedule"]
+    assert ready.status["schedule"]["idleSince"].startswith("2026-11-30T22:20:00")
+
+
 def test_a_new_spec_wakes_an_idle_service() -> None:
     s = spec(idle=IDLE)
     status, rev = running(s, EVENING)

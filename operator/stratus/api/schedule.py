@@ -181,6 +181,11 @@ class ScheduleStatus(ApiModel):
     idle_since: str | None = Field(
         default=None, description="Since when every idle signal has said idle (RFC 3339)."
     )
+    waking: bool = Field(
+        default=False,
+        description="Scaling back up after a hold or a wake: idle is not judged until the "
+        "stable revision has a ready replica again.",
+    )
     gpu_hours_reclaimed: float = Field(
         default=0.0,
         description="GPU-hours not spent because of holds, off-hours and idle: the replicas "

@@ -5,7 +5,9 @@ at a floor in this pass (`Pass.held`), status.schedule, and the Events of each c
   its end, then scaled back up, so the service is ready when on-hours begin.
 - Idle (spec.idle): once every signal has said idle for `after`, held at zero until woken: the
   annotation stratus.dev/wake set to a new value (`stratus resume infs/NAME`) or a new spec
-  generation. The readings are taken by the controller; no reading is never idle.
+  generation. The readings are taken by the controller; no reading is never idle. Idle is not
+  judged inside off-hours (the warm-up has no traffic by design), nor after a hold ends until
+  the stable revision has a ready replica again (`waking`).
 - While held, a canary rollout is paused where it stands (its revision at zero, its commands
   kept for later); when the hold ends, its current step starts over (pause, analysis and
   progress deadline counted afresh), since its pods start again from nothing.
@@ -54,7 +56,10 @@ def decide(p: Pass) -> None:
     was_idle = bool(before.get("held")) and before.get("reason") == IDLE_SCALED_TO_ZERO
     spec_changed = obs.status.get("observedGeneration") not in (None, obs.generation)
     idle_held = was_idle and spec.idle is not None and not woken and not spec_changed
-    idle_since = _idle(p, before, hours, idle_held)
+    released = bool(before.get("held")) and not idle_held and not (hours and hours.held)
+    # Scaling back up after a hold: no traffic until the model has loaded again.
+    waking = (released or bool(before.get("waking"))) and not _stable_ready(p)
+    idle_since = None if waking else _idle(p, before, hours, idle_held)
     if not was_idle and idle_since and spec.idle:
         after = duration_seconds(spec.idle.after) or 0.0
         since = parse_time(idle_since) or now
@@ -72,6 +77,8 @@ def decide(p: Pass) -> None:
     }
     if idle_since and not idle_held:
         record["idleSince"] = idle_since
+    if waking:
+        record["waking"] = True
     _state(p, record, hours, idle_held, idle_since)
     _transitions(p, before, record, woken, spec_changed)
     _reclaimed(p, before, record)
@@ -92,9 +99,10 @@ def _idle(
     p: Pass, before: dict[str, Any], hours: offhours.OffHours | None, idle_held: bool
 ) -> str | None:
     """Since when the service has been idle (RFC 3339), from this pass's readings or, without
-    any, as recorded; None while busy, unknown, held, or without spec.idle."""
+    any, as recorded; None while busy, unknown, held, inside off-hours (the warm-up brings no
+    traffic by design), or without spec.idle."""
     spec = p.spec
-    if spec.idle is None or idle_held or (hours and hours.held):
+    if spec.idle is None or idle_held or (hours and hours.off_hours):
         return None
     p.plan.later(IDLE_CHECK)
     since: str | None = before.get("idleSince")
@@ -104,6 +112,11 @@ def _idle(
     if not verdict.idle:
         return None
     return since or precise_timestamp(p.obs.now)
+
+
+def _stable_ready(p: Pass) -> bool:
+    stable = p.deployments.get(str(p.status.get("stableRevision") or ""))
+    return stable is not None and stable.ready > 0
 
 
 def _state(
