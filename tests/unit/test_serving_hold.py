@@ -188,6 +188,22 @@ def test_at_zero_an_hpa_stops_and_the_operator_brings_the_deployment_back() -> N
     assert dawn.scale == [(f"web-{rev}", 3)]
 
 
+def test_woken_at_zero_in_off_hours_an_hpa_service_is_brought_to_its_floor() -> None:
+    auto = {"metric": "cpu", "target": 70}
+    s = spec(schedule={**NIGHTS, "replicas": 1}, autoscaling=auto, idle=IDLE)
+    status, rev = running(s, EVENING)
+    status = planner.plan(observe(s, status, {rev: 3}, EVENING, idle=COLD)).status
+    idle = planner.plan(observe(s, status, {rev: 3}, EVENING + dt.timedelta(minutes=30), idle=COLD))
+    assert idle.scale == [(f"web-{rev}", 0)]
+    wake = {WAKE_ANNOTATION: "t"}
+    woken = planner.plan(observe(s, idle.status, {rev: 0}, NIGHT, annotations=wake))
+    assert woken.status["schedule"]["replicas"] == 1
+    # An HPA does not act on a Deployment at zero: the operator brings it to the floor once.
+    assert woken.scale == [(f"web-{rev}", 1)]
+    up = planner.plan(observe(s, woken.status, {rev: 1}, NIGHT, annotations=wake))
+    assert up.scale == []
+
+
 def test_keda_is_paused_at_the_floor_by_its_own_annotation() -> None:
     auto = {"metric": "prometheus", "target": 10, "query": "sum(rate(x[1m]))"}
     s = spec(schedule=NIGHTS, autoscaling=auto)

@@ -165,15 +165,17 @@ def _autoscaled_stable(p: Pass, stable: str) -> None:
     """The autoscaled stable's size through a hold, without fighting its autoscaler. Held at a
     floor, the autoscaler itself keeps it there (the HPA's min and max, KEDA's paused-replicas:
     see _autoscaling). Held at zero, the Deployment is scaled to zero, where an HPA stops
-    acting (it never scales from zero). Found at zero outside a hold, it is brought back to
-    replicas.min, which the autoscaler then takes from."""
+    acting (it never scales from zero). Found at zero outside a hold, or held at a floor
+    above zero (woken from idle in off-hours), it is brought back once, to replicas.min or
+    the floor, which the autoscaler then takes from."""
     view = p.deployments.get(stable)
     if view is None or p.spec.autoscaling is None or p.spec.autoscaling.metric == "prometheus":
         return
     if p.held == 0 and view.replicas != 0:
         p.plan.scale.append((view.name, 0))
-    elif p.held is None and view.replicas == 0:
-        p.plan.scale.append((view.name, max(1, p.spec.replicas.min)))
+    elif p.held != 0 and view.replicas == 0:
+        floor = p.spec.replicas.min if p.held is None else p.held
+        p.plan.scale.append((view.name, max(1, floor)))
 
 
 # -- traffic -------------------------------------------------------------------------------------
