@@ -47,8 +47,9 @@ def test_chart_lints_and_renders_least_privilege_by_default() -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "ClusterRoleBinding",
-        # TrainingJob, InferenceService and kopf's two peering kinds (templates, so upgrades
-        # update them).
+        # TrainingJob, InferenceService, Budget and kopf's two peering kinds (templates, so
+        # upgrades update them).
+        "CustomResourceDefinition",
         "CustomResourceDefinition",
         "CustomResourceDefinition",
         "CustomResourceDefinition",
@@ -74,11 +75,26 @@ def test_chart_lints_and_renders_least_privilege_by_default() -> None:
 
 def test_non_default_values_render_namespaced_roles_and_monitoring() -> None:
     docs = render("--values", str(DATA / "values-namespaced.yaml"))
-    roles = {d["metadata"]["namespace"] for d in docs if d["kind"] == "Role"}
+    workload_roles = [d for d in docs if d["kind"] == "Role" and "trainingjobs" in str(d["rules"])]
+    roles = {d["metadata"]["namespace"] for d in workload_roles}
     assert roles == {"ml-training", "ml-serving"}
     cluster_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
-    # Cluster-wide, only reading CRDs; everything else, peering included, per namespace.
-    assert {g for r in cluster_rules for g in r["apiGroups"]} == {"apiextensions.k8s.io"}
+    # Cluster-wide, only reading CRDs and the cluster-scoped Budgets (and writing their
+    # status); everything else, peering included, per namespace.
+    assert {g for r in cluster_rules for g in r["apiGroups"]} == {
+        "apiextensions.k8s.io",
+        "stratus.dev",
+    }
+    assert {
+        res for r in cluster_rules if "stratus.dev" in r["apiGroups"] for res in r["resources"]
+    } == {
+        "budgets",
+        "budgets/status",
+    }
+    # A Budget's Events go to `default`, as Events about cluster-scoped objects do: create only.
+    (events,) = [d for d in docs if d["kind"] == "Role" and d not in workload_roles]
+    assert events["metadata"]["namespace"] == "default"
+    assert events["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
     role_resources = {
         res for d in docs if d["kind"] == "Role" for r in d["rules"] for res in r["resources"]
     }
@@ -116,7 +132,7 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "5 rules found" in check.stdout
+    assert "7 rules found" in check.stdout
     tests = subprocess.run(
         ["promtool", "test", "rules", "alerts_test.yaml"],
         cwd=DATA,
