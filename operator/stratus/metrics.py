@@ -50,9 +50,10 @@ TRAINING_GPU_SECONDS = Counter(
 # and cost_center by the admin's lists (any other value shares `other`), gpu_type by the price
 # table's keys (`other` without a table), kind and capacity_type by design.
 USAGE_LABELS = ("team", "cost_center", "kind", "gpu_type", "capacity_type")
-GPU_HOURS = Counter(
-    f"{PREFIX}_gpu_hours",
-    "GPU-hours of TrainingJobs and InferenceServices, from when their containers started.",
+# In seconds, Prometheus's base unit (promtool refuses hours); dashboards divide by 3600.
+GPU_SECONDS = Counter(
+    f"{PREFIX}_gpu_seconds",
+    "GPU time of TrainingJobs and InferenceServices, from when their containers started.",
     USAGE_LABELS,
 )
 COST = Counter(
@@ -141,7 +142,7 @@ def record_usage(
     """Add what a status write metered: `labels` are team, cost_center, kind and gpu_type;
     `added` has (capacity type, GPU-hours, cost or None) items."""
     for capacity, hours, cost in added:
-        GPU_HOURS.labels(*labels, capacity).inc(hours)
+        GPU_SECONDS.labels(*labels, capacity).inc(hours * 3600)
         if cost is not None:
             COST.labels(*labels, capacity).inc(cost)
 

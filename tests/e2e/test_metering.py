@@ -64,14 +64,14 @@ def truth(pods: Iterable[Any], capacity_of: dict[str, str], at: dt.datetime) -> 
 
 
 def counters(operator: OperatorProcess, kind: str) -> dict[tuple[str, str], float]:
-    """stratus_gpu_hours_total and stratus_cost_total of the metering cost center and `kind`,
+    """stratus_gpu_seconds_total and stratus_cost_total of the metering cost center and `kind`,
     by (metric, capacity type)."""
     found: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(operator.metrics()):
         for sample in family.samples:
             labels = sample.labels
             if (
-                sample.name in ("stratus_gpu_hours_total", "stratus_cost_total")
+                sample.name in ("stratus_gpu_seconds_total", "stratus_cost_total")
                 and labels.get("cost_center") == COST_CENTER
                 and labels.get("kind") == kind
             ):
@@ -120,8 +120,8 @@ def assert_counted(operator: OperatorProcess, kind: str, get_usage: Any) -> None
             return False
         hours = before["gpuHours"]
         expected = {
-            ("stratus_gpu_hours_total", "spot"): hours["spot"],
-            ("stratus_gpu_hours_total", "on-demand"): hours["onDemand"],
+            ("stratus_gpu_seconds_total", "spot"): hours["spot"] * 3600,
+            ("stratus_gpu_seconds_total", "on-demand"): hours["onDemand"] * 3600,
             ("stratus_cost_total", "spot"): hours["spot"] * SPOT,
             ("stratus_cost_total", "on-demand"): hours["onDemand"] * ON_DEMAND,
         }

@@ -40,13 +40,13 @@ def test_serving_usage_is_written_counted_and_a_deleted_pod_is_settled_once() ->
     )
     live = [pod("a", 60), pod("b", 30)]
     world.controller.pods = lambda _key: list(live)
-    hours_before = counted("stratus_gpu_hours_total", "on-demand")
+    hours_before = counted("stratus_gpu_seconds_total", "on-demand")
     cost_before = counted("stratus_cost_total", "on-demand")
     assert world.reconcile() is not None  # comes back to refresh while pods run
     usage = world.obj["status"]["usage"]
     assert usage["gpuHours"] == {"spot": 0.0, "onDemand": 1.5}
     assert usage["cost"] == 4.5
-    assert counted("stratus_gpu_hours_total", "on-demand") - hours_before == 1.5
+    assert counted("stratus_gpu_seconds_total", "on-demand") - hours_before == 1.5 * 3600
     assert counted("stratus_cost_total", "on-demand") - cost_before == 4.5
     # b is deleted (stopped a minute ago); the cache forgets it, its last state is kept.
     gone = pod("b", 30, NOW - dt.timedelta(minutes=1))
@@ -60,8 +60,8 @@ def test_serving_usage_is_written_counted_and_a_deleted_pod_is_settled_once() ->
     assert usage["endedGpuSeconds"]["onDemand"] == 1.5 * 3600 + 5
     assert world.controller.gone == {}
     assert (
-        counted("stratus_gpu_hours_total", "on-demand") - hours_before
-        == usage["gpuHours"]["onDemand"]
+        counted("stratus_gpu_seconds_total", "on-demand") - hours_before
+        == usage["gpuHours"]["onDemand"] * 3600
     )
 
 
@@ -71,15 +71,15 @@ def test_a_cost_center_outside_the_admins_list_is_counted_as_other() -> None:
         CONFIG,
     )
     world.controller.pods = lambda _key: [pod("a", 60)]
-    before = counted("stratus_gpu_hours_total", "on-demand", team="other", cost_center="other")
+    before = counted("stratus_gpu_seconds_total", "on-demand", team="other", cost_center="other")
     world.reconcile()
-    after = counted("stratus_gpu_hours_total", "on-demand", team="other", cost_center="other")
-    assert after - before == 1.0
+    after = counted("stratus_gpu_seconds_total", "on-demand", team="other", cost_center="other")
+    assert after - before == 3600
     exported = {
         (s.labels["team"], s.labels["cost_center"])
         for family in REGISTRY.collect()
         for s in family.samples
-        if s.name == "stratus_gpu_hours_total"
+        if s.name == "stratus_gpu_seconds_total"
     }
     assert not {("t-9", "x-1"), ("t-9", "other"), ("other", "x-1")} & exported
 
@@ -93,8 +93,8 @@ def test_without_a_price_table_the_counters_get_hours_only() -> None:
     usage = world.obj["status"]["usage"]
     assert usage["gpuHours"]["onDemand"] == 1.0
     assert "cost" not in usage
-    assert counted("stratus_gpu_hours_total", "on-demand", team="other", cost_center="other",
-                   gpu_type="other") >= 1.0  # fmt: skip
+    assert counted("stratus_gpu_seconds_total", "on-demand", team="other", cost_center="other",
+                   gpu_type="other") >= 3600  # fmt: skip
     assert counted("stratus_cost_total", "on-demand", team="other", cost_center="other",
                    gpu_type="other") == before  # fmt: skip
 

@@ -92,18 +92,19 @@ def _hours(spend: Spend) -> float:
 
 def from_samples(samples: Iterable[tuple[Mapping[str, str], str, float]], by: str) -> list[Spend]:
     """Rows from Prometheus series: (labels, metric, value) of increase() of
-    stratus_gpu_hours_total and stratus_cost_total, summed by the label `by` and capacity_type."""
+    stratus_gpu_seconds_total (as GPU-hours) and stratus_cost_total, summed by the label `by`
+    and capacity_type."""
     label = by.replace("-", "_")
     rows: dict[tuple[str, ...], Spend] = {}
     for labels, metric, value in samples:
         key = (labels.get(label) or NONE,)
         row = rows.setdefault(key, Spend(key))
         spot = labels.get("capacity_type") == "spot"
-        if metric == "gpu_hours":
+        if metric == "gpu_seconds":
             if spot:
-                row.spot_hours += value
+                row.spot_hours += value / 3600
             else:
-                row.on_demand_hours += value
+                row.on_demand_hours += value / 3600
         else:
             row.cost = (row.cost or 0.0) + value
     return sorted(rows.values(), key=lambda s: (-(s.cost or 0.0), -_hours(s), s.key))
@@ -232,7 +233,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         label = args.by.replace("-", "_")
         samples = [
             (labels, metric, value)
-            for metric in ("gpu_hours", "cost")
+            for metric in ("gpu_seconds", "cost")
             for labels, value in query(
                 args.prometheus,
                 f"sum by ({label}, capacity_type) (increase(stratus_{metric}_total[{window}]))",
@@ -266,7 +267,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "--prometheus",
         default=None,
         metavar="URL",
-        help="read increase() of stratus_gpu_hours_total and stratus_cost_total here",
+        help="read increase() of stratus_gpu_seconds_total and stratus_cost_total here",
     )
     cost.add_argument(
         "--window", default=None, help="with --prometheus: how far back, e.g. 7d (default 30d)"

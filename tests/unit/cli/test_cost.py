@@ -127,10 +127,10 @@ def test_from_prometheus_the_window_sums_the_counters_by_team(
 ) -> None:
     asked: list[str] = []
     series = {
-        "gpu_hours": [
-            ({"team": "nlp", "capacity_type": "spot"}, 5.0),
-            ({"team": "nlp", "capacity_type": "on-demand"}, 1.0),
-            ({"team": "other", "capacity_type": "on-demand"}, 2.0),
+        "gpu_seconds": [
+            ({"team": "nlp", "capacity_type": "spot"}, 5.0 * 3600),
+            ({"team": "nlp", "capacity_type": "on-demand"}, 1.0 * 3600),
+            ({"team": "other", "capacity_type": "on-demand"}, 2.0 * 3600),
         ],
         "cost": [
             ({"team": "nlp", "capacity_type": "spot"}, 5.0),
@@ -141,13 +141,13 @@ def test_from_prometheus_the_window_sums_the_counters_by_team(
 
     def query(url: str, promql: str) -> list[tuple[dict[str, str], float]]:
         asked.append(promql)
-        return series["gpu_hours" if "gpu_hours" in promql else "cost"]
+        return series["gpu_seconds" if "gpu_seconds" in promql else "cost"]
 
     monkeypatch.setattr(cost, "query", query)
     code, out, _ = run(capsys, "cost", "--prometheus", "http://prom:9090", "--window", "7d")
     assert code == 0
     assert asked == [
-        "sum by (team, capacity_type) (increase(stratus_gpu_hours_total[7d]))",
+        "sum by (team, capacity_type) (increase(stratus_gpu_seconds_total[7d]))",
         "sum by (team, capacity_type) (increase(stratus_cost_total[7d]))",
     ]
     lines = out.splitlines()
