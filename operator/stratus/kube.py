@@ -140,6 +140,17 @@ class ConflictError(Exception):
     """The object changed since it was read: plan again from fresh state."""
 
 
+class NamespaceTerminating(Exception):
+    """The namespace is being deleted: nothing new can be made in it, and the resource that
+    wanted the child goes with it."""
+
+
+def _terminating(exc: ApiException, manifest: Obj) -> NamespaceTerminating | None:
+    if exc.status == 403 and "NamespaceTerminating" in str(exc.body or ""):
+        return NamespaceTerminating(f"namespace {manifest['metadata'].get('namespace')} is going")
+    return None
+
+
 def load_client() -> client.ApiClient:
     """In a pod, its ServiceAccount; elsewhere, KUBECONFIG or ~/.kube/config, as kubectl."""
     configuration = client.Configuration()
@@ -213,15 +224,20 @@ class Kube:
     async def apply(self, manifest: Obj) -> None:
         """Create or update `manifest` by server-side apply; idempotent by construction."""
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
-        await self._run(
-            self._dynamic.server_side_apply,
-            resource,
-            body=manifest,
-            namespace=manifest["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-            serializer=_unused,
-        )
+        try:
+            await self._run(
+                self._dynamic.server_side_apply,
+                resource,
+                body=manifest,
+                namespace=manifest["metadata"].get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                serializer=_unused,
+            )
+        except ApiException as exc:
+            if going := _terminating(exc, manifest):
+                raise going from exc
+            raise
 
     async def create(self, manifest: Obj) -> None:
         """Create `manifest` unless an object of its name exists. For children that are never
@@ -237,6 +253,8 @@ class Kube:
                 serializer=_unused,
             )
         except ApiException as exc:
+            if going := _terminating(exc, manifest):
+                raise going from exc
             if exc.status != 409:
                 raise
 
@@ -404,5 +422,7 @@ class Kube:
             self._events_pending -= 1
             metrics.EVENTS_PENDING.set(self._events_pending)
         error = posted.exception()
-        if error is not None:
+        if isinstance(error, ApiException) and "NamespaceTerminating" in str(error.body or ""):
+            log.debug("an Event for a namespace being deleted was dropped")
+        elif error is not None:
             log.warning("could not post an event: %s", error)

@@ -11,7 +11,7 @@ from typing import Any
 from stratus import metrics
 from stratus.api.common import API_VERSION
 from stratus.conditions import Event
-from stratus.kube import ConflictError, Kube
+from stratus.kube import ConflictError, Kube, NamespaceTerminating
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,10 @@ async def timed(kind: str, work: Awaitable[float | None]) -> float | None:
     started = time.monotonic()
     try:
         return await work
+    except NamespaceTerminating as exc:
+        # Not an error: its deletion reaches the resource next, and nothing is retried.
+        log.debug("%s: %s", kind, exc)
+        return None
     except Exception:
         metrics.RECONCILE_ERRORS.labels(kind).inc()
         raise

@@ -7,10 +7,12 @@ import asyncio
 from typing import Any, cast
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 
+from stratus import kube as kube_module
 from stratus import reconciling
-from stratus.kube import Kube
+from stratus.kube import Kube, NamespaceTerminating
 from tests.unit.fakes import FakeKube, resource
 
 KEY = ("ns", "tj")
@@ -101,3 +103,28 @@ def test_phases_are_counted_with_no_phase_as_pending() -> None:
         "c": [{"status": {"phase": ""}}],
     }
     assert reconciling.count_phases(objs, lambda k: objs[k]) == {"Running": 1, "Pending": 2}
+
+
+def test_a_namespace_being_deleted_ends_the_reconcile_quietly_without_a_retry() -> None:
+    errors = REGISTRY.get_sample_value("stratus_reconcile_errors_total", {"kind": "Gone"}) or 0.0
+
+    async def refused() -> float | None:
+        raise NamespaceTerminating("namespace t-1 is going")
+
+    assert asyncio.run(reconciling.timed("Gone", refused())) is None
+    after = REGISTRY.get_sample_value("stratus_reconcile_errors_total", {"kind": "Gone"}) or 0.0
+    assert after == errors
+
+
+def test_a_refusal_because_the_namespace_terminates_is_told_apart() -> None:
+    body = (
+        '{"kind":"Status","reason":"Forbidden","details":{"causes":[{"reason":'
+        '"NamespaceTerminating"}]}}'
+    )
+    manifest = {"metadata": {"name": "web-1", "namespace": "t-1"}}
+    going = ApiException(status=403)
+    going.body = body
+    assert isinstance(kube_module._terminating(going, manifest), NamespaceTerminating)
+    forbidden = ApiException(status=403)
+    forbidden.body = '{"reason":"Forbidden"}'
+    assert kube_module._terminating(forbidden, manifest) is None
