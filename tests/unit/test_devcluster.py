@@ -145,3 +145,10 @@ def test_pki_issues_a_ca_signed_client_cert_with_groups(tmp_path: Path) -> None:
     orgs = [a.value for a in admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
     assert orgs == ["system:masters"]
     assert (tmp_path / "sa.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_ports_chosen_together_are_distinct() -> None:
+    names = tuple(f"c{i}" for i in range(200))
+    ports = cluster.free_ports(names)
+    assert set(ports) == set(names)
+    assert len(set(ports.values())) == len(names)

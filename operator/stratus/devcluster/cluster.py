@@ -138,10 +138,19 @@ class Layout:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(("port",))["port"]
+
+
+def free_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A distinct free port for each name: every socket stays bound until all are chosen, as
+    a port given back may be handed out again at once (two components once got the same)."""
+    with contextlib.ExitStack() as held:
+        ports: dict[str, int] = {}
+        for name in names:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports[name] = sock.getsockname()[1]
+        return ports
 
 
 def kubeconfig_for(layout: Layout, server: str, identity: pki.Identity) -> dict[str, Any]:
@@ -494,7 +503,7 @@ class LocalCluster:
             shutil.rmtree(sub, ignore_errors=True)
         self.layout.logs.mkdir(parents=True)
         shutil.copyfile(STAGES_FILE, root / "kwok-stages.yaml")
-        ports = {name: free_port() for name in (*COMPONENTS, *NODE_COMPONENTS, *EXTRA_PORTS)}
+        ports = free_ports((*COMPONENTS, *NODE_COMPONENTS, *EXTRA_PORTS))
         ports["containerd"] = 0
         try:
             node = self._prepare_real_node(ports) if self.real_node else None
@@ -554,7 +563,7 @@ class LocalCluster:
         if state is None:
             raise ClusterError("no cluster running")
         ports = {p.name: p.port for p in state.processes}
-        ports.update({name: free_port() for name in (kueue.NAME, *kueue.INTERNAL_PORTS)})
+        ports.update(free_ports((kueue.NAME, *kueue.INTERNAL_PORTS)))
         deadline = time.monotonic() + timeout
         try:
             self._start_kueue(state, ports, deadline, log, time.monotonic())

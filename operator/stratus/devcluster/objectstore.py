@@ -247,9 +247,9 @@ def standalone(
     """An object store of its own under `root`, with no cluster, for tests and benchmarks: on free
     ports, its gateway on loopback or on `node_ip` (a real node's bridge, where pods reach it),
     with the default bucket; killed and deleted on exit (its log is kept)."""
-    from stratus.devcluster.cluster import free_port  # noqa: PLC0415 - cluster imports this module
+    from stratus.devcluster.cluster import free_ports  # noqa: PLC0415 - cluster imports this module
 
-    ports = {name: free_port() for name in (NAME, *INTERNAL_PORTS)}
+    ports = free_ports((NAME, *INTERNAL_PORTS))
     layout = Layout(root / NAME)
     creds = prepare(layout, ports, node_ip)
     command = args(binaries.locate("weed")["weed"], layout, ports, node_ip)
