@@ -137,7 +137,7 @@ def placement(manifest: dict[str, Any]) -> tuple[list[Any], list[Any]]:
 
 def test_a_queued_attempt_is_created_suspended_with_the_queue_label() -> None:
     built = builders.build_job(
-        OWNER, spec(), builders.AttemptPlan(1, None, on_spot=False), KARPENTER
+        OWNER, spec(), builders.AttemptPlan(1, None, on_spot=False, queued=True), KARPENTER
     )
     assert built["spec"]["suspend"] is True
     assert built["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
@@ -162,7 +162,10 @@ def test_an_unqueued_attempt_is_not_suspended() -> None:
 
 def test_a_flexible_attempt_tolerates_spot_and_leaves_the_choice_to_kueues_flavors() -> None:
     built = builders.build_job(
-        OWNER, spec(), builders.AttemptPlan(1, None, on_spot=True, flexible=True), KARPENTER
+        OWNER,
+        spec(),
+        builders.AttemptPlan(1, None, on_spot=True, flexible=True, queued=True),
+        KARPENTER,
     )
     terms, tolerations = placement(built)
     assert terms == []
@@ -538,3 +541,27 @@ def test_a_workload_of_an_earlier_job_of_the_same_name_is_not_the_new_ones() -> 
     assert plan.status["message"] == (
         "attempt 1 is queued in LocalQueue team-a: waiting for Kueue to make its Workload"
     )
+
+
+def test_without_kueue_in_the_cluster_a_queue_name_does_not_hold_the_attempt() -> None:
+    observed = planner.Observed(
+        owner=OWNER,
+        generation=1,
+        spec=spec(),
+        spec_error=None,
+        status={},
+        jobs=(),
+        pods=(),
+        now=NOW,
+        kueue=False,
+    )
+    plan = planner.plan(observed, KARPENTER)
+    (created,) = plan.create
+    assert "suspend" not in created["spec"]
+    assert created["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert plan.status["phase"] == "Pending"
+    assert "KueueNotInstalled" in [e.reason for e in plan.events]
+    again = dataclasses.replace(
+        observed, status=plan.status, pending_jobs=frozenset({created["metadata"]["name"]})
+    )
+    assert "KueueNotInstalled" not in [e.reason for e in planner.plan(again, KARPENTER).events]

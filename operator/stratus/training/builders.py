@@ -34,6 +34,8 @@ class AttemptPlan:
     # Queued on spot: Kueue's ResourceFlavors choose spot or on-demand (the Job tolerates spot
     # nodes and requires neither), so an exhausted spot quota falls back to on-demand.
     flexible: bool = False
+    # Left to Kueue (spec.queueName, and Kueue in the cluster): created suspended.
+    queued: bool = False
 
 
 def job_name(owner_name: str, attempt: int) -> str:
@@ -184,7 +186,7 @@ def build_job(
     }
     if attempt.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = max(1, attempt.deadline_seconds)
-    if spec.queue_name:
+    if attempt.queued:
         # Kueue admits it by unsuspending it (with its flavor's node labels): created suspended,
         # as Kueue's own Job webhook would make it, so no webhook needs to be registered.
         job_spec["suspend"] = True

@@ -26,7 +26,15 @@ from stratus.cost import usage
 from stratus.kube import Kube
 from stratus.podspec import Manifest, Owner
 from stratus.training import planner
-from stratus.training.views import EventView, JobView, PodView, event_view, with_capacity
+from stratus.training.views import (
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    EventView,
+    JobView,
+    PodView,
+    event_view,
+    with_capacity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,9 @@ class TrainingController:
             # Our own write's event reconciles again; the timer is only a safety net.
             return reconciling.STALE_RETRY
         observed = self._observe(key, obj)
+        if observed.spec is not None and observed.spec.queue_name:
+            kueue = await self.kube.has_kind(f"{KUEUE_GROUP}/{KUEUE_VERSION}", "Workload")
+            observed = dataclasses.replace(observed, kueue=kueue)
         status = observed.status
         violations = (
             policy.check(observed.spec, self.config.workload_policy) if observed.spec else ()

@@ -38,6 +38,8 @@ RESUMED = "Resumed"
 RESTARTED = "Restarted"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
+# A queueName in a cluster without Kueue.
+KUEUE_ABSENT = "KueueNotInstalled"
 # The Ready reason while the next attempt waits out the backoff after a failed one.
 BACKING_OFF = "BackingOff"
 CREATE_FAILED = "CreateFailed"
@@ -74,6 +76,8 @@ class Observed:
     job_events: tuple[EventView, ...] | None = None
     # What holds the next attempt back, or only sends it to spot capacity (the gates').
     holds: tuple[Hold, ...] = ()
+    # Whether the cluster serves Kueue's Workloads (asked only for a TrainingJob with a queue).
+    kueue: bool = True
     # Kueue's Workloads of these Jobs (a TrainingJob with spec.queueName).
     workloads: tuple[WorkloadView, ...] = ()
     # Conditions the advisors report without holding anything back (a budget's estimate).
@@ -203,6 +207,8 @@ class _Planner:
         self.capacity = capacity
         self.master_port = master_port
         self.plan = Plan(status=copy.deepcopy(obs.status))
+        # The LocalQueue, where Kueue runs: without it, a queueName labels the Job and no more.
+        self.queue = self.spec.queue_name if obs.kueue else None
         self.status = self.plan.status
         # The Jobs whose GPU time this plan counted.
         self.accounted: set[str] = set()
@@ -383,7 +389,7 @@ class _Planner:
             self.account(job)
             self.finish("Succeeded", "Succeeded", f"attempt {attempt} completed")
             return False
-        if self.spec.queue_name and self.evicted(attempt, job):
+        if self.queue and self.evicted(attempt, job):
             return self.kueue_evicted(attempt, job)
         if job.failed:
             return self.attempt_failed(attempt, job)
@@ -415,7 +421,7 @@ class _Planner:
         were pending): queue contention, no preemption. The same attempt is queued again in a
         new Job; it stays recorded (activeJob), so it is not counted again."""
         message = (
-            f"attempt {attempt} is queued again in LocalQueue {self.spec.queue_name}: "
+            f"attempt {attempt} is queued again in LocalQueue {self.queue}: "
             f"Kueue requeued it before it ran ({why})"
         )
         previous = _condition_of(self.obs.status, "Ready")
@@ -443,7 +449,7 @@ class _Planner:
         self.status.pop("nextAttemptAt", None)
         # The deadline counts from the first attempt that started, not from a wait before it (a
         # queued one starts when Kueue admits it).
-        if not self.spec.queue_name:
+        if not self.queue:
             self.status.setdefault("startTime", timestamp(self.obs.now))
         older_alive = [p for p in self.obs.pods if p.attempt < attempt and not p.terminal]
         if older_alive and not created:
@@ -465,8 +471,10 @@ class _Planner:
         if resume and not resumable(resume, self.spec.checkpoint_uri):
             resume = None  # recorded before the checkpoint location was edited
         # Queued on spot, Kueue's flavors choose spot or on-demand, unless a gate allows spot only.
-        flexible = bool(self.spec.queue_name) and on_spot and spot_only is None
-        plan = builders.AttemptPlan(attempt, resume, on_spot, self.deadline_left(), flexible)
+        flexible = bool(self.queue) and on_spot and spot_only is None
+        plan = builders.AttemptPlan(
+            attempt, resume, on_spot, self.deadline_left(), flexible, queued=bool(self.queue)
+        )
         job = builders.build_job(self.obs.owner, self.spec, plan, self.capacity, self.master_port)
         if not created:
             if self.spec.workers > 1:
@@ -477,14 +485,8 @@ class _Planner:
         self.plan.delete_jobs += [j.name for j in self.obs.jobs if j.attempt < attempt]
         self.status["activeJob"] = job["metadata"]["name"]
         if not recorded:
-            self.plan.counts.append("attempts")
-            where = "spot or on-demand" if flexible else "spot" if on_spot else "on-demand"
-            chosen = ", whichever Kueue's flavors admit it on" if flexible else ""
-            self.event(ATTEMPT_STARTED, f"attempt {attempt} started on {where} capacity{chosen}")
-            if resume and attempt > 1:
-                self.plan.counts.append("resumes")
-                self.event(RESUMED, f"attempt {attempt} resumes from {resume}")
-        if self.spec.queue_name:
+            self.announce(plan)
+        if self.queue:
             self.queued(attempt, None)
             return
         self.phase(
@@ -493,6 +495,25 @@ class _Planner:
             f"attempt {attempt} is starting",
         )
         self.condition("Scheduled", False, "Pending", "waiting for the scheduler")
+
+    def announce(self, attempt: builders.AttemptPlan) -> None:
+        """Count a new attempt and say where it runs, once."""
+        number, resume = attempt.number, attempt.resume_from
+        self.plan.counts.append("attempts")
+        flexible = attempt.flexible
+        where = "spot or on-demand" if flexible else "spot" if attempt.on_spot else "on-demand"
+        chosen = ", whichever Kueue's flavors admit it on" if flexible else ""
+        self.event(ATTEMPT_STARTED, f"attempt {number} started on {where} capacity{chosen}")
+        if self.spec.queue_name and not self.queue:
+            self.event(
+                KUEUE_ABSENT,
+                f"queueName {self.spec.queue_name} is not used: the cluster serves no Kueue "
+                "Workloads, so the attempt runs without queueing",
+                warning=True,
+            )
+        if resume and number > 1:
+            self.plan.counts.append("resumes")
+            self.event(RESUMED, f"attempt {number} resumes from {resume}")
 
     def deadline_left(self) -> int | None:
         """Seconds of activeDeadlineSeconds left for a new attempt: all of them before the first
@@ -515,7 +536,7 @@ class _Planner:
     def queued(self, attempt: int, workload: WorkloadView | None) -> None:
         """Kueue holds the attempt's Job suspended: why, in Kueue's words; one Event when the
         attempt starts to wait."""
-        where = f"LocalQueue {self.spec.queue_name}"
+        where = f"LocalQueue {self.queue}"
         if workload is None:
             why = "waiting for Kueue to make its Workload"
         elif workload.admitted:
@@ -618,7 +639,7 @@ class _Planner:
         return True
 
     def observe_running(self, attempt: int, job: JobView) -> None:
-        if job.suspended and self.spec.queue_name:
+        if job.suspended and self.queue:
             # Queued for hours perhaps: a hold that came since withdraws it before it runs. The
             # attempt stays recorded (activeJob), so making it again counts nothing twice.
             if not any(p.started_at for p in self.pods(attempt)) and self.held(attempt):
@@ -627,7 +648,7 @@ class _Planner:
             self.queued(attempt, self.workload(job))
             return
         self.status.setdefault("startTime", timestamp(self.obs.now))
-        if self.spec.queue_name and _reason(self.obs.status, "Ready") == QUEUED:
+        if self.queue and _reason(self.obs.status, "Ready") == QUEUED:
             workload = self.workload(job)
             queue = f" to ClusterQueue {workload.cluster_queue}" if workload else ""
             where = f" on {job.capacity} capacity" if job.capacity else ""
