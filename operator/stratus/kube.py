@@ -267,13 +267,14 @@ class Kube:
         resource_version: str,
         old: Obj,
         new: Obj,
-    ) -> None:
+    ) -> str:
         """Merge-patch status from `old` to `new`, only if the object is still at
-        `resource_version`; raises ConflictError otherwise."""
+        `resource_version`; raises ConflictError otherwise. The resourceVersion after it: the
+        same one when the API server found nothing to change."""
         resource = self._resource(api_version, kind)
         body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
         try:
-            await self._run(
+            written = await self._run(
                 resource.status.patch,
                 body=body,
                 name=name,
@@ -285,6 +286,7 @@ class Kube:
             if exc.status == 409:
                 raise ConflictError(str(exc.reason)) from exc
             raise
+        return str(written.metadata.resourceVersion)
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         """The object, or None when it (or its kind) does not exist."""

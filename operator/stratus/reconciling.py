@@ -80,7 +80,7 @@ class StatusWriter:
         if new == old:
             return None
         try:
-            await self._kube.patch_status(
+            version = await self._kube.patch_status(
                 API_VERSION,
                 self._kind,
                 meta.get("namespace", ""),
@@ -91,6 +91,10 @@ class StatusWriter:
             )
         except ConflictError:
             return CONFLICT_RETRY
+        if version == meta["resourceVersion"]:
+            # Nothing changed (the API server defaulted back what the patch removed): no watch
+            # event follows, so there is nothing to wait for.
+            return None
         self._replaced[key] = meta["resourceVersion"]
         self._written[key] = time.monotonic()
         return None

@@ -124,7 +124,7 @@ class FakeKube:
         resource_version: str,
         old: dict[str, Any],
         new: dict[str, Any],
-    ) -> None:
+    ) -> str:
         self._call("patch_status", kind, name, new)
         obj = self._existing(kind, namespace, name)
         if obj["metadata"]["resourceVersion"] != resource_version:
@@ -133,7 +133,9 @@ class FakeKube:
         status.update({k: copy.deepcopy(v) for k, v in new.items() if old.get(k) != v})
         for k in old.keys() - new.keys():
             status.pop(k, None)
-        self.put({**obj, "status": status})
+        if status == (obj.get("status") or {}):
+            return str(obj["metadata"]["resourceVersion"])
+        return str(self.put({**obj, "status": status})["metadata"]["resourceVersion"])
 
     async def get(
         self, api_version: str, kind: str, namespace: str, name: str

@@ -128,3 +128,15 @@ def test_a_refusal_because_the_namespace_terminates_is_told_apart() -> None:
     forbidden = ApiException(status=403)
     forbidden.body = '{"reason":"Forbidden"}'
     assert kube_module._terminating(forbidden, manifest) is None
+
+
+def test_a_write_the_api_server_found_nothing_to_change_in_is_not_waited_for() -> None:
+    # As when a patch removes a field the schema defaults back: no new version, no watch event.
+    kube = FakeKube()
+    writer = reconciling.StatusWriter(cast(Kube, kube), "TrainingJob")
+    meta = kube.put({**resource("TrainingJob", "tj", {}), "status": {"phase": "Running"}})[
+        "metadata"
+    ]
+    assert write(writer, meta, {"phase": "Pending"}, {"phase": "Running"}) is None
+    assert [c.method for c in kube.calls] == ["patch_status"]
+    assert not writer.stale(KEY, meta)

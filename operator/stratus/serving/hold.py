@@ -77,8 +77,9 @@ def decide(p: Pass) -> None:
     }
     if idle_since and not idle_held:
         record["idleSince"] = idle_since
-    if waking:
-        record["waking"] = True
+    # Written false too: the schema defaults it, and a status that leaves out a defaulted field
+    # differs from the stored one on every pass.
+    record["waking"] = waking
     _state(p, record, hours, idle_held, idle_since)
     _transitions(p, before, record, woken, spec_changed)
     _reclaimed(p, before, record)
