@@ -50,6 +50,11 @@ def _decoded(_client: Any, body: Any) -> Any:
     return body
 
 
+def _version(_client: Any, body: Any) -> str | None:
+    """For status writes: the resourceVersion after it, and nothing else decoded."""
+    return ((body or {}).get("metadata") or {}).get("resourceVersion")
+
+
 def _unused(_client: Any, _body: Any) -> None:
     """For responses to writes: read to the end, so that the connection goes back to the pool,
     but not turned into the client's objects, which costs more CPU than the request itself."""
@@ -280,13 +285,13 @@ class Kube:
                 name=name,
                 namespace=namespace,
                 content_type="application/merge-patch+json",
-                serializer=_unused,
+                serializer=_version,
             )
         except ApiException as exc:
             if exc.status == 409:
                 raise ConflictError(str(exc.reason)) from exc
             raise
-        return str(written.metadata.resourceVersion)
+        return str(written)
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         """The object, or None when it (or its kind) does not exist."""
