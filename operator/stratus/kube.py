@@ -150,8 +150,17 @@ class NamespaceTerminating(Exception):
     wanted the child goes with it."""
 
 
+def _namespace_going(exc: BaseException | None) -> bool:
+    """A refusal because the namespace is being deleted."""
+    return (
+        isinstance(exc, ApiException)
+        and exc.status == 403
+        and "NamespaceTerminating" in str(exc.body or "")
+    )
+
+
 def _terminating(exc: ApiException, manifest: Obj) -> NamespaceTerminating | None:
-    if exc.status == 403 and "NamespaceTerminating" in str(exc.body or ""):
+    if _namespace_going(exc):
         return NamespaceTerminating(f"namespace {manifest['metadata'].get('namespace')} is going")
     return None
 
@@ -429,7 +438,7 @@ class Kube:
             self._events_pending -= 1
             metrics.EVENTS_PENDING.set(self._events_pending)
         error = posted.exception()
-        if isinstance(error, ApiException) and "NamespaceTerminating" in str(error.body or ""):
+        if _namespace_going(error):
             log.debug("an Event for a namespace being deleted was dropped")
         elif error is not None:
             log.warning("could not post an event: %s", error)
