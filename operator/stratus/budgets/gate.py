@@ -52,8 +52,28 @@ class BudgetState:
         return None if self.used is None else max(0.0, self.limit - self.used)
 
 
+# Budget specs validated, by (uid, generation): a spec edit bumps the generation.
+_SPECS: dict[tuple[str, int], BudgetSpec | None] = {}
+_SPECS_MAX = 1024
+
+
+def _spec_of(obj: dict[str, Any]) -> BudgetSpec | None:
+    """The Budget's spec, validated once per generation: every TrainingJob pass reads every
+    Budget twice (the gate and the fit advice)."""
+    meta = obj.get("metadata") or {}
+    uid, generation = meta.get("uid"), meta.get("generation")
+    if not uid or generation is None:
+        return parse_spec(obj.get("spec"))[0]
+    key = (str(uid), int(generation))
+    if key not in _SPECS:
+        if len(_SPECS) >= _SPECS_MAX:
+            _SPECS.clear()
+        _SPECS[key] = parse_spec(obj.get("spec"))[0]
+    return _SPECS[key]
+
+
 def budget_state(obj: dict[str, Any], now: dt.datetime) -> BudgetState | None:
-    spec, _ = parse_spec(obj.get("spec"))
+    spec = _spec_of(obj)
     if spec is None:
         return None
     status = obj.get("status") or {}
