@@ -311,6 +311,19 @@ class Kube:
             return None
         return dict(found.to_dict())
 
+    async def list_labelled(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[Obj]:
+        """The objects of a kind in a namespace that carry these labels, read from the API
+        server (not a cache)."""
+        found = await self._run(
+            self._resource(api_version, kind).get,
+            namespace=namespace,
+            label_selector=label_selector,
+            serializer=_decoded,
+        )
+        return list(found.get("items") or []) if isinstance(found, dict) else []
+
     async def list_events(self, namespace: str, kind: str, name: str, uid: str) -> list[Obj]:
         """The Events about one object (by kind, name and uid), from the API server's watch
         cache (resourceVersion 0): cheap, and at most a moment old."""

@@ -19,7 +19,7 @@ from stratus.podspec import Manifest
 from stratus.serving.controller import WATCHED, ServingController
 from stratus.serving.views import child_view, deployment_view
 from stratus.training.controller import TrainingController
-from stratus.training.views import job_view, pod_view
+from stratus.training.views import job_view, pod_view, workload_job, workload_view
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 # (kind, namespace, name)
@@ -145,6 +145,20 @@ class FakeKube:
 
     async def has_kind(self, api_version: str, kind: str) -> bool:
         return (api_version, kind) in self.served
+
+    async def list_labelled(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """The objects of that kind whose labels match `label_selector` (k=v, comma-separated)."""
+        self._call("list_labelled", kind, label_selector)
+        wanted = dict(term.split("=", 1) for term in label_selector.split(","))
+        return [
+            copy.deepcopy(o)
+            for (k, ns, _), o in self.objects.items()
+            if k == kind
+            and ns == namespace
+            and wanted.items() <= (o["metadata"].get("labels") or {}).items()
+        ]
 
     async def list_events(
         self, namespace: str, kind: str, name: str, uid: str
@@ -286,6 +300,9 @@ class TrainingWorld(World):
             trainingjobs=lambda _key: self.cache.of(self.kind),
             jobs=lambda _key: [job_view(o) for o in self.cache.of("Job")],
             pods=lambda _key: [pod_view(o) for o in self.cache.of("Pod")],
+            workloads=lambda key: [
+                workload_view(o) for o in self.cache.of("Workload") if workload_job(o) == key[1]
+            ],
             clock=lambda: NOW,
             real_clock=lambda: NOW,
         )

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from stratus import reconciling
 from stratus.training import controller as training_controller
+from stratus.training.views import KUEUE_GROUP, KUEUE_VERSION
 from tests.unit.fakes import TrainingWorld
 
 STATUS = ("patch_status", "TrainingJob")
@@ -214,3 +215,73 @@ def test_a_deleted_trainingjob_leaves_nothing_behind() -> None:
     assert world.kube.calls == []
     assert world.controller.expected == {}
     assert world.controller.tombstones == {}
+
+
+# -- Kueue's Workloads, watched or not --------------------------------------------------------
+
+WAITING = "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu"
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> TrainingWorld:
+    """A queued TrainingJob whose attempt's Job Kueue holds suspended, with its Workload at the
+    server, waiting for quota; the cache has seen the Job but not the Workload. Progress is
+    written at once."""
+    monkeypatch.setattr(training_controller, "PROGRESS_INTERVAL", 0.0)
+    world = TrainingWorld(raw_spec(queueName="q"))
+    world.kube.served.add((f"{KUEUE_GROUP}/{KUEUE_VERSION}", "Workload"))
+    world.reconcile()
+    job = world.kube.objects[("Job", "ns", "tj-1")]
+    assert job["spec"]["suspend"] is True
+    world.kube.put({**job, "metadata": {**job["metadata"], "uid": "job-uid"}})
+    world.kube.put(
+        {
+            "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
+            "kind": "Workload",
+            "metadata": {
+                "name": "job-tj-1-abcde",
+                "namespace": "ns",
+                "labels": {training_controller.KUEUE_JOB_UID_LABEL: "job-uid"},
+                "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": "tj-1", "uid": "job-uid"}
+                ],
+            },
+            "status": {
+                "conditions": [
+                    {
+                        "type": "QuotaReserved",
+                        "status": "False",
+                        "reason": "Pending",
+                        "message": WAITING,
+                    }
+                ]
+            },
+        }
+    )
+    world.cache.sync("TrainingJob", "Job")
+    return world
+
+
+def test_a_workload_the_cache_lacks_is_read_from_the_server_and_looked_at_again_soon(
+    queued: TrainingWorld,
+) -> None:
+    """kopf may miss Kueue's CRDs appearing after the operator started, and then watches no
+    Workload: the attempt still says why Kueue holds it, and is looked at again on a timer."""
+    world = queued
+    retry = world.reconcile()
+    assert ("list_labelled", "Workload") in [(c.method, c.kind) for c in world.kube.calls]
+    assert ready(world.obj["status"]) == (
+        "False",
+        "Queued",
+        f"attempt 1 is queued in LocalQueue q: {WAITING}",
+    )
+    assert retry == training_controller.WORKLOAD_POLL
+
+
+def test_a_watched_workload_is_not_read_from_the_server(queued: TrainingWorld) -> None:
+    world = queued
+    world.cache.sync("Workload")
+    retry = world.reconcile()
+    assert "list_labelled" not in [c.method for c in world.kube.calls]
+    assert ready(world.obj["status"])[2] == f"attempt 1 is queued in LocalQueue q: {WAITING}"
+    assert retry is None or retry > training_controller.WORKLOAD_POLL

@@ -32,8 +32,10 @@ from stratus.training.views import (
     EventView,
     JobView,
     PodView,
+    WorkloadView,
     event_view,
     with_capacity,
+    workload_view,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ EXPECTATION_TTL = 30.0
 # TrainingJob: transitions that follow each other closely share one write. Decisions (a new
 # attempt, an outcome) are written at once.
 PROGRESS_INTERVAL = 1.0
+# How often a queued attempt whose Workload is read directly (not watched) is looked at again.
+WORKLOAD_POLL = 5.0
+# Kueue's label on the Workload of a Job: the Job's uid.
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 Key = tuple[str, str]
 # Reads of the caches: key -> the values indexed under it.
 Lookup = Callable[[Key], Iterable[Any]]
@@ -102,10 +108,7 @@ class TrainingController:
         if self.status_writer.stale(key, meta):
             # Our own write's event reconciles again; the timer is only a safety net.
             return reconciling.STALE_RETRY
-        observed = self._observe(key, obj)
-        if observed.spec is not None and observed.spec.queue_name:
-            kueue = await self.kube.has_kind(f"{KUEUE_GROUP}/{KUEUE_VERSION}", "Workload")
-            observed = dataclasses.replace(observed, kueue=kueue)
+        observed, polled = await self._with_kueue(self._observe(key, obj))
         status = observed.status
         violations = (
             policy.check(observed.spec, self.config.workload_policy) if observed.spec else ()
@@ -142,7 +145,11 @@ class TrainingController:
         if retry is not None:
             return retry
         await self._carry_out(obj, observed, plan)
-        return plan.requeue_after
+        return (
+            min(plan.requeue_after or WORKLOAD_POLL, WORKLOAD_POLL)
+            if polled
+            else plan.requeue_after
+        )
 
     async def _carry_out(
         self, obj: dict[str, Any], observed: planner.Observed, plan: planner.Plan
@@ -177,6 +184,40 @@ class TrainingController:
             )
             old = (observed.status.get("usage"), plan.status.get("usage"))
             metrics.record_usage(labels, usage.increments(*old, prices))
+
+    async def _with_kueue(self, observed: planner.Observed) -> tuple[planner.Observed, bool]:
+        """A queued TrainingJob's view with whether Kueue runs in the cluster, and its attempt's
+        Workload read from the API server when the cache has none; True when it was (the pass
+        then comes back within WORKLOAD_POLL seconds)."""
+        if observed.spec is None or not observed.spec.queue_name:
+            return observed, False
+        kueue = await self.kube.has_kind(f"{KUEUE_GROUP}/{KUEUE_VERSION}", "Workload")
+        observed = dataclasses.replace(observed, kueue=kueue)
+        read = await self._read_workload(observed) if kueue else None
+        if read is None:
+            return observed, False
+        return dataclasses.replace(observed, workloads=(*observed.workloads, *read)), True
+
+    async def _read_workload(self, observed: planner.Observed) -> tuple[WorkloadView, ...] | None:
+        """The active attempt's Workload read from the API server when the cache has none: kopf
+        watches Workloads only once it sees Kueue's CRDs appear, and it misses them when the API
+        server's discovery lags their events (Kueue installed after the operator started). None
+        when the cache has it or no live Job needs it."""
+        active = observed.status.get("activeJob")
+        job = next((j for j in observed.jobs if j.name == active and not j.finished), None)
+        if job is None or not job.uid or any(w.job == job.name for w in observed.workloads):
+            return None
+        try:
+            found = await self.kube.list_labelled(
+                f"{KUEUE_GROUP}/{KUEUE_VERSION}",
+                "Workload",
+                observed.owner.namespace,
+                f"{KUEUE_JOB_UID_LABEL}={job.uid}",
+            )
+        except ApiException as exc:
+            log.warning("cannot read the Workload of Job %s: %s", job.name, exc.reason)
+            return ()
+        return tuple(workload_view(w) for w in found)
 
     async def _events(self, namespace: str, job: JobView) -> tuple[EventView, ...] | None:
         """The Job's Events, or None when they cannot be read (the plan then keeps what the
