@@ -146,13 +146,28 @@ def test_upgrade_updates_the_crds_keeps_resources_and_uninstall_keeps_the_crds(
     # what uninstall keeps from the release's manifest, which now has none.
     manifest = packaging.helm("get", "manifest", "stratus", *kube)
     assert "helm.sh/resource-policy" not in manifest
-    packaging.helm("uninstall", "stratus", "--wait", *kube)
+    assert CRD in {c.metadata.name for c in ext.list_custom_resource_definition().items if ours(c)}
+    # No --wait: helm would wait for the CRDs in silence. A CRD is gone once the API server has
+    # deleted its resources; the wait below names what is left, and why, if it takes too long.
+    packaging.helm("uninstall", "stratus", *kube)
+    left: list[str] = []
 
     def gone() -> bool:
-        try:
-            ext.read_custom_resource_definition(CRD)
-        except ApiException as exc:
-            return bool(exc.status == 404)
-        return False
+        left[:] = [
+            f"{c.metadata.name} ("
+            + "; ".join(f"{d.type}={d.status} {d.reason}: {d.message}" for d in c.status.conditions)
+            + ")"
+            for c in ext.list_custom_resource_definition().items
+            if ours(c)
+        ]
+        return not left
 
-    wait_for("the CRD deleted with crds.keep=false", gone)
+    try:
+        wait_for("the release's CRDs deleted with crds.keep=false", gone, timeout=180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; left: {left}") from None
+    assert not apps.list_namespaced_deployment(NAMESPACE).items
+
+
+def ours(crd: Any) -> bool:
+    return (crd.metadata.annotations or {}).get("meta.helm.sh/release-name") == "stratus"
