@@ -75,7 +75,7 @@ deps:
 # The project's images (operator, pause, examples), built with podman from the repository's
 # Dockerfiles without a registry, cached outside the tree and loaded into the real node.
 images: venv deps
-	hack/build-images.sh
+	STRATUS_STATE_DIR="$${STRATUS_STATE_DIR:-$(CURDIR)/.stratus}" hack/build-images.sh
 
 # The last step scans the chart and manifests/install.yaml with kube-score; each finding is fixed
 # or waived, with its reason, in hack/kube-score.yaml.

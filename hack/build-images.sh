@@ -14,8 +14,8 @@
 #   index.json                 [{"name", "tag", "archive", "hash"}, ...] for the real node
 #   logs/<name>.log            the last build's output of each image
 #   build-home/                a pip.conf and CA bundle for RUN steps, where egress has its own CA
-# When STRATUS_STATE_DIR names a running local cluster, rebuilt archives are also imported into
-# its node's containerd (`ctr --address <sock> -n k8s.io images import --snapshotter=overlayfs
+# When STRATUS_STATE_DIR names a running local cluster (`make images` passes the default one,
+# .stratus), rebuilt archives are also imported into its node's containerd (`ctr --address <sock> -n k8s.io images import --snapshotter=overlayfs
 # <archive>`).
 set -euo pipefail
 
@@ -326,7 +326,13 @@ mv "$cache/index.json.tmp" "$cache/index.json"
 
 # A running local cluster gets what changed now; one started later imports index.json itself.
 if [ -n "${STRATUS_STATE_DIR:-}" ] && [ ${#rebuilt[@]} -gt 0 ]; then
-  sock="$STRATUS_STATE_DIR/node/containerd/containerd.sock"
+  # containerd's socket is where the cluster put it (outside the state dir, whose path may be too
+  # long for a socket): asked of the cluster's own layout, not derived here a second time.
+  sock="$("$root/.venv/bin/python" -c '
+import sys
+from pathlib import Path
+from stratus.devcluster.cluster import Layout
+print(Layout(Path(sys.argv[1]).resolve()).node.socket)' "$STRATUS_STATE_DIR")"
   if [ -S "$sock" ]; then
     for name in "${rebuilt[@]}"; do
       t="$(now)"
