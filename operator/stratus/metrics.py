@@ -51,13 +51,15 @@ TRAINING_GPU_SECONDS = Counter(
 # table's keys (`other` without a table), kind and capacity_type by design.
 USAGE_LABELS = ("team", "cost_center", "kind", "gpu_type", "capacity_type")
 # In seconds, Prometheus's base unit (promtool refuses hours); dashboards divide by 3600.
+GPU_SECONDS_NAME = f"{PREFIX}_gpu_seconds"
+COST_NAME = f"{PREFIX}_cost"
 GPU_SECONDS = Counter(
-    f"{PREFIX}_gpu_seconds",
+    GPU_SECONDS_NAME,
     "GPU time of TrainingJobs and InferenceServices, from when their containers started.",
     USAGE_LABELS,
 )
 COST = Counter(
-    f"{PREFIX}_cost",
+    COST_NAME,
     "What those GPU-hours cost at the admin's price table, in its currency.",
     USAGE_LABELS,
 )
@@ -226,6 +228,60 @@ class BudgetCollector(Collector):
 
 def register_budgets(figures: Callable[[], Iterable[BudgetFigures]]) -> None:
     REGISTRY.register(BudgetCollector(figures))
+
+
+WORKLOAD_GPU_SECONDS = f"{PREFIX}_workload_gpu_seconds"
+WORKLOAD_COST = f"{PREFIX}_workload_cost"
+# One series per live workload (and capacity type), as kube-state-metrics has per object: uid
+# tells a workload from one made again under its name.
+WORKLOAD_LABELS = ("namespace", "kind", "name", "uid", "team")
+
+
+class WorkloadUsageCollector(Collector):
+    """Each TrainingJob's and InferenceService's status.usage from the operator's cache at
+    scrape time: cumulative since the workload was created, so any replica or restart of the
+    operator exports the same value, and what a window used is the latest value less the
+    earliest (`stratus cost --by workload --prometheus`). A deleted workload's series end with
+    it; Prometheus keeps their samples for the windows they cover."""
+
+    def __init__(self, workloads: Callable[[], Iterable[tuple[str, Mapping[str, Any]]]]) -> None:
+        self._workloads = workloads
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        seconds = GaugeMetricFamily(
+            WORKLOAD_GPU_SECONDS,
+            "A workload's GPU time since it was created, by capacity type (its status.usage).",
+            labels=[*WORKLOAD_LABELS, "capacity_type"],
+        )
+        cost = GaugeMetricFamily(
+            WORKLOAD_COST,
+            "What a workload's GPU time since it was created cost (its status.usage.cost).",
+            labels=list(WORKLOAD_LABELS),
+        )
+        for kind, obj in self._workloads():
+            usage = (obj.get("status") or {}).get("usage")
+            if not usage:
+                continue
+            meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+            labels = [
+                str(meta.get("namespace") or ""),
+                kind,
+                str(meta.get("name") or ""),
+                str(meta.get("uid") or ""),
+                str(spec.get("team") or ""),
+            ]
+            hours = usage.get("gpuHours") or {}
+            for capacity, key in (("spot", "spot"), ("on-demand", "onDemand")):
+                seconds.add_metric([*labels, capacity], float(hours.get(key) or 0) * 3600)
+            if usage.get("cost") is not None:
+                cost.add_metric(labels, float(usage["cost"]))
+        yield from (seconds, cost)
+
+
+def register_workload_usage(
+    workloads: Callable[[], Iterable[tuple[str, Mapping[str, Any]]]],
+) -> None:
+    REGISTRY.register(WorkloadUsageCollector(workloads))
 
 
 def series_of(

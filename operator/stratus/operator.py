@@ -112,6 +112,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         metrics.INFERENCESERVICES, "InferenceServices by phase.", serving.phases
     )
     metrics.register_budgets(budgets.figures)
+    metrics.register_workload_usage(
+        lambda: [*controller.workloads_cached(), *serving.workloads_cached()]
+    )
     Options.readiness.started = True
     log.info(
         "metrics and /readyz on :%d; spot capacity %s=%s",

@@ -123,10 +123,15 @@ def live(found: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+def cached(keys: Iterable[Any], lookup: Callable[[Any], Iterable[Any]]) -> list[Any]:
+    """Every object a cache holds under its keys (listed first: the cache may change while
+    this runs, off the event loop, for a scrape)."""
+    return [obj for key in list(keys) for obj in lookup(key)]
+
+
 def count_phases(keys: Iterable[Any], lookup: Callable[[Any], Iterable[Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for key in list(keys):
-        for obj in lookup(key):
-            phase = (obj.get("status") or {}).get("phase") or "Pending"
-            counts[phase] = counts.get(phase, 0) + 1
+    for obj in cached(keys, lookup):
+        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        counts[phase] = counts.get(phase, 0) + 1
     return counts

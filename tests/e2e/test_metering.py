@@ -2,7 +2,8 @@
 InferenceService scaled from 2 replicas to 3 and back. The ground truth is what the pods say:
 every container's start and end (or the time metered, for one still running) times its GPUs,
 read from each pod's last state as a watch saw it. status.usage must match it within 2%, its
-cost must be those hours at the session's price table, and the counters must add up to it.
+cost must be those hours at the session's price table, and the counters must add up to it; a
+real Prometheus scraping the operator gives `stratus cost --by workload` the window's figures.
 Run with -s to see the figures."""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +26,8 @@ from stratus.api.common import GROUP, VERSION
 from stratus.devcluster import kubeapi
 from stratus.devcluster.nodepools import SIMULATED_POD_SPEC
 from tests.builders import TrainingJobBuilder
-from tests.conftest import PRICES, Cluster, OperatorProcess
+from tests.conftest import PRICES, Cluster, OperatorProcess, free_port
+from tests.prometheus import Prometheus
 from tests.support import Recorder, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -33,6 +36,8 @@ CAPACITY_LABEL = "karpenter.sh/capacity-type"
 COST_CENTER = "metering"
 SERVING_PODS = "stratus.dev/inferenceservice=web"
 TOLERANCE = 0.02
+# What a status refresh Prometheus scraped late may leave out of a window: 10 GPU-seconds.
+SLACK_HOURS = 10 / 3600
 SPOT, ON_DEMAND = PRICES["default"]["spot"], PRICES["default"]["onDemand"]
 
 
@@ -138,6 +143,14 @@ def stratus_cost(cluster: Cluster, namespace: str, *args: str) -> str:
 
 
 @pytest.fixture
+def scraper(operator: OperatorProcess, tmp_path: Path) -> Iterator[Prometheus]:
+    """A real Prometheus scraping the operator every second, from before the test's workload."""
+    server = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{operator.metrics_port}", free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def nodes(cluster: Cluster) -> dict[str, str]:
     """Capacity type of every node, read before any is reclaimed."""
     core = client.CoreV1Api(cluster.api)
@@ -148,7 +161,11 @@ def nodes(cluster: Cluster) -> dict[str, str]:
 
 
 def test_a_preempted_spot_job_finished_on_demand_is_metered_as_its_pods_ran(
-    cluster: Cluster, namespace: str, operator: OperatorProcess, nodes: dict[str, str]
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    nodes: dict[str, str],
+    scraper: Prometheus,
 ) -> None:
     custom = client.CustomObjectsApi(cluster.api)
     core = client.CoreV1Api(cluster.api)
@@ -218,6 +235,21 @@ def test_a_preempted_spot_job_finished_on_demand_is_metered_as_its_pods_ran(
     assert item["gpuHours"] == metered["gpuHours"]
     assert (item["cost"], item["savings"]) == (metered["cost"], metered["savings"])
     print(stratus_cost(cluster, namespace, "--by", "workload"))
+    # Over a window, from Prometheus: what the job used since its series' first sample, which
+    # is the first usage the status showed (`running`), give or take a refresh seen late.
+    total = sum(metered["gpuHours"].values())
+    floor = total - sum(running["gpuHours"].values()) - SLACK_HOURS
+
+    def windowed() -> Obj | None:
+        argv = ("--prometheus", scraper.url, "--window", "10m", "--by", "workload", "-o", "json")
+        found = json.loads(stratus_cost(cluster, namespace, *argv))["items"]
+        return found[0] if found and sum(found[0]["gpuHours"].values()) >= floor - 1e-6 else None
+
+    item = wait_for("the window's figures in Prometheus", windowed, timeout=30)
+    assert (item["namespace"], item["kind"], item["name"]) == (namespace, "TrainingJob", "metered")
+    assert sum(item["gpuHours"].values()) <= total + 1e-6
+    assert item["gpuHours"]["onDemand"] == pytest.approx(metered["gpuHours"]["onDemand"])
+    assert metered["cost"] - SPOT * (total - floor) <= item["cost"] <= metered["cost"] + 1e-3
 
 
 def test_an_inferenceservice_scaled_up_and_down_is_metered_as_its_pods_ran(

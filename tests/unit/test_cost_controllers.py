@@ -9,6 +9,7 @@ import json
 
 from prometheus_client import REGISTRY
 
+from stratus import metrics
 from stratus.config import OperatorConfig, from_env
 from stratus.cost.pods import MeteredPod
 from tests.unit.fakes import NOW, ServingWorld
@@ -107,3 +108,41 @@ def test_the_controller_meters_on_real_time_while_its_clock_is_moved_a_month_on(
     usage = world.obj["status"]["usage"]
     assert usage["gpuHours"]["onDemand"] == 1.0
     assert usage["meteredAt"] == "2026-01-01T12:00:00.000Z"
+
+
+def test_each_workload_is_exported_with_its_status_usage_from_the_cache() -> None:
+    """The per-workload series are the cached status.usage, read at scrape time: they follow
+    the status, and go with the workload."""
+    world = ServingWorld(
+        {"image": "serve:1", "model": {"uri": "https://m/x"}, "team": "nlp"},
+        dataclasses.replace(CONFIG),
+    )
+    world.controller.pods = lambda _key: [pod("a", 60)]
+    world.controller.keys = lambda: [world.key]
+    collector = metrics.WorkloadUsageCollector(world.controller.workloads_cached)
+    assert [s for family in collector.collect() for s in family.samples] == []  # nothing metered
+    world.reconcile()
+    world.cache.sync()
+    samples = {
+        (s.name, s.labels.get("capacity_type")): (s.labels, s.value)
+        for family in collector.collect()
+        for s in family.samples
+    }
+    identity = {
+        "namespace": "ns",
+        "kind": "InferenceService",
+        "name": "web",
+        "uid": "uid-web",
+        "team": "nlp",
+    }
+    assert samples == {
+        ("stratus_workload_gpu_seconds", "spot"): ({**identity, "capacity_type": "spot"}, 0.0),
+        ("stratus_workload_gpu_seconds", "on-demand"): (
+            {**identity, "capacity_type": "on-demand"},
+            3600.0,
+        ),
+        ("stratus_workload_cost", None): (identity, 3.0),
+    }
+    world.kube.objects.pop(("InferenceService", "ns", "web"))
+    world.cache.sync()
+    assert [s for family in collector.collect() for s in family.samples] == []

@@ -1,7 +1,8 @@
 """`stratus cost`: GPU-hours and spend per team, cost center or workload. From the resources'
 status.usage (cumulative since each was created; a deleted resource is gone from it), or with
---prometheus from the operator's counters over a window (deleted resources included, but no
-per-workload figures: the counters' labels are bounded)."""
+--prometheus over a window, deleted resources included: per team or cost center from the
+operator's counters, per workload from its per-workload series (each the workload's status.usage,
+so the window's spend is the latest value less the earliest)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stratus import metrics
 from stratus.cli import render
 from stratus.cli.render import KINDS, Obj
 from stratus.cli.rollout import connect
 
 BY = ("team", "cost-center", "workload")
+# What `--prometheus` reads: (the counter, the per-workload gauge) of GPU time and of cost.
+SERIES = {
+    "gpu_seconds": (metrics.GPU_SECONDS_NAME, metrics.WORKLOAD_GPU_SECONDS),
+    "cost": (metrics.COST_NAME, metrics.WORKLOAD_COST),
+}
 WINDOW_PATTERN = r"^[0-9]{1,5}[smhdwy]$"
 # What one Prometheus answer may be: a bounded number of series, each a few hundred bytes.
 MAX_BYTES = 4 * 2**20
@@ -91,13 +98,16 @@ def _hours(spend: Spend) -> float:
 
 
 def from_samples(samples: Iterable[tuple[Mapping[str, str], str, float]], by: str) -> list[Spend]:
-    """Rows from Prometheus series: (labels, metric, value) of increase() of
-    stratus_gpu_seconds_total (as GPU-hours) and stratus_cost_total, summed by the label `by`
-    and capacity_type."""
+    """Rows from Prometheus series: (labels, metric, value) of what the window added to GPU
+    seconds (as GPU-hours) and cost, by the label `by` (a workload's namespace, kind, name and
+    team) and capacity_type."""
     label = by.replace("-", "_")
     rows: dict[tuple[str, ...], Spend] = {}
     for labels, metric, value in samples:
-        key = (labels.get(label) or NONE,)
+        if by == "workload":
+            key = tuple(labels.get(k) or NONE for k in ("namespace", "kind", "name", "team"))
+        else:
+            key = (labels.get(label) or NONE,)
         row = rows.setdefault(key, Spend(key))
         spot = labels.get("capacity_type") == "spot"
         if metric == "gpu_seconds":
@@ -217,26 +227,39 @@ def query(url: str, promql: str) -> list[tuple[dict[str, str], float]]:
     return [(dict(r.get("metric") or {}), float(r["value"][1])) for r in body["data"]["result"]]
 
 
+def promql(metric: str, by: str, window: str, namespace: str | None) -> str:
+    """What the window added to `metric` (gpu_seconds or cost): increase() of the operator's
+    counter by team or cost center; per workload, each series' latest value less its earliest
+    (a workload's series is its cumulative status.usage, the same from any operator replica)."""
+    counter, per_workload = SERIES[metric]
+    if by != "workload":
+        label = by.replace("-", "_")
+        return f"sum by ({label}, capacity_type) (increase({counter}_total[{window}]))"
+    labels = ", ".join([*metrics.WORKLOAD_LABELS, *(["capacity_type"] if metric != "cost" else [])])
+    selector = f'{per_workload}{{namespace="{namespace}"}}' if namespace else per_workload
+    return (
+        f"max by ({labels}) (max_over_time({selector}[{window}])) - "
+        f"min by ({labels}) (min_over_time({selector}[{window}]))"
+    )
+
+
 def cmd_cost(args: argparse.Namespace) -> int:
     window = args.window
     if args.prometheus:
         window = window or "30d"
-        if args.by == "workload":
+        if args.namespace and args.by != "workload":
             raise ValueError(
-                "--by workload reads the resources' status: the counters have no per-workload "
-                "label (use --by team or cost-center with --prometheus)"
+                f"--prometheus sums the whole cluster by {args.by}: -n applies to --by workload"
             )
-        if args.namespace:
-            raise ValueError("--prometheus sums the whole cluster: -n does not apply")
+        if args.namespace and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", args.namespace):
+            raise ValueError(f"-n {args.namespace!r}: not a namespace name")
         if not re.fullmatch(WINDOW_PATTERN, window or ""):
             raise ValueError(f"--window {window!r}: a duration such as 7d, 24h or 30m")
-        label = args.by.replace("-", "_")
         samples = [
             (labels, metric, value)
             for metric in ("gpu_seconds", "cost")
             for labels, value in query(
-                args.prometheus,
-                f"sum by ({label}, capacity_type) (increase(stratus_{metric}_total[{window}]))",
+                args.prometheus, promql(metric, args.by, window, args.namespace)
             )
         ]
         rows = from_samples(samples, args.by)
@@ -249,7 +272,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if args.output != "text":
         sys.stdout.write(render.dump(as_json(rows, args.by, window), args.output))
     else:
-        sys.stdout.write(table(rows, args.by, args.all_namespaces, window))
+        # Prometheus without -n spans every namespace.
+        every = args.all_namespaces or bool(args.prometheus and not args.namespace)
+        sys.stdout.write(table(rows, args.by, every, window))
     return 0
 
 
@@ -267,7 +292,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "--prometheus",
         default=None,
         metavar="URL",
-        help="read increase() of stratus_gpu_seconds_total and stratus_cost_total here",
+        help="read the operator's usage series in this Prometheus (increase() of "
+        "stratus_gpu_seconds_total and stratus_cost_total; per workload, stratus_workload_*)",
     )
     cost.add_argument(
         "--window", default=None, help="with --prometheus: how far back, e.g. 7d (default 30d)"

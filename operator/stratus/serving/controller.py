@@ -95,6 +95,10 @@ class ServingController:
         """InferenceServices by phase, for the metrics endpoint."""
         return reconciling.count_phases(self.keys(), self.services)
 
+    def workloads_cached(self) -> list[tuple[str, dict[str, Any]]]:
+        """(kind, object) of every InferenceService in the cache, for per-workload usage."""
+        return [(KIND, obj) for obj in reconciling.cached(self.keys(), self.services)]
+
     async def reconcile(self, key: Hashable) -> float | None:
         assert isinstance(key, tuple)
         return await reconciling.timed(KIND, self._reconcile(key))

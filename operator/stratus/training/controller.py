@@ -93,6 +93,10 @@ class TrainingController:
         """TrainingJobs by phase, for the metrics endpoint."""
         return reconciling.count_phases(self.keys(), self.trainingjobs)
 
+    def workloads_cached(self) -> list[tuple[str, dict[str, Any]]]:
+        """(kind, object) of every TrainingJob in the cache, for per-workload usage."""
+        return [(KIND, obj) for obj in reconciling.cached(self.keys(), self.trainingjobs)]
+
     async def reconcile(self, key: Hashable) -> float | None:
         assert isinstance(key, tuple)
         return await reconciling.timed(KIND, self._reconcile(key))

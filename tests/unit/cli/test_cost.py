@@ -158,11 +158,58 @@ def test_from_prometheus_the_window_sums_the_counters_by_team(
     assert "over the last 7d" in out
 
 
+def test_from_prometheus_a_window_per_workload_is_each_series_latest_less_earliest(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per workload, the series are each workload's cumulative status.usage: the window's
+    spend is the latest value less the earliest. A name made again (another uid) adds up."""
+    asked: list[str] = []
+    tj = {"namespace": "ml", "kind": "TrainingJob", "name": "bert", "team": "nlp"}
+    series = {
+        "gpu_seconds": [
+            ({**tj, "uid": "u1", "capacity_type": "spot"}, 2.0 * 3600),
+            ({**tj, "uid": "u2", "capacity_type": "spot"}, 1.0 * 3600),
+            ({**tj, "uid": "u2", "capacity_type": "on-demand"}, 0.5 * 3600),
+        ],
+        "cost": [({**tj, "uid": "u1"}, 2.0), ({**tj, "uid": "u2"}, 2.5)],
+    }
+
+    def query(url: str, promql: str) -> list[tuple[dict[str, str], float]]:
+        asked.append(promql)
+        return series["gpu_seconds" if "gpu_seconds" in promql else "cost"]
+
+    monkeypatch.setattr(cost, "query", query)
+    argv = ("cost", "--prometheus", "http://prom:9090", "--window", "1h", "--by", "workload")
+    code, out, _ = run(capsys, *argv, "-n", "ml", "-o", "json")
+    assert code == 0
+    selector = 'stratus_workload_gpu_seconds{namespace="ml"}'
+    labels = "namespace, kind, name, uid, team, capacity_type"
+    assert asked[0] == (
+        f"max by ({labels}) (max_over_time({selector}[1h])) - "
+        f"min by ({labels}) (min_over_time({selector}[1h]))"
+    )
+    assert "capacity_type" not in asked[1]
+    assert json.loads(out)["items"] == [
+        {
+            "namespace": "ml",
+            "kind": "TrainingJob",
+            "name": "bert",
+            "team": "nlp",
+            "gpuHours": {"spot": 3.0, "onDemand": 0.5},
+            "cost": 4.5,
+        }
+    ]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "namespace=" not in asked[-1]
+    assert out.splitlines()[1].split() == ["ml", "tj/bert", "nlp", "3.00", "0.50", "4.50", "-"]
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--prometheus", "http://p", "--by", "workload"], "no per-workload label"),
-        (["--prometheus", "http://p", "-n", "ml"], "-n does not apply"),
+        (["--prometheus", "http://p", "-n", "ml"], "-n applies to --by workload"),
+        (["--prometheus", "http://p", "--by", "workload", "-n", 'a"}'], "not a namespace name"),
         (["--prometheus", "http://p", "--window", "a week"], "a duration such as 7d"),
         (["--prometheus", "file:///etc/passwd"], "an http(s) address"),
         (["--window", "7d"], "--window needs --prometheus"),
