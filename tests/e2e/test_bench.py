@@ -52,6 +52,8 @@ def test_every_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert dashboard["resources"] == 500
     assert dashboard["page_load_seconds"]["n"] == SIZES["tiny"]["dashboard_samples"]
     assert dashboard["page_load_p95_ms"] > 0
+    assert dashboard["browser_load_seconds"]["n"] == 3
+    assert dashboard["browser_load_p95_ms"] > 0
     peer = results["peer_training_operator"]
     assert peer["measured"] is True
     for variant in ("as_shipped", "controller_threads_16"):

@@ -1,12 +1,12 @@
 """The dashboard in a real browser (headless Chromium through selenium) against the cluster: a
-TrainingJob preempted once and an InferenceService paused in a canary, their pages loaded and
-read, their charts drawn (SVG shapes with geometry, and pixels on the screenshot), and a
-promotion given from the page. The screenshots are the README's (docs/dashboard-*.png)."""
+TrainingJob preempted once and an InferenceService paused in a canary under analysis against a
+real Prometheus, their pages loaded and read, their charts drawn (traffic and the analysis
+metric: SVG shapes with geometry, and pixels on the screenshot), and a promotion given from the
+page. The screenshots are the README's (docs/dashboard-*.png)."""
 
 from __future__ import annotations
 
 import copy
-import shutil
 import struct
 import threading
 import zlib
@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.browser import chromium
 from kubernetes import client
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -33,6 +32,8 @@ from stratus.devcluster import kubeapi
 from stratus.devcluster.nodepools import SIMULATED_POD_SPEC
 from tests.builders import TrainingJobBuilder
 from tests.conftest import Cluster
+from tests.e2e.test_serving_analysis import publish, revision
+from tests.prometheus import ERROR_RATE, Exporter, Prometheus
 from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -58,15 +59,7 @@ def dashboard(cluster: Cluster, namespace: str) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium, "no chromium: run hack/install-deps.sh"
-    assert driver, "no chromedriver: run hack/install-deps.sh"
-    options = Options()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1400,1000")
-    found = webdriver.Chrome(options=options, service=Service(driver))
+    found = chromium()
     try:
         yield found
     finally:
@@ -149,7 +142,7 @@ def custom(cluster: Cluster) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(cluster.api)
 
 
-def service(name: str) -> Obj:
+def service(name: str, prometheus: Prometheus) -> Obj:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceService",
@@ -160,7 +153,11 @@ def service(name: str) -> Obj:
             "replicas": {"min": 4, "max": 4},
             "rollout": {
                 "strategy": "Canary",
-                "analysis": {"interval": "1s"},
+                "analysis": {
+                    "interval": "1s",
+                    "prometheusAddress": prometheus.url,
+                    "metrics": [{"name": "error-rate", "query": ERROR_RATE, "max": 0.05}],
+                },
                 "steps": [{"weight": 50, "pause": {}}, {"weight": 100}],
             },
             "podTemplate": {"spec": copy.deepcopy(SIMULATED_POD_SPEC)},
@@ -169,7 +166,12 @@ def service(name: str) -> Obj:
 
 
 def test_the_dashboard_shows_attempts_and_a_canary_and_promotes_it(
-    cluster: Cluster, namespace: str, dashboard: str, browser: webdriver.Chrome
+    cluster: Cluster,
+    namespace: str,
+    dashboard: str,
+    browser: webdriver.Chrome,
+    prometheus: Prometheus,
+    exporter: Exporter,
 ) -> None:
     api, core = custom(cluster), client.CoreV1Api(cluster.api)
 
@@ -201,10 +203,11 @@ def test_the_dashboard_shows_attempts_and_a_canary_and_promotes_it(
     kubeapi.connect(cluster.kubeconfig).preempt(pod.spec.node_name, replace=True)
     wait_for("attempt 2 running", lambda: running_pod(2), timeout=90)
 
-    # An InferenceService whose second revision waits at 50% for a person.
-    api.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "inferenceservices", service("web")
-    )
+    # An InferenceService whose second revision waits at 50% for a person, its error rate
+    # analysed every second meanwhile.
+    web = service("web", prometheus)
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservices", web)
+    publish(exporter, prometheus, revision(web, "serve:2"), error_rate=0.01)
     wait_for(
         "web Healthy",
         lambda: (get("inferenceservices", "web").get("status") or {}).get("phase") == "Healthy",
@@ -228,6 +231,11 @@ def test_the_dashboard_shows_attempts_and_a_canary_and_promotes_it(
     table = browser.find_element(By.ID, "resources").text
     for text in ("train", "web", "nlp"):
         assert text in table
+    # The TrainingJob's spend, metered from its pods at the session's price table.
+    train_row = browser.find_element(By.CSS_SELECTOR, '#resources tr[data-name="train"]')
+    cost_cell = train_row.find_elements(By.TAG_NAME, "td")[6].text
+    amount, currency = cost_cell.split()
+    assert (float(amount) >= 0, currency) == (True, "USD"), cost_cell
     browser.save_screenshot(str(DOCS / "dashboard-list.png"))
     Select(browser.find_element(By.NAME, "kind")).select_by_value("TrainingJob")
     shown = browser.find_elements(By.CSS_SELECTOR, "#resources tbody tr[data-name]")
@@ -253,8 +261,17 @@ def test_the_dashboard_shows_attempts_and_a_canary_and_promotes_it(
     assert "achieved 50%" in current
     paths = browser.find_elements(By.CSS_SELECTOR, "#chart-0 path.series")
     assert all(len(p.get_attribute("d") or "") > 10 for p in paths)
+    # The analysis chart: one point per analysis while the page watches.
+    until(browser, "the analysis chart", "#chart-1 path.series", 1)
+    assert browser.find_element(By.ID, "chart-1").get_attribute("aria-label") == (
+        "Analysis: error-rate"
+    )
+    WebDriverWait(browser, 30).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#chart-1 circle.dot")) >= 3
+    )
     browser.save_screenshot(str(DOCS / "dashboard-inferenceservice.png"))
     assert_drawn(browser.find_element(By.ID, "chart-0"), (61, 123, 232))  # the first series
+    assert_drawn(browser.find_element(By.ID, "chart-1"), (46, 157, 91))  # a passed analysis
 
     # Promote from the page: the operator's annotation, an Event saying who, then the rollout.
     browser.find_element(By.ID, "cmd-promote").click()
