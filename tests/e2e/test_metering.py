@@ -145,7 +145,7 @@ def stratus_cost(cluster: Cluster, namespace: str, *args: str) -> str:
 @pytest.fixture
 def scraper(operator: OperatorProcess, tmp_path: Path) -> Iterator[Prometheus]:
     """A real Prometheus scraping the operator every second, from before the test's workload."""
-    server = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{operator.metrics_port}", free_port())
+    server = Prometheus(tmp_path, f"127.0.0.1:{operator.metrics_port}", free_port())
     yield server
     server.stop()
 
