@@ -444,3 +444,34 @@ def test_an_inferenceservice_is_metered_on_real_time_while_the_clock_is_moved() 
     block = serving_planner.plan(obs).status["usage"]
     assert block["gpuHours"]["onDemand"] == 1.0
     assert block["meteredAt"] == "2026-01-01T12:00:00.000Z"
+
+
+# -- the refresh interval grows with the number of workloads ---------------------------------
+
+
+def test_the_refresh_interval_keeps_a_kinds_refreshes_under_the_rate() -> None:
+    assert usage.refresh_interval(0) == usage.REFRESH_SECONDS
+    assert usage.refresh_interval(120) == usage.REFRESH_SECONDS
+    assert usage.refresh_interval(2000) == 2000 / usage.MAX_REFRESHES_PER_SECOND
+    for count in (121, 500, 2000, 20000):
+        assert count / usage.refresh_interval(count) <= usage.MAX_REFRESHES_PER_SECOND
+
+
+def test_both_planners_refresh_running_usage_at_the_interval_they_are_given() -> None:
+    s = spec(resources={"gpu": 1})
+    first = plan_at(observe(s))
+    running = dataclasses.replace(job(1), active=1, ready=1)
+    pod = ran(1, "a", "2026-01-01T11:00:00Z", None, phase="Running")
+    obs = dataclasses.replace(observe(s, first.status, (running,), (pod,)), usage_refresh=500.0)
+    assert planner.plan(obs, SPOT_PRESETS["karpenter"], prices=TABLE).requeue_after == 500.0
+
+    serving = test_serving_planner.observe(
+        test_serving_planner.spec(replicas={"min": 1, "max": 1}),
+        {},
+        {},
+        gpu_pods=(metered(pod_obj("a", "2026-01-01T11:00:00Z")),),
+        prices=TABLE,
+    )
+    assert serving_planner.plan(serving).requeue_after == usage.REFRESH_SECONDS
+    slower = dataclasses.replace(serving, usage_refresh=500.0)
+    assert serving_planner.plan(slower).requeue_after == 500.0

@@ -5,7 +5,8 @@ workload's gpuType edited to a cheaper entry, prices the time from then on, neve
 
 The block is refreshed at most every REFRESH_SECONDS while something runs, so a long run costs
 one status write per interval, not one per pod event; a change of what is settled (an attempt
-ended, a pod gone) is written at once."""
+ended, a pod gone) is written at once. With many workloads of a kind the interval grows
+(refresh_interval), so that their refreshes together stay under MAX_REFRESHES_PER_SECOND."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from stratus.cost.pods import MeteredPod
 from stratus.cost.prices import ON_DEMAND, SPOT, Price, PriceTable
 
 REFRESH_SECONDS = 30.0
+# Refreshes of one kind's running workloads together, at most, per second: 2,000 running
+# TrainingJobs refreshed every 30 s would be 67 status writes a second, and an idle operator
+# busy with them.
+MAX_REFRESHES_PER_SECOND = 4.0
 # Under status.usage: GPU-seconds settled so far, by capacity type (not the running ones).
 ENDED = "endedGpuSeconds"
 # Under status.usage: what the settled GPU-seconds cost when they were settled.
@@ -147,6 +152,13 @@ def figures(
         usage["savings"] = round(on_demand - cost, MONEY_DIGITS)
         usage["currency"] = table.currency
     return usage
+
+
+def refresh_interval(workloads: int) -> float:
+    """How often a running workload's block is refreshed, when the operator holds `workloads`
+    of its kind: REFRESH_SECONDS, or longer once they would refresh more than
+    MAX_REFRESHES_PER_SECOND together (each is counted as running: the upper bound)."""
+    return max(REFRESH_SECONDS, workloads / MAX_REFRESHES_PER_SECOND)
 
 
 def meter(

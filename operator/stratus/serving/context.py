@@ -12,6 +12,7 @@ from typing import Any
 
 from stratus.api.inferenceservice import InferenceServiceSpec, Step
 from stratus.conditions import Event, set_condition
+from stratus.cost import usage
 from stratus.cost.pods import MeteredPod
 from stratus.cost.prices import PriceTable
 from stratus.podspec import Manifest, Owner
@@ -66,6 +67,8 @@ class Observed:
     # The real time, for metering: pods' start and end times are real, while `now` is the
     # operator's clock, which tests move. None: `now` (a test that does not move the clock).
     real_time: dt.datetime | None = None
+    # How often a running workload's usage is refreshed (usage.refresh_interval).
+    usage_refresh: float = usage.REFRESH_SECONDS
 
     @property
     def metered_at(self) -> dt.datetime:

@@ -169,6 +169,7 @@ class ServingController:
             staging_failures=tuple(f for f in self.failures(key) if isinstance(f, StagingFailure)),
             now=self.clock(),
             real_time=self.real_clock(),
+            usage_refresh=usage.refresh_interval(len(list(self.keys()))),
             staging_image=self.config.staging_image,
             retire_after=dt.timedelta(seconds=self.config.retire_after_seconds),
             routes=await self._routes(spec, owner),

@@ -50,6 +50,7 @@ def _meter(p: Pass) -> None:
         p.spec.resources.gpu_type,
         obs.metered_at,
         obs.known_pods,
+        obs.usage_refresh,
     )
     if wait is not None:
         p.plan.later(wait)

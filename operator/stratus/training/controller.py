@@ -268,6 +268,7 @@ class TrainingController:
             pods=tuple(pods.values()),
             now=self.clock(),
             real_time=self.real_clock(),
+            usage_refresh=usage.refresh_interval(len(list(self.keys()))),
             workloads=tuple(w for j in jobs for w in self.workloads((meta["namespace"], j.name))),
         )
         if observed.spec is None or not (self.gates or self.advisors):

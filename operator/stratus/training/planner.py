@@ -85,6 +85,8 @@ class Observed:
     # The real time, for metering: pods' start and end times are real, so the moved clock would
     # add or take away GPU time. None: `now` (a test that does not move the clock).
     real_time: dt.datetime | None = None
+    # How often a running workload's usage is refreshed (usage.refresh_interval).
+    usage_refresh: float = usage.REFRESH_SECONDS
 
     @property
     def metered_at(self) -> dt.datetime:
@@ -282,6 +284,7 @@ class _Planner:
             self.prices,
             self.spec.resources.gpu_type,
             now,
+            self.obs.usage_refresh,
         )
         if wait is not None:
             self.plan.later(wait)
