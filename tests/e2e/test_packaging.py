@@ -101,6 +101,8 @@ def test_non_default_values_render_namespaced_roles_and_monitoring() -> None:
     assert {"trainingjobs", "jobs", "deployments", "kopfpeerings"} <= role_resources
     assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "KopfPeering"} == roles
     assert {"ServiceMonitor", "PrometheusRule", "ConfigMap"} <= {d["kind"] for d in docs}
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     env = {
         e["name"]: e.get("value")
         for e in next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
