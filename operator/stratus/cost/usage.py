@@ -22,8 +22,8 @@ from stratus.cost.prices import ON_DEMAND, SPOT, Price, PriceTable
 REFRESH_SECONDS = 30.0
 # Refreshes of one kind's running workloads together, at most, per second: 2,000 running
 # TrainingJobs refreshed every 30 s would be 67 status writes a second, and an idle operator
-# busy with them.
-MAX_REFRESHES_PER_SECOND = 4.0
+# busy with them (each costs it about 1% of a core per write a second, make bench found).
+MAX_REFRESHES_PER_SECOND = 1.0
 # Under status.usage: GPU-seconds settled so far, by capacity type (not the running ones).
 ENDED = "endedGpuSeconds"
 # Under status.usage: what the settled GPU-seconds cost when they were settled.

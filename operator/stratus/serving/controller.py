@@ -64,6 +64,8 @@ class ServingController:
     deployments: Lookup
     failures: Lookup
     keys: Callable[[], Iterable[Key]] = lambda: ()
+    # How many the cache holds (cheap: listing the keys walks the whole index).
+    count: Callable[[], int] = lambda: 0
     clock: Callable[[], dt.datetime] = clock_now
     # Metering's time: real, whatever the clock says.
     real_clock: Callable[[], dt.datetime] = real_now
@@ -169,7 +171,7 @@ class ServingController:
             staging_failures=tuple(f for f in self.failures(key) if isinstance(f, StagingFailure)),
             now=self.clock(),
             real_time=self.real_clock(),
-            usage_refresh=usage.refresh_interval(len(list(self.keys()))),
+            usage_refresh=usage.refresh_interval(self.count()),
             staging_image=self.config.staging_image,
             retire_after=dt.timedelta(seconds=self.config.retire_after_seconds),
             routes=await self._routes(spec, owner),

@@ -46,6 +46,7 @@ def _bind(controller: ServingController, indexes: Mapping[str, Any]) -> None:
     pods = indexes["inferenceservice_gpu_pods"]
     controller.pods = lambda k: pods.get(k, ())
     controller.keys = lambda: list(objs.keys())
+    controller.count = lambda: len(objs)
 
 
 WIRING: Wiring[ServingController] = Wiring(_bind)

@@ -63,6 +63,8 @@ class TrainingController:
     pods: Lookup
     # Every key the TrainingJob cache holds.
     keys: Callable[[], Iterable[Key]] = lambda: ()
+    # How many the cache holds (cheap: listing the keys walks the whole index).
+    count: Callable[[], int] = lambda: 0
     # Kueue's Workloads by (namespace, Job name).
     workloads: Lookup = lambda _key: ()
     clock: Callable[[], dt.datetime] = clock_now
@@ -268,7 +270,7 @@ class TrainingController:
             pods=tuple(pods.values()),
             now=self.clock(),
             real_time=self.real_clock(),
-            usage_refresh=usage.refresh_interval(len(list(self.keys()))),
+            usage_refresh=usage.refresh_interval(self.count()),
             workloads=tuple(w for j in jobs for w in self.workloads((meta["namespace"], j.name))),
         )
         if observed.spec is None or not (self.gates or self.advisors):

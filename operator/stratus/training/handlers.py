@@ -45,6 +45,7 @@ def _bind(controller: TrainingController, indexes: Mapping[str, Any]) -> None:
     controller.pods = lambda k: pods.get(k, ())
     controller.workloads = lambda k: workloads.get(k, ())
     controller.keys = lambda: list(tjs.keys())
+    controller.count = lambda: len(tjs)
 
 
 WIRING: Wiring[TrainingController] = Wiring(_bind)
