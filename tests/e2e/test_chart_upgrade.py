@@ -7,6 +7,7 @@ are."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,25 @@ def test_upgrade_updates_the_crds_keeps_resources_and_uninstall_keeps_the_crds(
     # what uninstall keeps from the release's manifest, which now has none.
     manifest = packaging.helm("get", "manifest", "stratus", *kube)
     assert "helm.sh/resource-policy" not in manifest
-    assert CRD in {c.metadata.name for c in ext.list_custom_resource_definition().items if ours(c)}
+    released = [c for c in ext.list_custom_resource_definition().items if ours(c)]
+    assert CRD in {c.metadata.name for c in released}
+
+    def serving() -> bool:
+        """Every CRD the reinstall wrote serves lists again. A CRD written anew has its
+        storage made again; deleted within that moment (the uninstall came 0.1 s after the
+        reinstall), the API server's CRD finalizer failed to list its resources ("storage is
+        (re)initializing") and did not finish for minutes (its log, on a full run)."""
+        for c in released:
+            version = next(v.name for v in c.spec.versions if v.storage)
+            try:
+                custom.list_cluster_custom_object(c.spec.group, version, c.spec.names.plural)
+            except ApiException:
+                return False
+        return True
+
+    wait_for("the reinstalled CRDs serving their resources", serving)
+    time.sleep(2)  # the storage is made again on each write of a CRD: past the last one
+    wait_for("the reinstalled CRDs still serving their resources", serving)
     # No --wait: helm would wait for the CRDs in silence. A CRD is gone once the API server has
     # deleted its resources; the wait below names what is left, and why, if it takes too long.
     packaging.helm("uninstall", "stratus", *kube)
