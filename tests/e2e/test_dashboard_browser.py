@@ -19,9 +19,8 @@ import pytest
 from bench.browser import chromium
 from kubernetes import client
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from stratus.api.common import GROUP, VERSION
@@ -66,20 +65,33 @@ def browser() -> Iterator[webdriver.Chrome]:
         found.quit()
 
 
-def load(browser: webdriver.Chrome, url: str) -> None:
-    browser.get(url)
-    WebDriverWait(browser, 30).until(
-        lambda b: b.execute_script("return document.body.dataset.loaded")
+# Live updates re-render the page under the test, so it reads the page in one script (which a
+# re-render cannot interleave with) and waits through elements that a re-render replaced.
+def wait(browser: webdriver.Chrome, timeout: float = 30) -> WebDriverWait[webdriver.Chrome]:
+    return WebDriverWait(
+        browser, timeout, 0.2, ignored_exceptions=(StaleElementReferenceException,)
     )
 
 
-def until(browser: webdriver.Chrome, what: str, css: str, count: int = 1) -> list[WebElement]:
+def read(browser: webdriver.Chrome, css: str, attribute: str = "innerText") -> list[str]:
+    """The text (or one attribute) of every element the selector finds, read at one instant."""
+    found: list[str] = browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), "
+        "e => (arguments[1] === 'innerText' ? e.innerText : e.getAttribute(arguments[1])) || '')",
+        css,
+        attribute,
+    )
+    return found
+
+
+def load(browser: webdriver.Chrome, url: str) -> None:
+    browser.get(url)
+    wait(browser).until(lambda b: b.execute_script("return document.body.dataset.loaded"))
+
+
+def until(browser: webdriver.Chrome, what: str, css: str, count: int = 1) -> None:
     try:
-        return WebDriverWait(browser, 60, 0.2).until(
-            lambda b: (
-                found if len(found := b.find_elements(By.CSS_SELECTOR, css)) >= count else False
-            )
-        )
+        wait(browser, 60).until(lambda b: len(read(b, css)) >= count)
     except TimeoutException as exc:
         raise AssertionError(
             f"{what}: no {count} of {css}; page: {browser.find_element(By.ID, 'main').text[:2000]}"
@@ -127,10 +139,12 @@ def pixels(png: bytes) -> list[tuple[int, int, int]]:
     return [(row[x], row[x + 1], row[x + 2]) for row in rows for x in range(0, stride, channels)]
 
 
-def assert_drawn(element: WebElement, colour: tuple[int, int, int]) -> None:
+def assert_drawn(browser: webdriver.Chrome, element_id: str, colour: tuple[int, int, int]) -> None:
     """The element's screenshot is not blank: a share of it differs from its background, and
     some of it has the colour its shapes are drawn in."""
-    found = pixels(element.screenshot_as_png)
+    found = pixels(
+        wait(browser).until(lambda b: b.find_element(By.ID, element_id).screenshot_as_png)
+    )
     background, _ = Counter(found).most_common(1)[0]
     drawn = sum(1 for p in found if p != background)
     assert drawn >= 0.01 * len(found), f"{drawn} of {len(found)} pixels drawn"
@@ -228,54 +242,51 @@ def test_the_dashboard_shows_attempts_and_a_canary_and_promotes_it(
     # The list: both kinds, then only what the kind filter keeps.
     load(browser, f"{dashboard}/")
     until(browser, "both resources listed", "#resources tbody tr[data-name]", 2)
-    table = browser.find_element(By.ID, "resources").text
+    (table,) = read(browser, "#resources")
     for text in ("train", "web", "nlp"):
         assert text in table
     # The TrainingJob's spend, metered from its pods at the session's price table.
-    train_row = browser.find_element(By.CSS_SELECTOR, '#resources tr[data-name="train"]')
-    cost_cell = train_row.find_elements(By.TAG_NAME, "td")[6].text
+    cost_cell = read(browser, '#resources tr[data-name="train"] td')[6]
     amount, currency = cost_cell.split()
     assert (float(amount) >= 0, currency) == (True, "USD"), cost_cell
     browser.save_screenshot(str(DOCS / "dashboard-list.png"))
     Select(browser.find_element(By.NAME, "kind")).select_by_value("TrainingJob")
-    shown = browser.find_elements(By.CSS_SELECTOR, "#resources tbody tr[data-name]")
-    assert [r.get_attribute("data-name") for r in shown] == ["train"]
+    assert read(browser, "#resources tbody tr[data-name]", "data-name") == ["train"]
 
     # The TrainingJob: two attempts on spot, the first preempted, on one timeline.
     load(browser, f"{dashboard}/trainingjobs/{namespace}/train")
-    bars = until(browser, "two attempts drawn", "#timeline rect.bar", 2)
-    assert all(float(b.get_attribute("width") or 0) > 0 for b in bars)
-    assert all("spot" in (b.get_attribute("class") or "") for b in bars)
-    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")]
+    until(browser, "two attempts drawn", "#timeline rect.bar", 2)
+    assert all(float(w or 0) > 0 for w in read(browser, "#timeline rect.bar", "width"))
+    assert all("spot" in c for c in read(browser, "#timeline rect.bar", "class"))
+    rows = read(browser, "#attempts tbody tr")
     assert "Preempted" in rows[0], rows
     assert "Running" in rows[1], rows
     assert "100" in rows[1]  # attempt 2 resumed from step 100
-    assert browser.find_elements(By.CSS_SELECTOR, "#timeline line.mark.Preempted")
+    assert read(browser, "#timeline line.mark.Preempted")
     browser.save_screenshot(str(DOCS / "dashboard-trainingjob.png"))
-    assert_drawn(browser.find_element(By.ID, "timeline"), (232, 163, 61))  # the spot colour
+    assert_drawn(browser, "timeline", (232, 163, 61))  # the spot colour
 
     # The InferenceService: at step 1 of 2, its traffic chart drawn from Events and the watch.
     load(browser, f"{dashboard}/inferenceservices/{namespace}/web")
     until(browser, "the traffic chart", "#chart-0 path.series", 1)
-    current = browser.find_element(By.CSS_SELECTOR, "#steps .step.current").text
+    (current,) = read(browser, "#steps .step.current")
     assert "achieved 50%" in current
-    paths = browser.find_elements(By.CSS_SELECTOR, "#chart-0 path.series")
-    assert all(len(p.get_attribute("d") or "") > 10 for p in paths)
+    assert all(len(d) > 10 for d in read(browser, "#chart-0 path.series", "d"))
     # The analysis chart: one point per analysis while the page watches.
     until(browser, "the analysis chart", "#chart-1 path.series", 1)
-    assert browser.find_element(By.ID, "chart-1").get_attribute("aria-label") == (
-        "Analysis: error-rate"
-    )
-    WebDriverWait(browser, 30).until(
-        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#chart-1 circle.dot")) >= 3
-    )
+    assert read(browser, "#chart-1", "aria-label") == ["Analysis: error-rate"]
+    wait(browser).until(lambda b: len(read(b, "#chart-1 circle.dot")) >= 3)
     browser.save_screenshot(str(DOCS / "dashboard-inferenceservice.png"))
-    assert_drawn(browser.find_element(By.ID, "chart-0"), (61, 123, 232))  # the first series
-    assert_drawn(browser.find_element(By.ID, "chart-1"), (46, 157, 91))  # a passed analysis
+    assert_drawn(browser, "chart-0", (61, 123, 232))  # the first series
+    assert_drawn(browser, "chart-1", (46, 157, 91))  # a passed analysis
 
     # Promote from the page: the operator's annotation, an Event saying who, then the rollout.
-    browser.find_element(By.ID, "cmd-promote").click()
-    WebDriverWait(browser, 30).until(
+    # The button found before a live re-render is still the page's button after it.
+    promote = browser.find_element(By.ID, "cmd-promote")
+    drawn = len(read(browser, "#chart-1 circle.dot"))
+    wait(browser).until(lambda b: len(read(b, "#chart-1 circle.dot")) > drawn)
+    promote.click()
+    wait(browser).until(
         lambda b: "promote requested by" in b.find_element(By.ID, "command-status").text
     )
     obj = get("inferenceservices", "web")
@@ -294,4 +305,4 @@ def test_the_dashboard_shows_attempts_and_a_canary_and_promotes_it(
         timeout=90,
     )
     # The page follows on its own (Server-Sent Events): no reload.
-    WebDriverWait(browser, 30).until(lambda b: "Promoted" in b.find_element(By.ID, "events").text)
+    wait(browser).until(lambda b: "Promoted" in "".join(read(b, "#events")))

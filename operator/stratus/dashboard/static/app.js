@@ -252,27 +252,47 @@ function chartSvg(c, index) {
     c.empty ? el("p", { class: "muted" }, "No measurement yet.") : null);
 }
 
-// Kept across the re-renders that live updates cause.
-function commandStatus(cls, text) {
-  state.commandStatus = { cls, text };
-  const node = document.getElementById("command-status");
-  if (node) { node.className = cls; node.textContent = text; }
+const COMMANDS = [["promote", "Promote one step", ""], ["promote-full", "Promote fully", "secondary"],
+  ["abort", "Abort", "danger"], ["retry", "Retry", "secondary"]];
+
+// Built once per page and moved into each re-render, so that a click never lands on a button
+// that a live update has just replaced, and a command's outcome stays on screen.
+function actionBar() {
+  if (state.actions) return state.actions;
+  const status = el("span", { id: "command-status", class: "muted" }, "");
+  const buttons = new Map(COMMANDS.map(([name, label, cls]) => {
+    const button = el("button", { id: `cmd-${name}`, class: cls }, label);
+    button.addEventListener("click", () => command(name, status));
+    return [name, button];
+  }));
+  state.actions = { node: el("div", { class: "card actions" }, [...buttons.values()], status), buttons, busy: null };
+  return state.actions;
 }
 
-async function command(view, name, button) {
-  button.disabled = true;
-  commandStatus("muted", `${name}…`);
+function enableCommands() {
+  const bar = actionBar();
+  for (const [name, button] of bar.buttons) button.disabled = bar.busy !== null || !state.view.actions[name];
+}
+
+async function command(name, status) {
+  const bar = actionBar();
+  bar.busy = name;
+  enableCommands();
+  status.className = "muted";
+  status.textContent = `${name}…`;
   try {
-    const response = await fetch(`/api/inferenceservices/${encodeURIComponent(view.namespace)}/${encodeURIComponent(view.name)}/${name}`,
+    const response = await fetch(`/api/inferenceservices/${encodeURIComponent(state.view.namespace)}/${encodeURIComponent(state.view.name)}/${name}`,
       { method: "POST", headers: { "Content-Type": "application/json", "X-Stratus-Token": TOKEN }, body: "{}" });
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
-    commandStatus(body.event ? "done" : "warning",
-      body.message + (body.warning ? ` (Event not recorded: ${body.warning})` : ""));
+    status.className = body.event ? "done" : "warning";
+    status.textContent = body.message + (body.warning ? ` (Event not recorded: ${body.warning})` : "");
   } catch (error) {
-    commandStatus("error", `${name} failed: ${error.message}`);
+    status.className = "error";
+    status.textContent = `${name} failed: ${error.message}`;
   } finally {
-    button.disabled = false;
+    bar.busy = null;
+    enableCommands();
   }
 }
 
@@ -283,20 +303,15 @@ function resultsTable(title, id, head, rows) {
 }
 
 function renderInferenceService(view) {
-  const buttons = [["promote", "Promote one step", ""], ["promote-full", "Promote fully", "secondary"],
-    ["abort", "Abort", "danger"], ["retry", "Retry", "secondary"]].map(([name, label, cls]) => {
-    const button = el("button", { id: `cmd-${name}`, class: cls, disabled: !view.actions[name] }, label);
-    button.addEventListener("click", () => command(view, name, button));
-    return button;
-  });
+  state.view = view;
+  enableCommands();
   const analysis = (view.lastAnalysis && view.lastAnalysis.results) || [];
   const validation = view.validation || {};
   main.replaceChildren(...header(view),
     summary([["Strategy", view.strategy], ["Stable", view.stableRevision || "—"], ["Canary", view.canaryRevision || "—"],
       ["Weight asked", view.canaryWeight + "%"], ["Weight achieved", view.canaryWeightAchieved + "%"],
       ["Rolled back", view.abortedRevision || "—"]]),
-    el("div", { class: "card actions" }, buttons, el("span", { id: "command-status", class: (state.commandStatus || {}).cls || "muted" },
-      (state.commandStatus || {}).text || "")),
+    actionBar().node,
     el("h2", {}, "Steps"),
     el("div", { class: "steps", id: "steps" }, view.steps.map((s) => el("div", { class: `step ${s.state}` },
       el("div", { class: "muted" }, `step ${s.index + 1}`), el("b", {}, `${s.weight}%`),
