@@ -32,6 +32,8 @@ RUNS = int(os.environ.get("STRATUS_KILL_RUNS", "30"))
 SEED = int(os.environ.get("STRATUS_KILL_SEED", "20240613"))
 SIZE = 65536
 SAVE_EVERY = 10
+# The share of runs whose kills may land while writers still start up and resume.
+EARLY_KILLS = 0.2
 # What the SDK keeps while working: scratch, shards waiting for their step, trash.
 SCRATCH = (".stratus-tmp-", ".stratus-shards-", ".stratus-trash-")
 
@@ -62,6 +64,14 @@ def journal(directory: Path, word: str) -> list[int]:
     ]
 
 
+def wait_resumed(journals: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 60
+    while len(journal(journals, "resumed")) < len(procs):
+        assert all(p.poll() is None for p in procs), "a writer exited before it resumed"
+        assert time.monotonic() < deadline, "the writers did not resume within 60 s"
+        time.sleep(0.01)
+
+
 def run_case(
     tmp_path: Path,
     rng: random.Random,
@@ -76,7 +86,13 @@ def run_case(
         journals = tmp_path / f"attempt-{attempt}"
         journals.mkdir()
         procs = launch(attempt, journals)
-        time.sleep(rng.uniform(0.05, 0.7))
+        if rng.random() < EARLY_KILLS:
+            time.sleep(rng.uniform(0, 0.3))
+        else:
+            # Timed from when every writer has resumed, not from its launch: a loaded machine
+            # starts Python slowly, and kills that all land before the first save test nothing.
+            wait_resumed(journals, procs)
+            time.sleep(rng.uniform(0.02, 0.4))
         signals = [rng.choice((signal.SIGTERM, signal.SIGKILL)) for _ in procs]
         for proc, sig in zip(procs, signals, strict=True):
             proc.send_signal(sig)
