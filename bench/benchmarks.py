@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import json
 import re
 import statistics
@@ -34,6 +33,7 @@ from bench.harness import (
 )
 from stratus import metrics
 from stratus.api.trainingjob import KIND, TrainingJobSpec
+from stratus.conditions import parse_time
 from stratus.config import OperatorConfig
 from stratus.devcluster import kubeapi
 from stratus.devcluster.nodepools import SIMULATED_TOLERATION
@@ -632,19 +632,24 @@ def rollout_step_latency(world: World, services: int) -> Result:
         custom.patch_namespaced_custom_object(
             "stratus.dev", "v1alpha1", ns, "inferenceservices", name, {"spec": {"image": "serve:2"}}
         )
-        changes: list[float] = []
+        # A pause counts from when its step's split stood (status.stepInPlaceAt, the operator's
+        # clock on this machine), so its end is that stamp plus the pause.
+        stood: float | None = None
         last = None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             current = status()
             weight = current.get("canaryWeight")
-            if weight != last and weight:
-                changes.append(time.monotonic())
+            promoted = current.get("phase") == "Healthy" and not current.get("canaryRevision")
+            if weight != last and stood is not None and not promoted:
+                delays.append(time.time() - stood - pause)
+                stood = None
             last = weight
-            if current.get("phase") == "Healthy" and not current.get("canaryRevision") and changes:
+            if promoted:
                 break
+            if stood is None and (at := parse_time(current.get("stepInPlaceAt"))):
+                stood = at.timestamp()
             time.sleep(0.01)
-        delays += [b - a - pause for a, b in itertools.pairwise(changes)]
     return {"pause_end_to_next_weight_seconds": quantiles(delays)}
 
 

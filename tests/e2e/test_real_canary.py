@@ -53,7 +53,7 @@ ERROR_RATIO = (
 )
 MAX_ERROR_RATIO = 0.05
 WEIGHTS = (25, 50, 100)  # with 4 replicas, each weight is an exact replica ratio
-PAUSE = "20s"
+PAUSE = "15s"  # counted from when the step's split stands, so the canary's start-up is not in it
 RATE = 40.0  # requests a second
 POLL = 0.25  # seconds between looks at the status and the pods
 # A split counts once it has held this long (the EndpointSlice and kube-proxy follow a pod's
@@ -61,8 +61,8 @@ POLL = 0.25  # seconds between looks at the status and the pods
 # to a poll and its two API calls late).
 SETTLE = 1.5
 LAG = 2 * POLL
-# A step's settled window is its pause less the canary's start-up: some 10 s, 400 requests, where a
-# 50% share has a standard deviation of 2.5 points. Fewer than 150 (4 points) would make 10 points
+# A step's settled window is its pause less SETTLE and LAG: some 13 s, 500 requests, where a 50%
+# share has a standard deviation of 2.2 points. Fewer than 150 (4 points) would make 10 points
 # a coin toss of the sampling, not a measurement.
 MIN_PER_STEP = 150
 TOLERANCE = 10.0  # percentage points

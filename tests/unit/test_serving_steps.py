@@ -173,7 +173,10 @@ def test_promote_moves_an_indefinite_pause_on_one_step_per_command() -> None:
     # The 100% step has no pause: held one analysis interval once in place, then promoted.
     full = {stable: 0, canary: 10}
     at = later + dt.timedelta(seconds=10)
-    done = planner.plan(observe(new, last.status, full, now=at, sizes={stable: 0}))
+    stood = planner.plan(observe(new, last.status, full, now=at, sizes={stable: 0}))
+    assert (stood.outcomes, stood.requeue_after) == ([], 10)
+    at += dt.timedelta(seconds=10)
+    done = planner.plan(observe(new, stood.status, full, now=at, sizes={stable: 0}))
     assert done.outcomes == ["promoted"]
     assert done.status["stableRevision"] == canary
 
@@ -293,3 +296,28 @@ def test_a_hand_scaled_retiring_stable_is_left_at_its_size() -> None:
         observe(new, plan.status, {stable: 3, canary: 10}, now=minute, sizes={stable: 3})
     )
     assert sized(edited) == {}
+
+
+def test_a_steps_pause_counts_from_when_its_split_stood_not_from_when_it_was_asked() -> None:
+    """As the README says: a canary whose pods take 50 s of a 1m pause to be ready is still
+    watched at its weight for the whole minute."""
+    old = spec("serve:1", analysis={"interval": "30s"})
+    new = spec("serve:2", analysis={"interval": "30s"})
+    stable, canary = revision_of(old), revision_of(new)
+    status = planner.plan(observe(new, planner.plan(observe(old, {}, {})).status, {stable: 10}))
+    asked = status.status
+    assert asked["stepStartedAt"] == "2026-01-01T12:00:00.000Z"
+    starting = NOW + dt.timedelta(seconds=50)
+    slow = planner.plan(observe(new, asked, {stable: 10, canary: 0}, now=starting)).status
+    assert "stepInPlaceAt" not in slow
+    stood = planner.plan(observe(new, slow, {stable: 8, canary: 2}, now=starting)).status
+    assert stood["stepInPlaceAt"] == "2026-01-01T12:00:50.000Z"
+    later = starting + dt.timedelta(seconds=20)  # 70 s since asked, 20 s in place
+    held = planner.plan(observe(new, stood, {stable: 8, canary: 2}, now=later))
+    assert held.status["currentStep"] == 0
+    assert held.requeue_after == 40
+    done = starting + dt.timedelta(minutes=1)
+    advanced = planner.plan(observe(new, held.status, {stable: 8, canary: 2}, now=done)).status
+    assert (advanced["currentStep"], advanced["canaryWeight"]) == (1, 100)
+    assert "stepInPlaceAt" not in advanced
+    assert advanced["stepStartedAt"] == "2026-01-01T12:01:50.000Z"

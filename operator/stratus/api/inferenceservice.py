@@ -543,6 +543,11 @@ class InferenceServiceStatus(ApiModel):
     step_started_at: str | None = Field(
         default=None, description="When the current canary step began (RFC 3339)."
     )
+    step_in_place_at: str | None = Field(
+        default=None,
+        description="When the current step's split first stood, every canary pod it needs "
+        "ready (RFC 3339): its pause counts from then.",
+    )
     aborted_revision: str | None = Field(
         default=None, description="Revision rolled back; not tried again until retried."
     )

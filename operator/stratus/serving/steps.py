@@ -119,6 +119,8 @@ class Steps:
         if self.past_deadline() or self.validating():
             return
         ready = self.in_place()
+        if ready:
+            self.mark_in_place()
         analysis = self.status.setdefault("lastAnalysis", {"failures": 0, "inconclusive": 0})
         if (
             self.p.spec.rollout.analysis.metrics
@@ -209,6 +211,15 @@ class Steps:
         view = self.p.deployments.get(self.status["stableRevision"])
         return target is None or view is None or view.replicas == target
 
+    def mark_in_place(self) -> None:
+        """Stamps when the current step's split first stood: its pause counts from then, not
+        from when the step was asked for, so a slow start does not eat the pause. A stamp older
+        than the step's start is a previous step's (or one before a hold restarted the step)."""
+        stamp = parse_time(self.status.get("stepInPlaceAt"))
+        started = parse_time(self.status.get("stepStartedAt"))
+        if stamp is None or (started is not None and stamp < started):
+            self.status["stepInPlaceAt"] = precise_timestamp(self.p.obs.now)
+
     def past_deadline(self) -> bool:
         """Rolls the canary back when its pods have not all been ready for longer than
         rollout.progressDeadline: from the start of the step, or since one stopped being ready."""
@@ -276,7 +287,7 @@ class Steps:
     def pause_over(self, analysis: dict[str, Any]) -> bool:
         p = self.p
         step = p.steps[self.status.get("currentStep", 0)]
-        started = parse_time(self.status.get("stepStartedAt")) or p.obs.now
+        started = parse_time(self.status.get("stepInPlaceAt")) or p.obs.now
         held = (p.obs.now - started).total_seconds()
         if p.spec.rollout.analysis.metrics and analysis.get("stepMeasured") != self.status.get(
             "currentStep", 0
@@ -313,6 +324,7 @@ class Steps:
                 "phase": "Progressing",
             }
         )
+        self.status.pop("stepInPlaceAt", None)
         ready, wanted = children.canary_pods(p)
         if ready < wanted:
             self.status["canaryUnreadySince"] = self.status["stepStartedAt"]
@@ -353,7 +365,13 @@ class Steps:
         self.p.event("CanaryCancelled", f"canary {canary} cancelled: {why}")
 
     def clear_canary(self) -> None:
-        for key in ("canaryRevision", "currentStep", "stepStartedAt", "canaryUnreadySince"):
+        for key in (
+            "canaryRevision",
+            "currentStep",
+            "stepStartedAt",
+            "stepInPlaceAt",
+            "canaryUnreadySince",
+        ):
             self.status.pop(key, None)
         self.status["canaryWeight"] = 0
 
