@@ -101,8 +101,18 @@ def test_idle_gpus_scale_the_service_to_zero_and_report_what_is_reclaimed(
     assert down["schedule"]["held"] is True
     healthy = next(c for c in down["conditions"] if c["type"] == "Healthy")
     assert healthy["reason"] == "IdleScaledToZero"
-    events = core.list_namespaced_event(serving.ns, field_selector="involvedObject.name=quiet")
-    (scaled,) = [e for e in events.items if e.reason == "IdleScaledToZero"]
+    # Events follow the status write that they describe.
+    (scaled,) = wait_for(
+        "the IdleScaledToZero Event",
+        lambda: [
+            e
+            for e in core.list_namespaced_event(
+                serving.ns, field_selector="involvedObject.name=quiet"
+            ).items
+            if e.reason == "IdleScaledToZero"
+        ],
+        timeout=30,
+    )
     assert scaled.type == "Normal"
     assert scaled.message == "idle for 5m: scaled to zero"
     for gpu, pod in enumerate(pods):
@@ -127,5 +137,16 @@ def test_idle_gpus_scale_the_service_to_zero_and_report_what_is_reclaimed(
     )
     assert back["schedule"]["held"] is False
     assert back["schedule"]["gpuHoursReclaimed"] >= reclaimed["schedule"]["gpuHoursReclaimed"]
-    events = core.list_namespaced_event(serving.ns, field_selector="involvedObject.name=quiet")
-    assert "WokenUp" in [e.reason for e in events.items]
+    wait_for(
+        "the WokenUp Event",
+        lambda: (
+            "WokenUp"
+            in [
+                e.reason
+                for e in core.list_namespaced_event(
+                    serving.ns, field_selector="involvedObject.name=quiet"
+                ).items
+            ]
+        ),
+        timeout=30,
+    )

@@ -90,6 +90,11 @@ def reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
     return [e.reason for e in events.items]
 
 
+def wait_event(cluster: Cluster, namespace: str, name: str, reason: str) -> None:
+    """Events are posted after the status write they describe: wait for one, never read once."""
+    wait_for(f"a {reason} Event", lambda: reason in reasons(cluster, namespace, name), timeout=30)
+
+
 def test_off_hours_hold_the_floor_and_warm_up_before_they_end(
     serving: Serving, moves: Moves, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,7 +128,7 @@ def test_off_hours_hold_the_floor_and_warm_up_before_they_end(
     assert held["schedule"]["offHours"] is True
     assert held["schedule"]["nextChange"] == timestamp(ends - WARM_UP)
     assert held["schedule"]["nextReplicas"] == 2
-    assert "OffHours" in reasons(serving.cluster, serving.ns, "night")
+    wait_event(serving.cluster, serving.ns, "night", "OffHours")
     serving.command("describe", "infs", "night")
     assert "Next change: 2 replicas in" in capsys.readouterr().out
 
@@ -139,7 +144,7 @@ def test_off_hours_hold_the_floor_and_warm_up_before_they_end(
     assert back["schedule"]["offHours"] is True
     assert back["schedule"]["held"] is False
     assert back["schedule"]["gpuHoursReclaimed"] > 0
-    assert "WarmUp" in reasons(serving.cluster, serving.ns, "night")
+    wait_event(serving.cluster, serving.ns, "night", "WarmUp")
 
 
 def test_a_training_job_waits_for_its_start_window_then_starts(
@@ -167,7 +172,7 @@ def test_a_training_job_waits_for_its_start_window_then_starts(
     ready = next(c for c in waiting["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "OutsideStartWindow"
     assert "opens at" in ready["message"]
-    assert "OutsideStartWindow" in reasons(cluster, namespace, "nightly")
+    wait_event(cluster, namespace, "nightly", "OutsideStartWindow")
     time.sleep(2)  # a Job created by mistake would be there by now
     assert batch.list_namespaced_job(namespace).items == []
 
@@ -185,4 +190,4 @@ def test_a_training_job_waits_for_its_start_window_then_starts(
         "nightly running", lambda: s if (s := status()).get("phase") == "Running" else None
     )
     assert started["attempt"] == 1
-    assert "AttemptStarted" in reasons(cluster, namespace, "nightly")
+    wait_event(cluster, namespace, "nightly", "AttemptStarted")
