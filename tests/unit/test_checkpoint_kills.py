@@ -20,9 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from stratus.sdk import PREEMPTED_EXIT_CODE, CheckpointManager
 from tests.unit.checkpoint_worker import check_checkpoint
@@ -34,6 +36,7 @@ SIZE = 65536
 SAVE_EVERY = 10
 # The share of runs whose kills may land while writers still start up and resume.
 EARLY_KILLS = 0.2
+SPAWNED: list[subprocess.Popen[bytes]] = []
 # What the SDK keeps while working: scratch, shards waiting for their step, trash.
 SCRATCH = (".stratus-tmp-", ".stratus-shards-", ".stratus-trash-")
 
@@ -141,8 +144,19 @@ def run_case(
     return figures
 
 
+@pytest.fixture(autouse=True)
+def no_writer_left() -> Iterator[None]:
+    """A failed run leaves no writer running: they step and save until killed."""
+    yield
+    while SPAWNED:
+        proc = SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def spawn(args: list[str], journal_path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [
             *(sys.executable, str(WORKER), "--journal", str(journal_path)),
             *("--size", str(SIZE), "--save-every", str(SAVE_EVERY), *args),
@@ -150,6 +164,8 @@ def spawn(args: list[str], journal_path: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    SPAWNED.append(proc)
+    return proc
 
 
 def test_several_whole_writers_killed_at_random_never_lose_a_saved_step(
