@@ -161,7 +161,9 @@ SESSION_CRDS = ("--set", "crds.enabled=false")
 
 @pytest.fixture
 def installed(cluster: Cluster) -> Iterator[str]:
-    """The chart installed with helm into the test cluster; uninstalled afterwards."""
+    """The chart installed with helm into the test cluster, for its RBAC: its pod is pinned to
+    no node, so that it never runs as a second operator beside the test's; uninstalled
+    afterwards."""
     namespace = "stratus-system"
     base = ["--kubeconfig", str(cluster.kubeconfig)]
     packaging.helm(
@@ -173,11 +175,13 @@ def installed(cluster: Cluster) -> Iterator[str]:
         namespace,
         "--create-namespace",
         "--wait=false",
+        "--set-json",
+        'nodeSelector={"stratus.dev/test":"no-node-has-this"}',
         *SESSION_CRDS,
         *base,
     )
     yield namespace
-    packaging.helm("uninstall", "stratus", "--namespace", namespace, *base)
+    packaging.helm("uninstall", "stratus", "--namespace", namespace, "--wait", *base)
 
 
 def test_the_charts_rbac_is_enough_and_no_more(
@@ -191,6 +195,11 @@ def test_the_charts_rbac_is_enough_and_no_more(
         cluster.kubeconfig, installed, "stratus-operator", tmp_path / "sa.kubeconfig"
     )
     as_operator = api_client(kubeconfig)
+    (pod,) = wait_for(
+        "the chart's operator pod",
+        lambda: client.CoreV1Api(cluster.api).list_namespaced_pod(installed).items,
+    )
+    assert pod.spec.node_name is None, "the chart's own operator must not run beside the test's"
     with pytest.raises(ApiException) as refused:
         client.CoreV1Api(as_operator).list_namespaced_secret(namespace)
     assert refused.value.status == 403
