@@ -24,14 +24,16 @@ REQUESTS = "http_requests_total"
 LATENCY = "http_request_duration_seconds"
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RATE = 50.0  # requests per second each revision serves
-# The queries an InferenceService's analysis runs, as a user would write them.
+# The queries an InferenceService's analysis runs, as a user would write them. Each revision's
+# rates are constant, so the window can be long: a busy machine may miss a dozen scrapes before
+# a result comes back empty (inconclusive, which pauses the tests' rollouts).
 ERROR_RATE = (
-    f'sum(rate({REQUESTS}{{revision="{{{{canary}}}}",code=~"5.."}}[5s])) / '
-    f'sum(rate({REQUESTS}{{revision="{{{{canary}}}}"}}[5s]))'
+    f'sum(rate({REQUESTS}{{revision="{{{{canary}}}}",code=~"5.."}}[15s])) / '
+    f'sum(rate({REQUESTS}{{revision="{{{{canary}}}}"}}[15s]))'
 )
 P99_LATENCY = (
     f"histogram_quantile(0.99, sum by (le) (rate({LATENCY}_bucket"
-    f'{{revision="{{{{canary}}}}"}}[5s])))'
+    f'{{revision="{{{{canary}}}}"}}[15s])))'
 )
 
 

@@ -72,6 +72,11 @@ class Recorder:
             # The server closed the stream (the test ended, or its namespace went away).
             return
 
+    def wait(self, what: str, probe: Callable[[list[Any]], bool], timeout: float = 30) -> None:
+        """Waits until `probe` holds of what the watch has reported: the test's own reads can
+        run ahead of the watch."""
+        wait_for(what, lambda: probe(list(self.objects)), timeout=timeout)
+
     def stop(self) -> list[Any]:
         self._watch.stop()
         return list(self.objects)

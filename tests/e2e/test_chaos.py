@@ -150,9 +150,10 @@ def storm_on(local: LocalCluster, api: client.ApiClient, namespace: str) -> None
         lambda i: (
             TrainingJobBuilder(f"storm-{i}")
             .spot(max_preemptions=3)
-            # Long enough that no pod on a reclaimed node finishes before the taint lands,
-            # even on a loaded machine (8s was seen to race).
-            .runs_for("20s")
+            # Long enough that no pod on a reclaimed node finishes before the taint lands: the
+            # window is this less the spread of 100 pods' starts, which a loaded machine
+            # stretches to 10-15 s (8s was seen to race).
+            .runs_for("40s")
             .reports(f"/checkpoints/storm-{i}", i)
         ),
     )

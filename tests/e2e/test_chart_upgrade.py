@@ -113,7 +113,18 @@ def test_upgrade_updates_the_crds_keeps_resources_and_uninstall_keeps_the_crds(
     after = read("before")
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["spec"] == before["spec"]
-    # The API server now keeps the new field: the schema in force is the upgraded one.
+    # The API server now keeps the new field: the schema in force is the upgraded one. It
+    # rebuilds a resource's storage from its own watch of the CRD, a moment after the write:
+    # a dry run shows when it has.
+    wait_for(
+        "the API server serving the upgraded schema",
+        lambda: (
+            ADDED
+            in custom.create_namespaced_custom_object(
+                GROUP, VERSION, "default", "trainingjobs", tj("after", "kept"), dry_run="All"
+            )["spec"]
+        ),
+    )
     custom.create_namespaced_custom_object(
         GROUP, VERSION, "default", "trainingjobs", tj("after", "kept")
     )

@@ -68,6 +68,15 @@ def truth(pods: Iterable[Any], capacity_of: dict[str, str], at: dt.datetime) -> 
     return seconds
 
 
+def ended(pod: Any) -> bool:
+    return all(c.state.terminated for c in pod.status.container_statuses or [])
+
+
+def all_ended(pods: list[Any]) -> bool:
+    """Every recorded pod's last state has all its containers ended."""
+    return all(ended(p) for p in {p.metadata.uid: p for p in pods}.values())
+
+
 def counters(operator: OperatorProcess, kind: str) -> dict[tuple[str, str], float]:
     """stratus_gpu_seconds_total and stratus_cost_total of the metering cost center and `kind`,
     by (metric, capacity type)."""
@@ -218,7 +227,7 @@ def test_a_preempted_spot_job_finished_on_demand_is_metered_as_its_pods_ran(
         timeout=120,
     )
     assert (done["preemptions"], done["attempt"]) == (1, 2)
-    time.sleep(1)  # the last pod's removal reaches the watch
+    recorder.wait("every pod's end seen by the watch", all_ended)
     seconds = truth(recorder.stop(), nodes, dt.datetime.now(dt.UTC))
     metered = done["usage"]
     report("TrainingJob", metered, seconds)
@@ -307,6 +316,10 @@ def test_an_inferenceservice_scaled_up_and_down_is_metered_as_its_pods_ran(
     time.sleep(8)
     scale(2)
     running(2)
+    recorder.wait(
+        "the removed pod's end seen by the watch",
+        lambda seen: any(p.metadata.deletion_timestamp and ended(p) for p in seen),
+    )
     seen = recorder.stop()
     deleted = [
         p
