@@ -75,3 +75,24 @@ def test_team_and_cost_center_label_the_deployment_its_pods_and_the_autoscaler()
         "stratus.dev/inferenceservice": "web",
         "stratus.dev/revision": "abc",
     }
+
+
+def test_a_server_scaled_away_keeps_serving_until_its_endpoint_is_gone() -> None:
+    (server,) = pod_spec()["containers"]
+    assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": builders.DRAIN_SECONDS}}}
+    # The kubelet's default 30 s grace covers the drain and a server's own shutdown.
+    assert builders.DRAIN_SECONDS < 30
+
+
+def test_a_tenants_own_pre_stop_hook_wins() -> None:
+    hook = {"preStop": {"exec": {"command": ["/bin/drain"]}}}
+    spec = InferenceServiceSpec.model_validate(
+        {
+            "image": "serve:1",
+            "model": {"uri": URI},
+            "podTemplate": {"spec": {"containers": [{"name": "server", "lifecycle": hook}]}},
+        }
+    )
+    built = builders.build_deployment(OWNER, spec, "abc", 1, "stage:1")
+    (server,) = built["spec"]["template"]["spec"]["containers"]
+    assert server["lifecycle"] == hook

@@ -11,6 +11,10 @@ from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
 from stratus.serving.labels import INFERENCESERVICE_LABEL, REVISION_LABEL
 from stratus.serving.revision import LENGTH as REVISION_LENGTH
 
+# How long a terminating serving pod keeps serving before SIGTERM: what an EndpointSlice change
+# takes to reach every node's proxy (kube-proxy syncs within a second or two; 5 s leaves room).
+DRAIN_SECONDS = 5
+
 SERVER = "server"
 MODEL_DIR = "/models"
 MODEL_VOLUME = "stratus-model"
@@ -114,6 +118,14 @@ def _staging(spec: InferenceServiceSpec, staging_image: str) -> tuple[Manifest, 
     return init, volumes
 
 
+def _own_pre_stop(spec: InferenceServiceSpec) -> bool:
+    template = spec.pod_template
+    if template is None or template.spec is None:
+        return False
+    containers = template.spec.model_dump(by_alias=True, exclude_none=True).get("containers", [])
+    return any(c.get("name") == SERVER and "preStop" in c.get("lifecycle", {}) for c in containers)
+
+
 def build_deployment(
     owner: Owner, spec: InferenceServiceSpec, revision: str, replicas: int, staging_image: str
 ) -> Manifest:
@@ -137,6 +149,11 @@ def build_deployment(
     probe = {"httpGet": {"path": spec.readiness_path, "port": "http"}}
     server["ports"] = [{"name": "http", "containerPort": spec.port}]
     server["readinessProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 3}
+    # A pod scaled away keeps serving until its endpoint's removal has reached every node;
+    # a server that stops listening at SIGTERM would otherwise refuse requests still routed to it.
+    # A tenant's own preStop replaces it (the API allows one handler).
+    if not _own_pre_stop(spec):
+        server["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
     server["livenessProbe"] = {
         **probe,
         "periodSeconds": 10,

@@ -29,7 +29,12 @@ from stratus.api.validation import (
 )
 from stratus.conditions import one_line
 from stratus.podspec import MANAGED_BY_LABEL, MANAGER, Manifest, Owner
-from stratus.serving.builders import STAGING_RESOURCES, TERMINATION_MESSAGE_PATH, deployment_name
+from stratus.serving.builders import (
+    DRAIN_SECONDS,
+    STAGING_RESOURCES,
+    TERMINATION_MESSAGE_PATH,
+    deployment_name,
+)
 from stratus.serving.labels import REVISION_LABEL, VALIDATOR_LABEL
 from stratus.storage import staged_name
 from stratus.storage.redact import redact
@@ -52,8 +57,6 @@ VALIDATOR_RESOURCES = {
 RELAY_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
 # Started after the stage's own timeout, the pod gets this long to start and report.
 START_ALLOWANCE = 300
-# After SIGTERM the proxy keeps serving while the endpoint's removal reaches every node.
-DRAIN_SECONDS = 3
 MAX_FAILURE_MESSAGE = 512
 
 
