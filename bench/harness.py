@@ -27,13 +27,15 @@ OPERATOR_USER = "system:serviceaccount:stratus-system:stratus-operator"
 # log would otherwise slow the operator's every request in the other benchmarks.
 AUDITED_TRAINING = "bench-economy-tj"
 AUDITED_SERVING = "bench-economy-infs"
+# footprint counts what the operator asks of the API server while idle.
+AUDITED_SCALE = "bench-scale"
 AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
   - level: Metadata
     users: ["{OPERATOR_USER}"]
-    namespaces: ["{AUDITED_TRAINING}", "{AUDITED_SERVING}"]
+    namespaces: ["{AUDITED_TRAINING}", "{AUDITED_SERVING}", "{AUDITED_SCALE}"]
   - level: None
 """
 

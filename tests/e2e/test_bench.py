@@ -43,6 +43,7 @@ def test_every_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert results["preemption_recovery"]["stratus_reclaim_to_next_attempt_scheduled"]["n"] == 2
     assert results["rollout_step_latency"]["pause_end_to_next_weight_seconds"]["n"] == 3
     assert results["footprint"]["resident_mib"] > 0
+    assert results["footprint"]["idle_writes"] >= 0
     stored = results["checkpoint_storage"]
     assert stored["size_mib"] == 32
     assert len(stored["seconds"]["sdk_upload"]) == 2

@@ -13,9 +13,9 @@ import pytest
 
 from stratus.api.inferenceservice import InferenceServiceSpec
 from stratus.podspec import Manifest, Owner
-from stratus.serving import planner
+from stratus.serving import builders, planner
 from stratus.serving.revision import revision_of
-from stratus.serving.views import ChildView, DeploymentView, child_view
+from stratus.serving.views import ChildView, DeploymentView, child_view, up_to_date
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 OWNER = Owner("InferenceService", "web", "ns", "uid")
@@ -81,8 +81,21 @@ def children_of(*plans: planner.Plan) -> dict[tuple[str, str], Manifest]:
     }
 
 
+def served(value: Any) -> Any:
+    """A manifest as the API server returns it: fields at their zero value (false, 0, empty)
+    left out, as Go's omitempty does, and defaults added (a port's protocol)."""
+    if isinstance(value, dict):
+        kept = {k: served(v) for k, v in value.items() if v not in (False, 0, "", None, [], {})}
+        if "port" in kept:
+            kept.setdefault("protocol", "TCP")
+        return kept
+    if isinstance(value, list):
+        return [served(v) for v in value]
+    return value
+
+
 def views(children: dict[tuple[str, str], Manifest]) -> tuple[ChildView, ...]:
-    return tuple(child_view(m) for m in children.values())
+    return tuple(child_view(served(m)) for m in children.values())
 
 
 def steady() -> tuple[InferenceServiceSpec, dict[str, Any], dict[tuple[str, str], Manifest]]:
@@ -178,3 +191,14 @@ def test_revision_services_are_wanted_on_every_pass_with_an_http_route() -> None
     del children[("Service", f"web-{stable}")]
     again = planner.plan(observe(s, later.status, {stable: 2}, views(children)))
     assert applied(again) == [("Service", f"web-{stable}")]
+
+
+def test_a_field_the_api_server_leaves_out_reads_as_its_zero_value() -> None:
+    """Our Service says publishNotReadyAddresses: false, which the API server omits: it is up
+    to date (not applied on every pass), and the shadow proxy's true is put back to false."""
+    plain, proxied = builders.build_service(OWNER), builders.build_service(OWNER, proxy=True)
+    assert "publishNotReadyAddresses" not in served(plain)["spec"]
+    assert up_to_date(plain, child_view(served(plain)))
+    assert up_to_date(proxied, child_view(served(proxied)))
+    assert not up_to_date(plain, child_view(served(proxied)))
+    assert not up_to_date(proxied, child_view(served(plain)))

@@ -122,10 +122,12 @@ def child_view(obj: Obj) -> ChildView:
 
 def _contains(have: Any, want: Any) -> bool:
     """Whether `have` holds every field of `want` with its value (the API server adds its
-    defaults, such as a Service port's protocol, beside what we wrote)."""
+    defaults, such as a Service port's protocol, beside what we wrote). A field the API server
+    leaves out holds its zero value: it omits false, 0 and empty fields (Go's omitempty), so
+    a `publishNotReadyAddresses: false` we wrote reads back as no field at all."""
     if isinstance(want, Mapping):
         return isinstance(have, Mapping) and all(
-            k in have and _contains(have[k], v) for k, v in want.items()
+            _contains(have[k], v) if k in have else _zero(v) for k, v in want.items()
         )
     if isinstance(want, list):
         return (
@@ -134,6 +136,10 @@ def _contains(have: Any, want: Any) -> bool:
             and all(_contains(h, w) for h, w in zip(have, want, strict=True))
         )
     return bool(have == want)
+
+
+def _zero(value: Any) -> bool:
+    return value is None or (isinstance(value, bool | int | str | list | dict) and not value)
 
 
 def up_to_date(manifest: Obj, view: ChildView | None) -> bool:
