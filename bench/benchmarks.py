@@ -643,11 +643,13 @@ def rollout_step_latency(world: World, services: int) -> Result:
         # clock on this machine), so its end is that stamp plus the pause.
         stood: float | None = None
         last = None
+        started = False
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             current = status()
             weight = current.get("canaryWeight")
-            promoted = current.get("phase") == "Healthy" and not current.get("canaryRevision")
+            started = started or bool(current.get("canaryRevision"))
+            promoted = started and not current.get("canaryRevision")
             if weight != last and stood is not None and not promoted:
                 delays.append(time.time() - stood - pause)
                 stood = None
