@@ -38,6 +38,25 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def wait_events(
+    api: client.ApiClient, namespace: str, name: str, reason: str, timeout: float = 30.0
+) -> list[Any]:
+    """The Events about `name` with `reason`, once there is one: the operator posts Events
+    after the status write they describe, so a test that has seen the status waits for them."""
+    core = client.CoreV1Api(api)
+    return wait_for(
+        f"a {reason} Event about {name}",
+        lambda: [
+            e
+            for e in core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name}"
+            ).items
+            if e.reason == reason
+        ],
+        timeout=timeout,
+    )
+
+
 def api_client(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
 

@@ -16,7 +16,7 @@ from stratus.schedules.idle import DCGM_GPU_UTIL
 from tests.conftest import Cluster, OperatorClock
 from tests.e2e.test_serving import Serving, service
 from tests.prometheus import Exporter, Prometheus
-from tests.support import wait_for
+from tests.support import wait_events, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -101,18 +101,7 @@ def test_idle_gpus_scale_the_service_to_zero_and_report_what_is_reclaimed(
     assert down["schedule"]["held"] is True
     healthy = next(c for c in down["conditions"] if c["type"] == "Healthy")
     assert healthy["reason"] == "IdleScaledToZero"
-    # Events follow the status write that they describe.
-    (scaled,) = wait_for(
-        "the IdleScaledToZero Event",
-        lambda: [
-            e
-            for e in core.list_namespaced_event(
-                serving.ns, field_selector="involvedObject.name=quiet"
-            ).items
-            if e.reason == "IdleScaledToZero"
-        ],
-        timeout=30,
-    )
+    (scaled,) = wait_events(serving.cluster.api, serving.ns, "quiet", "IdleScaledToZero")
     assert scaled.type == "Normal"
     assert scaled.message == "idle for 5m: scaled to zero"
     for gpu, pod in enumerate(pods):
@@ -137,16 +126,4 @@ def test_idle_gpus_scale_the_service_to_zero_and_report_what_is_reclaimed(
     )
     assert back["schedule"]["held"] is False
     assert back["schedule"]["gpuHoursReclaimed"] >= reclaimed["schedule"]["gpuHoursReclaimed"]
-    wait_for(
-        "the WokenUp Event",
-        lambda: (
-            "WokenUp"
-            in [
-                e.reason
-                for e in core.list_namespaced_event(
-                    serving.ns, field_selector="involvedObject.name=quiet"
-                ).items
-            ]
-        ),
-        timeout=30,
-    )
+    wait_events(serving.cluster.api, serving.ns, "quiet", "WokenUp")

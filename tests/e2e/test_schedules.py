@@ -24,7 +24,7 @@ from stratus.conditions import timestamp
 from tests.builders import TrainingJobBuilder
 from tests.conftest import Cluster, OperatorClock
 from tests.e2e.test_serving import Serving, service
-from tests.support import wait_for
+from tests.support import wait_events, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 Obj = dict[str, Any]
@@ -83,18 +83,6 @@ def moves(operator_clock: OperatorClock, cluster: Cluster, namespace: str) -> Mo
     return Moves(operator_clock, cluster, namespace)
 
 
-def reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
-    events = client.CoreV1Api(cluster.api).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name}"
-    )
-    return [e.reason for e in events.items]
-
-
-def wait_event(cluster: Cluster, namespace: str, name: str, reason: str) -> None:
-    """Events are posted after the status write they describe: wait for one, never read once."""
-    wait_for(f"a {reason} Event", lambda: reason in reasons(cluster, namespace, name), timeout=30)
-
-
 def test_off_hours_hold_the_floor_and_warm_up_before_they_end(
     serving: Serving, moves: Moves, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -128,7 +116,7 @@ def test_off_hours_hold_the_floor_and_warm_up_before_they_end(
     assert held["schedule"]["offHours"] is True
     assert held["schedule"]["nextChange"] == timestamp(ends - WARM_UP)
     assert held["schedule"]["nextReplicas"] == 2
-    wait_event(serving.cluster, serving.ns, "night", "OffHours")
+    wait_events(serving.cluster.api, serving.ns, "night", "OffHours")
     serving.command("describe", "infs", "night")
     assert "Next change: 2 replicas in" in capsys.readouterr().out
 
@@ -144,7 +132,7 @@ def test_off_hours_hold_the_floor_and_warm_up_before_they_end(
     assert back["schedule"]["offHours"] is True
     assert back["schedule"]["held"] is False
     assert back["schedule"]["gpuHoursReclaimed"] > 0
-    wait_event(serving.cluster, serving.ns, "night", "WarmUp")
+    wait_events(serving.cluster.api, serving.ns, "night", "WarmUp")
 
 
 def test_a_training_job_waits_for_its_start_window_then_starts(
@@ -172,7 +160,7 @@ def test_a_training_job_waits_for_its_start_window_then_starts(
     ready = next(c for c in waiting["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "OutsideStartWindow"
     assert "opens at" in ready["message"]
-    wait_event(cluster, namespace, "nightly", "OutsideStartWindow")
+    wait_events(cluster.api, namespace, "nightly", "OutsideStartWindow")
     time.sleep(2)  # a Job created by mistake would be there by now
     assert batch.list_namespaced_job(namespace).items == []
 
@@ -190,4 +178,4 @@ def test_a_training_job_waits_for_its_start_window_then_starts(
         "nightly running", lambda: s if (s := status()).get("phase") == "Running" else None
     )
     assert started["attempt"] == 1
-    wait_event(cluster, namespace, "nightly", "AttemptStarted")
+    wait_events(cluster.api, namespace, "nightly", "AttemptStarted")
